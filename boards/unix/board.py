@@ -1,0 +1,128 @@
+# The unix board: the hub on a Linux host, inside the network namespace it runs
+# in. Interfaces are the namespace's own (the AP address must already be on
+# one of them), the station table is the kernel's neighbour table, storage is
+# a directory and the clock is the host's.
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+
+_ARP_REFRESH_MS = 50  # re-read /proc/net/arp at most this often on a miss
+_ARP_MAX_AGE_MS = 10000  # and at least this often, so a moved address is seen
+
+
+class BoardError(Exception):
+    pass
+
+
+class Board:
+    name = "unix"
+    default_ap_ip = "192.168.4.1"
+
+    def __init__(self, config_path, state_dir):
+        self.config_path = config_path
+        self.config_dir = config_path.rpartition("/")[0] or "."
+        self.state_dir = state_dir
+        self.arp = {}  # 4 address bytes -> "aa:bb:..."
+        self.arp_read_ms = None
+        try:
+            os.mkdir(state_dir)
+        except OSError:
+            pass
+
+    # -- storage -----------------------------------------------------------
+    def read_config(self):
+        with open(self.config_path) as f:
+            return f.read()
+
+    def read_file(self, path):
+        # Paths in the config are relative to the config file's folder.
+        if not path.startswith("/"):
+            path = self.config_dir + "/" + path
+        with open(path, "rb") as f:
+            return f.read()
+
+    def save(self, name, data):
+        # Atomic: a reader (or a power cut) sees the old file or the new one.
+        path = self.state_dir + "/" + name
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.rename(path + ".tmp", path)
+
+    def save_json(self, name, obj):
+        # json.dump streams into the file: no one large string on the heap.
+        path = self.state_dir + "/" + name
+        with open(path + ".tmp", "w") as f:
+            json.dump(obj, f)
+        os.rename(path + ".tmp", path)
+
+    def load(self, name):
+        try:
+            with open(self.state_dir + "/" + name, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    # -- network -----------------------------------------------------------
+    async def start_network(self, cfg):
+        # Nothing to bring up here: the namespace's interfaces exist. Check that
+        # the AP address is ours, so a misconfigured hub says so at once.
+        ip = cfg["ap"]["ip"]
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(socket.getaddrinfo(ip, 0)[0][-1])
+        except OSError as e:
+            raise BoardError("AP address %s is not on any interface here (%s)" % (ip, e))
+        finally:
+            s.close()
+
+    def peer_ip(self, addr):
+        # The unix port returns raw sockaddr_in bytes: the address is at 4..8.
+        return bytes(addr[4:8])
+
+    def ip_str(self, key):
+        return "%d.%d.%d.%d" % (key[0], key[1], key[2], key[3])
+
+    def station_mac(self, key):
+        now = time.ticks_ms()
+        mac = self.arp.get(key)
+        age = None if self.arp_read_ms is None else time.ticks_diff(now, self.arp_read_ms)
+        if age is None or age > _ARP_MAX_AGE_MS or (mac is None and age > _ARP_REFRESH_MS):
+            self._read_arp()
+            self.arp_read_ms = now
+            mac = self.arp.get(key)
+        return mac
+
+    def _read_arp(self):
+        table = {}
+        try:
+            with open("/proc/net/arp") as f:
+                f.readline()
+                for line in f:
+                    p = line.split()
+                    if len(p) >= 4 and p[2] != "0x0" and p[3] != "00:00:00:00:00:00":
+                        table[bytes(int(x) for x in p[0].split("."))] = p[3].lower()
+        except OSError:
+            return
+        self.arp = table
+
+    def stations(self):
+        self._read_arp()
+        return [(mac, self.ip_str(k)) for k, mac in self.arp.items()]
+
+    def wait_readable(self, sock):
+        # asyncio has no datagram API; this parks the task until sock is readable.
+        yield asyncio.core._io_queue.queue_read(sock)
+
+    # -- clock and log -----------------------------------------------------------
+    def time_s(self):
+        return time.time()
+
+    def synced(self):
+        return True  # the host keeps its own time
+
+    def log(self, msg):
+        t = time.localtime()
+        sys.stdout.write("%02d:%02d:%02d %s\n" % (t[3], t[4], t[5], msg))

@@ -1,0 +1,264 @@
+# The hub's DNS responder on the AP address, UDP and TCP port 53.
+#
+# Every device's queries end here (the hub is its only way out). The answer
+# depends on the device (the MAC behind the source address) and its policy:
+# an allowed name resolves to the hub's own AP address, so every stream comes
+# to the hub; a blocked name gets NXDOMAIN (or 0.0.0.0). Upstream lookups go
+# only through the encrypted resolver.
+import asyncio
+import socket
+
+from blinds import decisions, dnsmsg
+from blinds.compat import const, ticks_ms
+
+_MAX_INFLIGHT = const(32)  # cache misses being resolved at once (UDP)
+_MAX_TCP_CONNS = const(4)  # the ESP32 has ~10 sockets in all
+_MAX_TCP_QUERY = const(1024)  # a query never needs more; longer ones are dropped
+_TCP_IDLE_MS = const(10000)
+_NEG_TTL_S = const(60)  # cap for negative answers without an SOA
+_UDP_SIZE = const(1232)
+
+_T_A = const(1)
+_T_AAAA = const(28)
+_T_SVCB = const(64)
+_T_HTTPS = const(65)
+_T_ANY = const(255)
+_C_IN = const(1)
+
+
+def ip_bytes(ip):
+    return bytes(int(x) for x in ip.split("."))
+
+
+class DnsServer:
+    def __init__(self, board, cfg, policy, cache, resolver, log, learner=None):
+        self.board = board
+        self.policy = policy
+        self.cache = cache
+        self.resolver = resolver
+        self.log = log
+        self.learner = learner
+        self.ap_ip = cfg["ap"]["ip"]
+        self.ap_rdata = ip_bytes(self.ap_ip)
+        self.names = {}  # mac -> device name, for logs
+        for d in cfg.get("devices", ()):
+            self.names[d["mac"]] = d["name"]
+        self.out = bytearray(_UDP_SIZE)
+        self.out512 = memoryview(self.out)[:512]
+        self.inflight = 0
+        self.tcp_conns = 0
+        self.stats = {
+            "queries": 0, "udp": 0, "tcp": 0, "allowed": 0, "blocked": 0, "cache_hits": 0,
+            "upstream": 0, "servfail": 0, "formerr": 0, "refused": 0, "dropped": 0,
+        }
+        # Bindings for the stream relay: the names each device last resolved.
+        self.bindings = {}
+
+    def device_name(self, mac):
+        if mac is None:
+            return "?"
+        return self.names.get(mac, mac)
+
+    # -- the decision, shared by UDP and TCP -----------------------------------
+    def prepare(self, q, n, ip, out):
+        # -> (length of a reply written to out, None), (0, None) to drop, or
+        #    (-1, job) when an upstream lookup is needed first.
+        st = self.stats
+        st["queries"] += 1
+        try:
+            qid, flags, qname, qtype, qclass, qend, edns = dnsmsg.parse_query(q, n)
+        except dnsmsg.DnsError as e:
+            st["formerr"] += 1
+            r = dnsmsg.rcode_reply(q, n, e.rcode)
+            if r is None or len(r) > len(out):
+                st["dropped"] += 1
+                return 0, None
+            out[: len(r)] = r
+            return len(r), None
+        if qclass != _C_IN or qtype == _T_ANY:
+            st["refused"] += 1
+            return dnsmsg.build_reply(out, q, qend, dnsmsg.NOTIMP), None
+        mac = self.board.station_mac(ip)
+        allowed = mac is not None and self.policy.allows_name(mac, qname)
+        dev = self.device_name(mac)
+        now_s = self.board.time_s()
+        if not allowed:
+            st["blocked"] += 1
+            self.log.add(now_s, dev, qname, qtype, decisions.BLOCK)
+            if mac is not None and self.policy.blocked_answer(mac) == "zero":
+                ans = ((_T_A, 60, b"\0\0\0\0"),) if qtype == _T_A else ()
+                return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR, ans), None
+            return dnsmsg.build_reply(out, q, qend, dnsmsg.NXDOMAIN), None
+        st["allowed"] += 1
+        self.log.add(now_s, dev, qname, qtype, decisions.ALLOW)
+        if self.learner is not None:
+            self.learner.saw_name(mac, qname)
+        if qtype == _T_AAAA or qtype == _T_SVCB or qtype == _T_HTTPS:
+            # No IPv6 uplink, and no address hints that would bypass the hub.
+            return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR), None
+        if qtype != _T_A:
+            return -1, (qname, qtype, qend, mac)  # passed through, not cached
+        hit = self.cache.get(qname, ticks_ms())
+        if hit is None:
+            return -1, (qname, qtype, qend, mac)
+        st["cache_hits"] += 1
+        return self.reply_from(out, q, qend, qname, qtype, hit, mac), None
+
+    def reply_from(self, out, q, qend, qname, qtype, entry, mac):
+        rcode, data, ttl = entry
+        if rcode != dnsmsg.NOERROR:
+            return dnsmsg.build_reply(out, q, qend, rcode)
+        if qtype != _T_A:
+            return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR, data)
+        if not data:
+            return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR)
+        self._bind(mac, qname)
+        return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR, ((_T_A, ttl, self.ap_rdata),))
+
+    def _bind(self, mac, name):
+        names = self.bindings.get(mac)
+        if names is None:
+            names = self.bindings[mac] = []
+        if name in names:
+            names.remove(name)
+        names.append(name)
+        if len(names) > 8:
+            names.pop(0)
+
+    async def lookup(self, job):
+        # Resolve through the encrypted upstreams. A answers fill the cache.
+        # -> (rcode, data, ttl) or None; data: packed addresses (A) or answers.
+        qname, qtype, qend, mac = job
+        self.stats["upstream"] += 1
+        r = await self.resolver.query(qname, qtype)
+        if r is None:
+            return None
+        rc = r.flags & 15
+        if rc != dnsmsg.NOERROR and rc != dnsmsg.NXDOMAIN:
+            return None
+        ttls = [a[3] for a in r.answers]
+        ttl = min(ttls) if ttls and rc == dnsmsg.NOERROR else self._neg_ttl(r)
+        if qtype == _T_A:
+            # CNAME chains collapse: the device only ever sees the hub's address.
+            data = b"".join([a[4] for a in r.answers if a[1] == _T_A and len(a[4]) == 4])
+            self.cache.put(qname, rc, data, ttl, ticks_ms())
+        else:
+            data = [(a[1], a[3], a[4]) for a in r.answers if a[0] == qname and a[1] == qtype]
+        return rc, data, max(ttl, 0)
+
+    def _neg_ttl(self, r):
+        for rr in r.authority:
+            if rr[1] == 6 and len(rr[4]) >= 4:  # SOA: its MINIMUM field ends the rdata
+                rd = rr[4]
+                return min(rr[3], (rd[-4] << 24) | (rd[-3] << 16) | (rd[-2] << 8) | rd[-1], _NEG_TTL_S)
+        return _NEG_TTL_S
+
+    async def finish(self, q, job, out):
+        try:
+            entry = await self.lookup(job)
+        except Exception as e:  # a bug in one lookup must not take the server down
+            self.board.log("dns: lookup failed: %r" % (e,))
+            entry = None
+        qname, qtype, qend, mac = job
+        if entry is None:
+            self.stats["servfail"] += 1
+            self.log.add(self.board.time_s(), self.device_name(mac), qname, qtype, decisions.SERVFAIL)
+            return dnsmsg.build_reply(out, q, qend, dnsmsg.SERVFAIL)
+        return self.reply_from(out, q, qend, qname, qtype, entry, mac)
+
+    # -- UDP -------------------------------------------------------------------
+    def udp_socket(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(socket.getaddrinfo(self.ap_ip, 53)[0][-1])
+        s.setblocking(False)
+        return s
+
+    async def serve_udp(self, sock):
+        wait = self.board.wait_readable
+        st = self.stats
+        while True:
+            await wait(sock)
+            try:
+                q, addr = sock.recvfrom(_UDP_SIZE)
+            except OSError:
+                continue
+            st["udp"] += 1
+            ip = self.board.peer_ip(addr)
+            out = self.out512
+            n, job = self.prepare(q, len(q), ip, out)
+            if n > 0:
+                self._send(sock, memoryview(out)[:n], addr)
+            elif job is not None:
+                if self.inflight >= _MAX_INFLIGHT:
+                    st["dropped"] += 1  # the device retries; memory stays bounded
+                    continue
+                self.inflight += 1
+                asyncio.create_task(self._udp_miss(sock, q, job, addr))
+
+    async def _udp_miss(self, sock, q, job, addr):
+        try:
+            out = bytearray(512)
+            n = await self.finish(q, job, out)
+            self._send(sock, memoryview(out)[:n], addr)
+        finally:
+            self.inflight -= 1
+
+    def _send(self, sock, data, addr):
+        try:
+            sock.sendto(data, addr)
+        except OSError:
+            self.stats["dropped"] += 1
+
+    # -- TCP -------------------------------------------------------------------
+    async def serve_tcp(self):
+        return await asyncio.start_server(self._tcp_client, self.ap_ip, 53, backlog=4)
+
+    async def _tcp_client(self, r, w):
+        ip = self.board.peer_ip(r.get_extra_info("peername"))
+        if self.tcp_conns >= _MAX_TCP_CONNS:
+            self.stats["dropped"] += 1
+            await w.wait_closed()
+            return
+        self.tcp_conns += 1
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for_ms(r.readexactly(2), _TCP_IDLE_MS)
+                except (asyncio.TimeoutError, EOFError, OSError):
+                    break
+                n = (head[0] << 8) | head[1]
+                if n < 12 or n > _MAX_TCP_QUERY:
+                    # No legitimate query looks like this: drop the connection
+                    # without reading (or buffering) the rest.
+                    self.stats["dropped"] += 1
+                    break
+                try:
+                    q = await asyncio.wait_for_ms(r.readexactly(n), _TCP_IDLE_MS)
+                except (asyncio.TimeoutError, EOFError, OSError):
+                    break
+                self.stats["tcp"] += 1
+                out = bytearray(2 + 4096)
+                mv = memoryview(out)
+                ln, job = self.prepare(q, n, ip, mv[2:])
+                if job is not None:
+                    ln = await self.finish(q, job, mv[2:])
+                if ln <= 0:
+                    continue
+                out[0] = ln >> 8
+                out[1] = ln & 255
+                w.write(mv[: ln + 2])
+                await w.drain()
+        except OSError:
+            pass
+        finally:
+            self.tcp_conns -= 1
+            await w.wait_closed()
+
+    def status(self):
+        d = dict(self.stats)
+        d["cache_size"] = len(self.cache)
+        d["cache_max"] = self.cache.size
+        d["inflight"] = self.inflight
+        d["tcp_conns"] = self.tcp_conns
+        return d

@@ -1,0 +1,173 @@
+"""``blinds config``: check hub configuration files.
+
+``blinds config check FILE...`` runs the hub's own validator (the firmware's
+``blinds.config``, imported unchanged) and adds the checks only a host can do:
+each DNS upstream's ``ca_file`` must exist next to the config file and hold PEM
+certificates. Exit status 0 when every file is valid, 2 otherwise.
+"""
+
+import base64
+import binascii
+import json
+import os
+import sys
+
+# Certificates on the hub go to mbedTLS as ``cadata``; a bundle far beyond this
+# would not fit in its RAM, and a file this large is not a CA file anyway.
+MAX_CA_FILE_BYTES = 256 * 1024
+
+_BEGIN = "-----BEGIN CERTIFICATE-----"
+_END = "-----END CERTIFICATE-----"
+
+
+def add_parser(p):
+    """Add the ``check`` action to the ``blinds config`` parser ``p``."""
+    sub = p.add_subparsers(dest="config_action", metavar="ACTION")
+    sub.required = True
+    c = sub.add_parser(
+        "check",
+        help="validate hub configuration files",
+        description="Validate hub configuration files as the hub would, plus their CA files.",
+    )
+    c.add_argument(
+        "files", nargs="+", metavar="FILE", help="configuration file (JSON with // comment lines)"
+    )
+    c.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per file on stdout: {file, ok, problems: [{path, message}]}",
+    )
+    c.add_argument(
+        "--no-ca-check",
+        action="store_true",
+        help="skip the host-side check that each upstream's ca_file exists and holds certificates",
+    )
+
+
+def run(args):
+    """Run the chosen action; return the exit status."""
+    if args.config_action == "check":
+        return _run_check(args)
+    raise AssertionError("unknown config action %r" % args.config_action)
+
+
+def _run_check(args):
+    status = 0
+    for path in args.files:
+        problems = check_file(path, ca_check=not args.no_ca_check)
+        if problems:
+            status = 2
+        if args.json:
+            doc = {
+                "file": path,
+                "ok": not problems,
+                "problems": [{"path": p, "message": m} for p, m in problems],
+            }
+            print(json.dumps(doc))
+        elif problems:
+            for p, m in problems:
+                print("%s: %s: %s" % (path, p, m), file=sys.stderr)
+        else:
+            print("%s: ok" % path)
+    return status
+
+
+def check_file(path, ca_check=True):
+    """All problems with the config file at ``path`` as (json_path, message) pairs.
+
+    Unreadable files and malformed JSON are reported at ``$`` like any other
+    problem, so that every outcome has the same shape.
+    """
+    from blinds import config
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return [("$", "cannot read file: %s" % (e.strerror or e))]
+    try:
+        cfg = config.load_text(data)
+    except config.ConfigError as e:
+        return e.problems
+    problems = config.validate(cfg)
+    if ca_check:
+        problems += check_ca_files(cfg, os.path.dirname(os.path.abspath(path)))
+    return problems
+
+
+def check_ca_files(cfg, base_dir):
+    """Problems with each upstream's ``ca_file``, resolved relative to ``base_dir``.
+
+    Works on an unvalidated config: entries whose ``ca_file`` is not a
+    non-empty string are left to the validator's own report.
+    """
+    dns = cfg.get("dns") if isinstance(cfg, dict) else None
+    ups = dns.get("upstreams") if isinstance(dns, dict) else None
+    if not isinstance(ups, list):
+        return []
+    problems = []
+    for i, up in enumerate(ups):
+        ca = up.get("ca_file") if isinstance(up, dict) else None
+        if not isinstance(ca, str) or not ca:
+            continue
+        err = pem_problem(os.path.join(base_dir, ca))
+        if err:
+            problems.append(("$.dns.upstreams[%d].ca_file" % i, err))
+    return problems
+
+
+def pem_problem(path):
+    """Why the file at ``path`` is not a usable PEM certificate file, or None.
+
+    Each ``BEGIN CERTIFICATE`` block must hold base64 of one DER SEQUENCE whose
+    length matches; this catches keys, truncated files and pasted junk without
+    needing an X.509 parser.
+    """
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_CA_FILE_BYTES:
+            return "%s: %d bytes, larger than %d" % (path, size, MAX_CA_FILE_BYTES)
+        with open(path, "rb") as f:
+            text = f.read().decode("ascii")
+    except FileNotFoundError:
+        return "file not found: %s" % path
+    except IsADirectoryError:
+        return "is a directory: %s" % path
+    except OSError as e:
+        return "cannot read %s: %s" % (path, e.strerror or e)
+    except UnicodeDecodeError:
+        return "not a PEM file (not ASCII text): %s" % path
+    count = 0
+    pos = 0
+    while True:
+        start = text.find(_BEGIN, pos)
+        if start < 0:
+            break
+        end = text.find(_END, start)
+        if end < 0:
+            return "certificate %d has no END CERTIFICATE line: %s" % (count + 1, path)
+        body = "".join(text[start + len(_BEGIN) : end].split())
+        try:
+            der = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return "certificate %d is not valid base64: %s" % (count + 1, path)
+        if not _is_der_sequence(der):
+            return "certificate %d is not a DER certificate: %s" % (count + 1, path)
+        count += 1
+        pos = end + len(_END)
+    if not count:
+        return "no PEM certificate (BEGIN CERTIFICATE block) in %s" % path
+    return None
+
+
+def _is_der_sequence(der):
+    # One DER SEQUENCE (tag 0x30) whose encoded length spans the whole blob.
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    n = der[1]
+    if n < 0x80:
+        return 2 + n == len(der)
+    k = n & 0x7F
+    if k == 0 or k > 4 or len(der) < 2 + k:
+        return False
+    return 2 + k + int.from_bytes(der[2 : 2 + k], "big") == len(der)

@@ -1,0 +1,66 @@
+"""Thin helpers over iproute2 for the test home's network namespaces.
+
+Everything here shells out to ``ip``; it needs root (or CAP_NET_ADMIN).
+"""
+
+import os
+import shutil
+import subprocess
+
+from .errors import EnvironmentProblem
+
+
+def require_root():
+    """Raise EnvironmentProblem unless namespaces can be made here."""
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(
+            "the test home uses network namespaces, which need root: run this as root (sudo)"
+        )
+    if not shutil.which("ip"):
+        raise EnvironmentProblem("iproute2 (`ip`) is not installed: apt-get install iproute2")
+
+
+def sh(*cmd, check=True, ns=None, timeout=30, capture=True):
+    """Run a command (optionally inside namespace ``ns``); return stdout text."""
+    argv = list(cmd)
+    if ns:
+        argv = ["ip", "netns", "exec", ns] + argv
+    res = subprocess.run(argv, capture_output=capture, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise RuntimeError(
+            "command failed (%d): %s\n%s" % (res.returncode, " ".join(argv), res.stderr)
+        )
+    return res.stdout if capture else ""
+
+
+def add_ns(name):
+    sh("ip", "netns", "add", name)
+    sh("ip", "link", "set", "lo", "up", ns=name)
+    # IPv6 off: the hub has no IPv6 uplink, and router solicitations would
+    # only add noise to the captures.
+    sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=name)
+    sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=name)
+
+
+def del_ns(name):
+    pids = sh("ip", "netns", "pids", name, check=False).split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), 9)
+        except (ProcessLookupError, ValueError):
+            pass
+    sh("ip", "netns", "del", name, check=False)
+
+
+def list_ns():
+    out = sh("ip", "netns", "list", check=False)
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def veth(a, a_ns, b, b_ns, a_mac=None):
+    """Create a veth pair a<->b and move each end into its namespace."""
+    sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+    if a_mac:
+        sh("ip", "link", "set", a, "address", a_mac)
+    sh("ip", "link", "set", a, "netns", a_ns)
+    sh("ip", "link", "set", b, "netns", b_ns)

@@ -1,0 +1,1 @@
+"""Real peers the test home runs in its internet namespace."""

@@ -1,0 +1,45 @@
+"""Shared fixtures: the test home in network namespaces.
+
+Namespace tests need root and the packages of tools/install-deps.sh. Outside
+CI they skip with the reason when those are missing; in CI (CI=true) a missing
+part is a failure, so nothing skips there.
+"""
+
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+NEEDED = ["ip", "unbound", "tcpdump", "dig", "kdig", "openssl"]
+
+
+def _home_unavailable():
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    missing = [t for t in NEEDED if not shutil.which(t)]
+    if missing:
+        return "missing tools: %s (run tools/install-deps.sh)" % ", ".join(missing)
+    return None
+
+
+def need_home():
+    why = _home_unavailable()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail("the test home cannot run in CI: " + why)
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    need_home()
+    from blinds_host.home import Home
+
+    wd = str(tmp_path_factory.mktemp("home"))
+    h = Home(n_devices=3, workdir=wd)
+    h.start()
+    yield h
+    h.close()
