@@ -96,11 +96,11 @@ def test_no_plaintext_dns_for_100_names(hub, tmp_path):
                     timeout=120)
         answered = [line for line in r.stdout.splitlines() if line.strip()]
         # a few over TCP too
-        for i in range(5):
-            assert dig(hub, 1, "host%d.zone.test" % i, "A", "+tcp")[0] == "NOERROR"
+        tcp = [dig(hub, 1, "host%d.zone.test" % i, "A", "+tcp")[0] for i in range(5)]
     finally:
         pcap = cap.stop()
-    assert len(answered) == 120, r.stdout[-2000:]
+    assert tcp == ["NOERROR"] * 5, (tcp, hub.hub_status()["dns"], hub.hub_log()[-2000:])
+    assert len(answered) == 120, (r.stdout[-2000:], hub.hub_status()["dns"], hub.hub_status()["upstreams"], hub.hub_log()[-2000:])
     assert all(line.split()[-1] == AP_IP for line in answered)
     rc, rep = verify(pcap)
     assert rep["packets"] > 20, rep  # the hub did talk upstream (over TLS)
@@ -121,15 +121,18 @@ def test_verify_flags_plaintext_dns(home, tmp_path):
 
 
 def test_status_command(hub):
+    dig(hub, 1, "tracker.ads.test")
+    dig(hub, 1, "api.vendor.test")
     time.sleep(1.2)
     r = subprocess.run([sys.executable, "-m", "blinds_host.cli", "status", "--state", hub.hub_state],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "hub (unix board): running" in r.stdout
-    assert "device plug:" in r.stdout and "tracker.ads.test" in r.stdout
+    assert "device plug:" in r.stdout and "tracker.ads.test" in r.stdout, r.stdout
     st = hub.hub_status()
     plug = st["decisions"]["devices"]["plug"]["names"]
-    assert plug["tracker.ads.test"][1] >= 1 and plug["api.vendor.test"][0] >= 1
+    assert plug["tracker.ads.test"] [1] == "block" and plug["api.vendor.test"][1] == "allow"
+    assert plug["tracker.ads.test"][0] >= 1 and plug["api.vendor.test"][0] >= 1
 
 
 def test_blocked_answer_zero(home):

@@ -75,22 +75,30 @@ class Message:
         self.flags = (self.flags & 0xFFF0) | (value & 0xF)
 
     def _key(self):
-        return (self.id, self.flags, self.questions, self.answers, self.authority,
-                self.additional, self.edns)
+        sections = (self.questions, self.answers, self.authority, self.additional)
+        return (self.id, self.flags) + sections + (self.edns,)
 
     def __eq__(self, other):
         return isinstance(other, Message) and self._key() == other._key()
 
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
     def __repr__(self):
-        return "Message(id=%r, flags=%r, q=%r, an=%r, ns=%r, ar=%r, edns=%r)" % self._key()
+        return "Message(id={!r}, flags={!r}, q={!r}, an={!r}, ns={!r}, ar={!r}, edns={!r})".format(
+            *self._key()
+        )
 
 
 def _has_names(rtype):
     # Types whose rdata holds names that may be compressed (RFC 3597 sec. 4).
     return rtype in (T_NS, T_CNAME, T_PTR, T_MX, T_SOA)
+
+
+def _bad_label(lab):
+    # Printable ASCII but no dot: anything else would not survive a round trip
+    # through the dotted text form.
+    for c in lab:
+        if c < 0x21 or c > 0x7E or c == 0x2E:
+            return True
+    return not 0 < len(lab) <= _MAX_LABEL
 
 
 def _labels(buf, pos, end):
@@ -125,10 +133,9 @@ def _labels(buf, pos, end):
         wire += ln + 1
         if wire > _MAX_NAME or pos + ln > end:
             raise DnsError(FORMERR, "name too long")
-        lab = bytes(buf[pos:pos + ln])
-        for c in lab:
-            if c < 0x21 or c > 0x7E or c == 0x2E:
-                raise DnsError(FORMERR, "bad label octet")
+        lab = bytes(buf[pos : pos + ln])  # bytes: MicroPython joins no memoryviews
+        if _bad_label(lab):
+            raise DnsError(FORMERR, "bad label octet")
         labels.append(lab)
         pos += ln
     return labels, (after if after >= 0 else pos)
@@ -161,7 +168,7 @@ def _put_labels(out, labels, comp):
 
 def _split(name):
     # Dotted text -> label bytes, validated as strictly as the decoder does.
-    if name.endswith("."):
+    if name.endswith("."):  # noqa: FURB188 - MicroPython has no str.removesuffix
         name = name[:-1]
     if not name:
         return []
@@ -169,11 +176,8 @@ def _split(name):
     wire = 1
     for s in name.split("."):
         lab = s.encode()
-        if not 0 < len(lab) <= _MAX_LABEL:
-            raise DnsError(SERVFAIL, "bad label length")
-        for c in lab:
-            if c < 0x21 or c > 0x7E:
-                raise DnsError(SERVFAIL, "bad label octet")
+        if _bad_label(lab):
+            raise DnsError(SERVFAIL, "bad label")
         wire += len(lab) + 1
         labels.append(lab)
     if wire > _MAX_NAME:
@@ -185,13 +189,13 @@ def _rdata(buf, rtype, pos, end, comp, out):
     # Copy rdata of a name-bearing type with its names re-written: expanded
     # (decode: comp None, out a fresh bytearray) or compressed (encode).
     if rtype == T_MX:  # a short MX fails in _labels() below
-        out += buf[pos:pos + 2]
+        out += buf[pos : pos + 2]
         pos += 2
     for _ in range(2 if rtype == T_SOA else 1):
         labels, pos = _labels(buf, pos, end)
         _put_labels(out, labels, comp)
     if rtype == T_SOA:
-        out += buf[pos:pos + 20]
+        out += buf[pos : pos + 20]
         pos += 20
     if pos != end:
         raise DnsError(FORMERR, "bad rdata length")
@@ -206,7 +210,7 @@ def _options(buf, pos, end):
         pos += 4
         if pos + ln > end:
             raise DnsError(FORMERR, "option overruns")
-        opts.append((code, buf[pos:pos + ln]))
+        opts.append((code, buf[pos : pos + ln]))
         pos += ln
     return opts
 
@@ -246,8 +250,8 @@ def _decode(buf):
                 # fast path checks), additional section only.
                 if sec is not msg.additional or msg.edns is not None or buf[start]:
                     raise DnsError(FORMERR, "misplaced OPT")
-                msg.edns = [rc, ttl >> 24, (ttl >> 16) & 0xFF, ttl & 0xFFFF,
-                            _options(buf, pos, end)]
+                opts = _options(buf, pos, end)
+                msg.edns = [rc, ttl >> 24, (ttl >> 16) & 0xFF, ttl & 0xFFFF, opts]
             else:
                 if rdlen and _has_names(rt):
                     rd = bytearray()
@@ -273,8 +277,8 @@ def decode(buf):
 
 def _encode(msg, compress):
     e = msg.edns
-    counts = (len(msg.questions), len(msg.answers), len(msg.authority),
-              len(msg.additional) + (e is not None))
+    counts = [len(s) for s in (msg.questions, msg.answers, msg.authority, msg.additional)]
+    counts[3] += e is not None
     for c in counts:
         if c > 0xFFFF:
             raise DnsError(SERVFAIL, "too many records")
@@ -295,7 +299,7 @@ def _encode(msg, compress):
                 try:
                     _rdata(rdata, rt, 0, len(rdata), comp, out)
                 except DnsError:
-                    raise DnsError(SERVFAIL, "bad rdata for type %d" % rt)
+                    raise DnsError(SERVFAIL, "bad rdata for type " + str(rt))
             else:
                 out += rdata
             if len(out) - start > 0xFFFF:
@@ -363,9 +367,8 @@ def _scan(buf, pos, n, an, ns, ar, exact):
         if buf[pos] == 0 and buf[pos + 1] == T_OPT:
             if i < an + ns or udp or pos != start + 1:
                 raise DnsError(FORMERR, "misplaced OPT")
-            udp = (buf[pos + 2] << 8) | buf[pos + 3]
-            if udp < _MIN_UDP:  # RFC 6891 6.2.5; also keeps udp non-zero
-                udp = _MIN_UDP
+            # RFC 6891 6.2.5: below 512 means 512; also keeps udp non-zero.
+            udp = max((buf[pos + 2] << 8) | buf[pos + 3], _MIN_UDP)
         pos += 10 + ((buf[pos + 8] << 8) | buf[pos + 9])
         if pos > n:
             raise DnsError(FORMERR, "rdata overruns")
@@ -376,8 +379,7 @@ def _scan(buf, pos, n, an, ns, ar, exact):
 
 
 def parse_query(buf, n):
-    if n > len(buf):
-        n = len(buf)
+    n = min(n, len(buf))
     if n < _HDR or n > MAX_MSG:
         raise DnsError(FORMERR, "bad length")
     qid, flags, qd, an, ns, ar = struct.unpack_from(">HHHHHH", buf, 0)
@@ -434,7 +436,7 @@ def build_reply(out, query, qend, rcode, answers=(), aa=False):
             ln = len(rdata)
             struct.pack_into(">HHHIH", out, pos, 0xC00C, rtype, C_IN, ttl, ln)
             pos += 12
-            out[pos:pos + ln] = rdata
+            out[pos : pos + ln] = rdata
             pos += ln
     if udp:
         # Extended rcode bits (e.g. BADVERS) go in the OPT TTL.
@@ -445,8 +447,7 @@ def build_reply(out, query, qend, rcode, answers=(), aa=False):
 
 def rcode_reply(query, n, rcode):
     # Best-effort error reply for a query that failed parse_query().
-    if n > len(query):
-        n = len(query)
+    n = min(n, len(query))
     if n < _HDR:
         return None
     flags = (query[2] << 8) | query[3]
@@ -465,5 +466,5 @@ def rcode_reply(query, n, rcode):
     out[1] = query[1]
     flags = _QR | (flags & (_OPMASK | _RD | _CD)) | _RA | (rcode & 0xF)
     struct.pack_into(">HHHHH", out, 2, flags, 1 if qlen else 0, 0, 0, 0)
-    out[_HDR:] = query[_HDR:_HDR + qlen]
+    out[_HDR:] = query[_HDR : _HDR + qlen]
     return bytes(out)

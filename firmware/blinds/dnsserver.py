@@ -238,7 +238,7 @@ class DnsServer:
                 except (asyncio.TimeoutError, EOFError, OSError):
                     break
                 self.stats["tcp"] += 1
-                out = bytearray(2 + 4096)
+                out = bytearray(2 + _UDP_SIZE)
                 mv = memoryview(out)
                 ln, job = self.prepare(q, n, ip, mv[2:])
                 if job is not None:

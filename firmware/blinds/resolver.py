@@ -14,7 +14,7 @@ _BACKOFF_MIN_MS = const(250)
 _BACKOFF_MAX_MS = const(10000)
 _MAX_PENDING = const(64)  # queries in flight on one DoT connection
 _MAX_HEAD = const(4096)  # DoH response head
-_READ_CHUNK = const(2048)
+_RBUF = const(4096)  # receive buffer per upstream: the largest reply we take
 
 
 class UpstreamError(Exception):
@@ -50,7 +50,11 @@ class _Upstream:
         self.cadata = cadata
         self.timeout_ms = timeout_ms
         self.stream = None
-        self.rbuf = b""
+        # One receive buffer for the life of the upstream: replies are framed
+        # in place, so the heap sees one allocation per reply, not per read.
+        self.rbuf = bytearray(_RBUF)
+        self.rmv = memoryview(self.rbuf)
+        self.rlen = 0
         self.backoff_ms = 0
         self.retry_at = 0
         self.queries = 0
@@ -77,13 +81,13 @@ class _Upstream:
         ctx = tls_context(self.cadata)
         r, w = await asyncio.open_connection(self.ip, self.port, ssl=ctx, server_hostname=self.tls_name)
         self.stream = r
-        self.rbuf = b""
+        self.rlen = 0
         self.connects += 1
 
     async def _close(self):
         s = self.stream
         self.stream = None
-        self.rbuf = b""
+        self.rlen = 0
         if s is not None:
             try:
                 await s.wait_closed()  # Stream.close() alone does not close (MicroPython)
@@ -91,19 +95,34 @@ class _Upstream:
                 pass
 
     async def _fill(self):
-        if self.stream is None:
-            raise UpstreamError("not connected")
-        data = await self.stream.read(_READ_CHUNK)
-        if not data:
-            raise UpstreamError("connection closed by %s" % self.label)
-        self.rbuf += data
+        if self.rlen >= _RBUF:
+            raise UpstreamError("reply larger than %d bytes" % _RBUF)
+        while True:
+            if self.stream is None:
+                raise UpstreamError("not connected")
+            n = await self.stream.readinto(self.rmv[self.rlen:])
+            if n is None:
+                continue  # TLS record without application data yet
+            if not n:
+                raise UpstreamError("connection closed by %s" % self.label)
+            self.rlen += n
+            return
+
+    def _take(self, n):
+        # The first n buffered bytes, removed from the buffer.
+        out = bytes(self.rmv[:n])
+        rest = self.rlen - n
+        if rest:
+            self.rbuf[:rest] = self.rmv[n:self.rlen]
+        self.rlen = rest
+        return out
 
     async def _read_exact(self, n):
-        while len(self.rbuf) < n:
+        if n > _RBUF:
+            raise UpstreamError("reply larger than %d bytes" % _RBUF)
+        while self.rlen < n:
             await self._fill()
-        out = self.rbuf[:n]
-        self.rbuf = self.rbuf[n:]
-        return out
+        return self._take(n)
 
     def status(self):
         return {
@@ -172,7 +191,7 @@ class DotUpstream(_Upstream):
             self._failed("timeout")
             await self._drop_connection()
             raise UpstreamError("timeout")
-        except (OSError, EOFError, UpstreamError) as e:
+        except Exception as e:  # TLS setup raises OSError or ValueError: all mean "not this one"
             self._failed("tls: %r" % (e,))
             await self._drop_connection()
             raise UpstreamError("tls error")
@@ -219,7 +238,7 @@ class DohUpstream(_Upstream):
                 r = await asyncio.wait_for_ms(self._exchange(wire), self.timeout_ms)
             except asyncio.TimeoutError:
                 r = "timeout"
-            except (OSError, EOFError, UpstreamError, ValueError) as e:
+            except Exception as e:  # any failure of this upstream: fail over
                 r = "doh: %r" % (e,)
             if not isinstance(r, bytes):
                 self._failed(r)
@@ -248,14 +267,13 @@ class DohUpstream(_Upstream):
         s.write(self.head + str(len(wire)).encode() + b"\r\n\r\n" + wire)
         await s.drain()
         while True:
-            i = self.rbuf.find(b"\r\n\r\n")
+            i = self.rbuf.find(b"\r\n\r\n", 0, self.rlen)
             if i >= 0:
                 break
-            if len(self.rbuf) > _MAX_HEAD:
+            if self.rlen > _MAX_HEAD:
                 raise UpstreamError("response head too long")
             await self._fill()
-        head = bytes(self.rbuf[:i]).decode()
-        self.rbuf = self.rbuf[i + 4:]
+        head = self._take(i + 4)[:i].decode()
         lines = head.split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) < 2 or not parts[0].startswith("HTTP/1."):

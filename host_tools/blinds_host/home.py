@@ -336,7 +336,7 @@ class Capture:
         self.path = path
         if not shutil.which("tcpdump"):
             raise EnvironmentProblem("tcpdump is not installed; run `make deps`")
-        self.proc = home.popen(home.hub_ns, ["tcpdump", "-i", iface, "-U", "-n", "-w", path],
+        self.proc = home.popen(home.hub_ns, ["tcpdump", "-i", iface, "-U", "--immediate-mode", "-n", "-w", path],
                                "tcpdump-" + iface)
         # tcpdump opens the file once it listens; wait for that.
         deadline = time.time() + 10
