@@ -12,12 +12,19 @@ import subprocess
 from blinds_host.paths import micropypath, micropython_bin
 
 
-def run_mp(source, heap="96k", stdin=None, timeout=120, board="unix", args=()):
+def run_mp(source, heap="96k", stdin=None, timeout=120, board="unix", args=(), mpy=False):
     """Run ``source`` (a script's text) under micropython; return CompletedProcess.
 
-    The firmware and the board layer are on the import path as on the hub.
+    The firmware and the board layer are on the import path as on the hub:
+    as sources, or (``mpy=True``) compiled to .mpy as `blinds run` ships them.
     """
-    env = dict(os.environ, MICROPYPATH=micropypath(board))
+    if mpy:
+        from blinds_host.build import build
+
+        path = build(board) + ":.frozen"
+    else:
+        path = micropypath(board)
+    env = dict(os.environ, MICROPYPATH=path)
     cmd = [micropython_bin()]
     if heap:
         cmd += ["-X", "heapsize=%s" % heap]

@@ -121,6 +121,7 @@ def test_verify_flags_plaintext_dns(home, tmp_path):
 
 
 def test_status_command(hub):
+    hub.start_hub(hub.hub_config(devices=devices(), default_policy="block_all"))  # fresh counters
     dig(hub, 1, "tracker.ads.test")
     dig(hub, 1, "api.vendor.test")
     time.sleep(1.2)
@@ -133,6 +134,18 @@ def test_status_command(hub):
     plug = st["decisions"]["devices"]["plug"]["names"]
     assert plug["tracker.ads.test"] [1] == "block" and plug["api.vendor.test"][1] == "allow"
     assert plug["tracker.ads.test"][0] >= 1 and plug["api.vendor.test"][0] >= 1
+
+
+def test_decision_counters_are_bounded(hub, tmp_path):
+    hub.start_hub(hub.hub_config(devices=devices(), default_policy="block_all"))
+    batch = tmp_path / "names.txt"
+    batch.write_text("".join("host%d.zone.test A\n" % i for i in range(0, 130)))
+    hub.dev(1, "dig", "@" + AP_IP, "+time=3", "+tries=2", "+noall", "+answer", "-f", str(batch), timeout=120)
+    time.sleep(1.2)
+    dec = hub.hub_status()["decisions"]
+    kept = sum(len(d["names"]) for d in dec["devices"].values())
+    assert kept < 130 and dec["names_dropped"] == 130 - kept, (kept, dec["names_dropped"])
+    assert len(dec["recent"]) <= 32
 
 
 def test_blocked_answer_zero(home):

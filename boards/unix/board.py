@@ -5,12 +5,14 @@
 import asyncio
 import json
 import os
+import select
 import socket
 import sys
 import time
 
 _ARP_REFRESH_MS = 50  # re-read /proc/net/arp at most this often on a miss
 _ARP_MAX_AGE_MS = 10000  # and at least this often, so a moved address is seen
+_POLL_FDS = 128  # sockets the event loop can watch before its poll array moves
 
 
 class BoardError(Exception):
@@ -76,6 +78,22 @@ class Board:
         except OSError as e:
             raise BoardError("AP address %s is not on any interface here (%s)" % (ip, e))
         finally:
+            s.close()
+
+    def prepare_event_loop(self, n_fds=_POLL_FDS):
+        # Work around a unix-port bug (extmod/modselect.c, POSIX optimisation):
+        # when the poller's pollfd array has to move to grow, every registered
+        # object's pollfd pointer is rebased, including those of objects that
+        # have no fd (TLS sockets), which then point at garbage: the next poll
+        # segfaults. Growing the array once, before any TLS socket is
+        # registered, means it never moves again for up to n_fds sockets.
+        # (The ESP32 port polls without that optimisation.)
+        poller = asyncio.core._io_queue.poller
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n_fds)]
+        for s in socks:
+            poller.register(s, select.POLLIN)
+        for s in reversed(socks):
+            poller.unregister(s)
             s.close()
 
     def peer_ip(self, addr):

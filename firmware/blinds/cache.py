@@ -8,12 +8,24 @@
 from blinds.compat import ticks_diff
 
 
+def presized(n):
+    # A dict whose table already holds n entries: growing it later would need
+    # one large block, which a fragmented heap may not have. (Deleted slots
+    # are reused by later inserts.)
+    d = {}
+    for i in range(n):
+        d[i] = None
+    for i in range(n):
+        del d[i]
+    return d
+
+
 class Cache:
     def __init__(self, size, min_ttl_s=0, max_ttl_s=86400):
         self.size = size
         self.min_ttl_s = min_ttl_s
         self.max_ttl_s = max_ttl_s
-        self.d = {}  # name -> (inserted_ms, ttl_s, rcode, addrs)
+        self.d = presized(size)  # name -> (inserted_ms, ttl_s, rcode, addrs)
         self.hits = 0
         self.misses = 0
         self.evictions = 0

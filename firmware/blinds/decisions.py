@@ -3,9 +3,10 @@
 #
 # Compact on purpose (it lives in the GC heap of a small device): a counter is
 # one small int per (device, name), count << 1 | "last decision was a block".
+from blinds.cache import presized
 from blinds.compat import const
 
-MAX_NAMES = const(128)  # (device, name) counters kept across all devices
+MAX_NAMES = const(96)  # (device, name) counters kept across all devices
 _COUNT_MAX = const(0x1FFFFFFF)
 
 ALLOW = "allow"

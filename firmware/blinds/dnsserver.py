@@ -6,6 +6,7 @@
 # to the hub; a blocked name gets NXDOMAIN (or 0.0.0.0). Upstream lookups go
 # only through the encrypted resolver.
 import asyncio
+import gc
 import socket
 
 from blinds import decisions, dnsmsg
@@ -49,7 +50,7 @@ class DnsServer:
         self.tcp_conns = 0
         self.stats = {
             "queries": 0, "udp": 0, "tcp": 0, "allowed": 0, "blocked": 0, "cache_hits": 0,
-            "upstream": 0, "servfail": 0, "formerr": 0, "refused": 0, "dropped": 0,
+            "upstream": 0, "servfail": 0, "formerr": 0, "refused": 0, "dropped": 0, "oom": 0,
         }
         # Bindings for the stream relay: the names each device last resolved.
         self.bindings = {}
@@ -184,17 +185,25 @@ class DnsServer:
             except OSError:
                 continue
             st["udp"] += 1
-            ip = self.board.peer_ip(addr)
-            out = self.out512
-            n, job = self.prepare(q, len(q), ip, out)
-            if n > 0:
-                self._send(sock, memoryview(out)[:n], addr)
-            elif job is not None:
-                if self.inflight >= _MAX_INFLIGHT:
-                    st["dropped"] += 1  # the device retries; memory stays bounded
-                    continue
-                self.inflight += 1
-                asyncio.create_task(self._udp_miss(sock, q, job, addr))
+            try:
+                ip = self.board.peer_ip(addr)
+                out = self.out512
+                n, job = self.prepare(q, len(q), ip, out)
+                if n > 0:
+                    self._send(sock, memoryview(out)[:n], addr)
+                elif job is not None:
+                    if self.inflight >= _MAX_INFLIGHT:
+                        st["dropped"] += 1  # the device retries; memory stays bounded
+                        continue
+                    self.inflight += 1
+                    asyncio.create_task(self._udp_miss(sock, q, job, addr))
+            except MemoryError:
+                # Out of heap for this one query: drop it (the device retries)
+                # rather than the server.
+                st["dropped"] += 1
+                st["oom"] += 1
+                q = addr = None
+                gc.collect()
 
     async def _udp_miss(self, sock, q, job, addr):
         try:

@@ -83,6 +83,9 @@ class Hub:
 
     # -- main -----------------------------------------------------------------------
     async def main(self):
+        prep = getattr(self.board, "prepare_event_loop", None)
+        if prep is not None:
+            prep()
         cfg = self.load_config()
         from blinds import cache, decisions, dnsmsg, dnsserver, policy, resolver  # noqa: F401
 
