@@ -108,6 +108,10 @@ def test_normalized_structure_and_defaults():
              "max_streams": 4, "blocked_answer": "nxdomain"},
         ],
         "default_policy": "block_all",
+        "relay": {"idle_timeout_s": 300, "max_streams": 64, "sniff_timeout_ms": 5000,
+                  "first_byte_ms": 1500, "connect_timeout_ms": 5000, "half_close_ms": 5000,
+                  "buffer_size": 2048,
+                  "log_size": 32, "ports": []},
     }
     # The input is not modified.
     assert cfg["devices"][0]["mac"] == "02-00-00-00-00-AB"
@@ -569,7 +573,7 @@ while True:
 def mp_validate(configs):
     """validate() of each config under the unix port, as lists of [path, message]."""
     stdin = "".join(json.dumps(c) + "\n" for c in configs).encode()
-    res = run_mp(MP_SCRIPT, heap="96k", stdin=stdin)
+    res = run_mp(MP_SCRIPT, heap="96k", stdin=stdin, mpy=True)
     assert res.returncode == 0, res.stderr.decode(errors="replace")
     lines = res.stdout.decode().splitlines()
     assert len(lines) == len(configs), res.stdout.decode()[-2000:]
@@ -654,7 +658,7 @@ except config.ConfigError as e:
     bad = e.problems[0][0]
 print(json.dumps([norm, bad]))
 """ % example_text()
-    res = run_mp(src, heap="96k")
+    res = run_mp(src, heap="96k", mpy=True)
     assert res.returncode == 0, res.stderr.decode(errors="replace")
     norm, bad = json.loads(res.stdout.decode().splitlines()[-1])
     assert norm == config.check(config.load_text(example_text()))

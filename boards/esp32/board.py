@@ -22,6 +22,9 @@ class BoardError(Exception):
 class Board:
     name = "esp32"
     default_ap_ip = "192.168.4.1"
+    # CONFIG_LWIP_MAX_SOCKETS of stock MicroPython firmware; a custom board
+    # definition can raise it (docs/sockets.md).
+    max_sockets = 10
 
     def __init__(self, config_path="/hub.json", state_dir="/state"):
         self.config_path = config_path
@@ -115,6 +118,9 @@ class Board:
 
     def wait_readable(self, sock):
         yield asyncio.core._io_queue.queue_read(sock)
+
+    def wait_writable(self, sock):
+        yield asyncio.core._io_queue.queue_write(sock)
 
     # -- clock and log -----------------------------------------------------------
     def time_s(self):

@@ -22,6 +22,10 @@ class BoardError(Exception):
 class Board:
     name = "unix"
     default_ap_ip = "192.168.4.1"
+    # Sockets the hub may hold. A Linux host has plenty; this default keeps
+    # the stream budget comparable to an ESP32 build with lwIP's socket limit
+    # raised to 64 (stock ESP32 firmware: 10, see boards/esp32).
+    max_sockets = 64
 
     def __init__(self, config_path, state_dir):
         self.config_path = config_path
@@ -133,6 +137,9 @@ class Board:
     def wait_readable(self, sock):
         # asyncio has no datagram API; this parks the task until sock is readable.
         yield asyncio.core._io_queue.queue_read(sock)
+
+    def wait_writable(self, sock):
+        yield asyncio.core._io_queue.queue_write(sock)
 
     # -- clock and log -----------------------------------------------------------
     def time_s(self):

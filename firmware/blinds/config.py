@@ -37,6 +37,16 @@ _DNS_INTS = (
     ("log_size", 32, 1, 1024),
 )
 _DEVICE_INTS = (("max_streams", 4, 1, 16),)
+_RELAY_INTS = (
+    ("idle_timeout_s", 300, 1, 86400),
+    ("max_streams", 64, 1, 64),
+    ("sniff_timeout_ms", 5000, 100, 60000),
+    ("first_byte_ms", 1500, 100, 10000),
+    ("connect_timeout_ms", 5000, 100, 60000),
+    ("half_close_ms", 5000, 100, 600000),
+    ("buffer_size", 2048, 256, 16384),
+    ("log_size", 32, 1, 256),
+)
 _DNS_OPTIONAL = tuple(t[0] for t in _DNS_INTS) + ("blocked_answer",)
 # Explicit, because CPython's strip() also removes Unicode spaces and
 # MicroPython's does not: the host must judge a name as the hub does.
@@ -445,7 +455,7 @@ def _allow(v, path, out):
 
 
 def _root(cfg, out):
-    if not _obj(cfg, "$", out, ("ap", "dns"), ("devices", "default_policy", "uplink")):
+    if not _obj(cfg, "$", out, ("ap", "dns"), ("devices", "default_policy", "uplink", "relay")):
         return None
     ap = _ap(cfg["ap"], "$.ap", out) if "ap" in cfg else None
     ap_net = ap.pop("net") if ap is not None else None
@@ -480,6 +490,25 @@ def _root(cfg, out):
     r = {"ap": ap, "dns": dns, "devices": devices, "default_policy": dp}
     if "uplink" in cfg:
         r["uplink"] = _uplink(cfg["uplink"], "$.uplink", out)
+    r["relay"] = _relay(cfg["relay"] if "relay" in cfg else {}, "$.relay", out)
+    return r
+
+
+def _relay(v, path, out):
+    # The stream relay's limits; "ports" adds listening ports to those the
+    # allowlists name (80, 443, 1883 and 8883 are always relayed).
+    if not _obj(v, path, out, (), tuple(t[0] for t in _RELAY_INTS) + ("ports",)):
+        return None
+    r = {}
+    _ints(v, r, path, out, _RELAY_INTS)
+    r["ports"] = []
+    if "ports" in v and _list(v["ports"], path + ".ports", out, 0, 16):
+        for i in range(len(v["ports"])):
+            p = _int(v["ports"][i], "%s.ports[%d]" % (path, i), out, 1, 65535)
+            if p is not None and p != 53 and p != 123 and p not in r["ports"]:
+                r["ports"].append(p)
+            elif p in (53, 123):
+                out.append(("%s.ports[%d]" % (path, i), "port %d is the hub's own (DNS/NTP)" % p))
     return r
 
 

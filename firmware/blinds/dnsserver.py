@@ -32,13 +32,12 @@ def ip_bytes(ip):
 
 
 class DnsServer:
-    def __init__(self, board, cfg, policy, cache, resolver, log, learner=None):
+    def __init__(self, board, cfg, policy, cache, resolver, log):
         self.board = board
         self.policy = policy
         self.cache = cache
         self.resolver = resolver
         self.log = log
-        self.learner = learner
         self.ap_ip = cfg["ap"]["ip"]
         self.ap_rdata = ip_bytes(self.ap_ip)
         self.names = {}  # mac -> device name, for logs
@@ -92,8 +91,6 @@ class DnsServer:
             return dnsmsg.build_reply(out, q, qend, dnsmsg.NXDOMAIN), None
         st["allowed"] += 1
         self.log.add(now_s, dev, qname, qtype, decisions.ALLOW)
-        if self.learner is not None:
-            self.learner.saw_name(mac, qname)
         if qtype == _T_AAAA or qtype == _T_SVCB or qtype == _T_HTTPS:
             # No IPv6 uplink, and no address hints that would bypass the hub.
             return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR), None

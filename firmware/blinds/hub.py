@@ -21,6 +21,9 @@ class Hub:
         self.reason = None
         self.started_s = board.time_s()
         self.dns = None
+        self.relay = None
+        self.ntp = None
+        self.learner = None
         self.resolver = None
         self.log = None
         self.tasks = {}
@@ -88,6 +91,7 @@ class Hub:
             prep()
         cfg = self.load_config()
         from blinds import cache, decisions, dnsmsg, dnsserver, policy, resolver  # noqa: F401
+        from blinds import httphost, learn, ntp, relay, sni, sntp  # noqa: F401
 
         # What the code itself holds; "data" heap figures are on top of this.
         gc.collect()
@@ -109,6 +113,7 @@ class Hub:
         sock = dns.udp_socket()
         self.keep("dns-udp", lambda: dns.serve_udp(sock))
         self.keep("dns-tcp", self._tcp_forever)
+        self._start_relay(cfg)
         self.state = "running"
         self.board.log("hub: running; AP %s, %d device(s), %d upstream(s)"
                        % (cfg["ap"]["ip"], len(cfg["devices"]), len(cfg["dns"]["upstreams"])))
@@ -123,6 +128,19 @@ class Hub:
         self.log = decisions.DecisionLog(dnscfg.get("log_size", 64))
         c = cache.Cache(dnscfg.get("cache_size", 64), dnscfg.get("min_ttl_s", 0), dnscfg.get("max_ttl_s", 86400))
         return dnsserver.DnsServer(self.board, cfg, policy.Policy(cfg), c, self.resolver, self.log)
+
+    def _start_relay(self, cfg):
+        from blinds import learn, ntp, relay
+
+        self.learner = learn.Learner(self.board, self.dns.policy)
+        self.relay = relay.Relay(self.board, cfg, self.dns.policy, self.dns, self.resolver, self.learner)
+        for lsock, port in self.relay.listen():
+            self.keep("relay-%d" % port, lambda s=lsock, p=port: self.relay.serve(s, p))
+        self.keep("relay-sweep", self.relay.sweep)
+        self.keep("learn", self.learner.persist)
+        self.ntp = ntp.NtpServer(self.board, cfg["ap"]["ip"])
+        nsock = self.ntp.socket()
+        self.keep("ntp", lambda: self.ntp.serve(nsock))
 
     async def _tcp_forever(self):
         srv = await self.dns.serve_tcp()
@@ -185,6 +203,10 @@ class Hub:
             st["upstreams"] = self.resolver.status()
             st["resolver"] = {"failovers": self.resolver.failovers, "failed": self.resolver.failed}
             st["decisions"] = self.log.snapshot()
+        if self.relay is not None:
+            st["relay"] = self.relay.status()
+            st["ntp"] = {"served": self.ntp.served, "dropped": self.ntp.dropped}
+            st["learn"] = {"flows": self.learner.n, "dropped": self.learner.dropped}
         return st
 
     def heap(self):

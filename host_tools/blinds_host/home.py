@@ -175,7 +175,9 @@ class Home:
             sh("ip", "route", "add", "default", "via", AP_IP, ns=ns)
             sh("ip", "link", "set", p + "d%db" % i, "master", "br0", ns=hub)
             sh("ip", "link", "set", p + "d%db" % i, "up", ns=hub)
-
+            # `ip netns exec` gives the namespace this resolv.conf: every
+            # program on the device (curl, mosquitto_pub, ...) asks the hub.
+            netns.set_resolver(ns, AP_IP)
     def add_server_ip(self, ip):
         """Give the internet namespace one more address (a cloud server's)."""
         sh("ip", "addr", "add", ip + "/16", "dev", "eth0", ns=self.inet_ns, check=False)

@@ -42,7 +42,15 @@ def add_ns(name):
     sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=name)
 
 
+def set_resolver(name, ip):
+    d = os.path.join("/etc/netns", name)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "resolv.conf"), "w") as f:
+        f.write("nameserver %s\noptions timeout:2 attempts:2\n" % ip)
+
+
 def del_ns(name):
+    shutil.rmtree(os.path.join("/etc/netns", name), ignore_errors=True)
     pids = sh("ip", "netns", "pids", name, check=False).split()
     for pid in pids:
         try:
