@@ -85,7 +85,7 @@ class Relay:
         self.free_bufs = []  # pooled buffers, two per stream
         self.stats = {"accepted": 0, "relayed": 0, "blocked": 0, "refused_budget": 0,
                       "refused_device": 0, "no_name": 0, "bad_hello": 0, "unresolved": 0,
-                      "connect_failed": 0, "idle_closed": 0, "bytes_up": 0, "bytes_down": 0}
+                      "connect_failed": 0, "idle_closed": 0, "half_closed": 0, "bytes_up": 0, "bytes_down": 0}
 
     # -- sockets -------------------------------------------------------------
     def listen(self):
@@ -156,7 +156,8 @@ class Relay:
             if st.result is None:
                 st.result = e.args[0] if e.args else "refused"
         except asyncio.CancelledError:
-            if st.result in (None, ALLOWED):
+            # A half-closed stream whose upstream went quiet ended normally.
+            if st.result is None or (st.result == ALLOWED and not st.half):
                 st.result = "idle" if st.dead else "cancelled"
         except OSError as e:
             if st.result is None:
@@ -347,7 +348,7 @@ class Relay:
                 limit = self.half_ms if st.half else self.idle_ms
                 if st.result == ALLOWED and ticks_diff(now, st.last) > limit:
                     st.dead = True
-                    self.stats["idle_closed"] += 1
+                    self.stats["half_closed" if st.half else "idle_closed"] += 1
                     for t in st.tasks:
                         t.cancel()
 
