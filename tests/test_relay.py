@@ -262,6 +262,11 @@ def test_slow_client_is_cut_after_the_sniff_timeout(cloud):
 
 
 def test_200_connections_from_one_device(cloud):
+    # a DNS binding, so the admitted streams (which send nothing) have a name
+    # to go to and stay open
+    from test_dns_home import dig
+
+    assert dig(cloud, 1, "api.vendor.test")[0] == "NOERROR"
     hold = subprocess.Popen(["ip", "netns", "exec", cloud.dev_ns(1), sys.executable, "-c", CLIENT, "many", "6"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -269,13 +274,13 @@ def test_200_connections_from_one_device(cloud):
         # the plug holds at most its max_streams (4); the rest were reset at accept
         assert first["held"] <= 4 and first["reset"] + first["refused"] >= 196, first
         # meanwhile another device is unaffected
-        assert curl(cloud, 2, "https://cdn.other.test/")[1].startswith("hello from cdn.other.test")
+        rc, out, err = curl(cloud, 2, "https://cdn.other.test/")
+        assert out.startswith("hello from cdn.other.test"), (rc, err, cloud.hub_status()["relay"])
     finally:
         hold.wait(30)
     st = relay_status(cloud)
-    # nearly all were refused for the device's cap (the few admitted ones may
-    # end otherwise: this device sent no data, so they had no name to go to)
-    assert st["refused_device"] >= first["reset"] - 4 and st["refused_device"] > 150, (st, first)
+    # every reset the device saw was a refusal for its cap
+    assert st["refused_device"] >= first["reset"] > 150, (st, first)
     assert st["refused_budget"] == 0
 
 

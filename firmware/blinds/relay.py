@@ -94,7 +94,7 @@ class Relay:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setsockopt(_SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(socket.getaddrinfo(self.ap_ip, port)[0][-1])
-            s.listen(4)
+            s.listen(8)
             s.setblocking(False)
             socks.append((s, port))
         return socks
