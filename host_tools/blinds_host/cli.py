@@ -18,6 +18,7 @@ COMMANDS = {
     "status": ("blinds_host.cmd_status", "show a running hub's status and DNS decision log"),
     "config": ("blinds_host.cmd_config", "check a hub configuration"),
     "verify": ("blinds_host.cmd_verify", "check an uplink capture for leaks"),
+    "policy": ("blinds_host.cmd_policy", "propose and compare allowlists from learned flows"),
     "attack": ("blinds_host.cmd_attack", "run traffic-analysis attacks on captures"),
     "demo": ("blinds_host.cmd_demo", "start the test home and show what each view sees"),
 }
