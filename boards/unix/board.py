@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 
-_ARP_REFRESH_MS = 50  # re-read /proc/net/arp at most this often on a miss
+_ARP_REFRESH_MS = 5  # re-read /proc/net/arp at most this often on a miss
 _ARP_MAX_AGE_MS = 10000  # and at least this often, so a moved address is seen
 _POLL_FDS = 128  # sockets the event loop can watch before its poll array moves
 

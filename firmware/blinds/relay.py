@@ -84,7 +84,7 @@ class Relay:
         self.per_mac = {}
         self.free_bufs = []  # pooled buffers, two per stream
         self.stats = {"accepted": 0, "relayed": 0, "blocked": 0, "refused_budget": 0,
-                      "refused_device": 0, "no_name": 0, "bad_hello": 0, "unresolved": 0,
+                      "refused_device": 0, "unknown_device": 0, "no_name": 0, "bad_hello": 0, "unresolved": 0,
                       "connect_failed": 0, "idle_closed": 0, "half_closed": 0, "bytes_up": 0, "bytes_down": 0}
 
     # -- sockets -------------------------------------------------------------
@@ -118,8 +118,12 @@ class Relay:
             self.stats["refused_budget"] += 1
             reset(s)
             return
+        if mac is None:
+            self.stats["unknown_device"] += 1
+            reset(s)
+            return
         n = self.per_mac.get(mac, 0)
-        if mac is None or n >= self.policy.max_streams(mac):
+        if n >= self.policy.max_streams(mac):
             self.stats["refused_device"] += 1
             reset(s)
             return

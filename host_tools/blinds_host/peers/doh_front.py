@@ -91,6 +91,18 @@ class DohHandler(BaseHTTPRequestHandler):
         self._answer(wire)
 
 
+class FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self):
+        # HTTPServer looks up its own host name here, which waits for a DNS
+        # timeout in a namespace without a resolver: skip it.
+        import socketserver
+
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--listen", default="10.0.0.53:443")
@@ -103,8 +115,7 @@ def main(argv=None):
     DohHandler.upstream = (uhost, int(uport))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)
-    server = ThreadingHTTPServer((host, int(port)), DohHandler)
-    server.daemon_threads = True
+    server = FrontServer((host, int(port)), DohHandler)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print("doh front on %s:%s -> %s" % (host, port, args.upstream), flush=True)
     server.serve_forever()
