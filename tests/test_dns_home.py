@@ -140,7 +140,8 @@ def test_decision_counters_are_bounded(hub, tmp_path):
     hub.start_hub(hub.hub_config(devices=devices(), default_policy="block_all"))
     batch = tmp_path / "names.txt"
     batch.write_text("".join("host%d.zone.test A\n" % i for i in range(0, 130)))
-    hub.dev(1, "dig", "@" + AP_IP, "+time=3", "+tries=2", "+noall", "+answer", "-f", str(batch), timeout=120)
+    r = hub.dev(1, "dig", "@" + AP_IP, "+time=3", "+tries=2", "+noall", "+answer", "-f", str(batch), timeout=120)
+    assert len(r.stdout.splitlines()) == 130, (r.stdout[-500:], r.stderr[-500:])
     time.sleep(1.2)
     dec = hub.hub_status()["decisions"]
     kept = sum(len(d["names"]) for d in dec["devices"].values())

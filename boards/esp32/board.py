@@ -15,6 +15,30 @@ _STATIONS_REFRESH_MS = 1000
 _EPOCH_OFFSET_S = 946684800
 
 
+def write_json(f, obj, depth=3):
+    # One write per entry down to `depth` levels: json.dump(obj, f) makes a
+    # write() call per token (thousands of syscalls), json.dumps(obj) one
+    # large string that a fragmented heap may not have room for.
+    if hasattr(obj, "write_json"):
+        obj.write_json(f, json.dumps)
+    elif depth and isinstance(obj, dict):
+        sep = "{"
+        for k, v in obj.items():
+            f.write(sep + json.dumps(k) + ":")
+            write_json(f, v, depth - 1)
+            sep = ","
+        f.write("}" if sep == "," else "{}")
+    elif depth and isinstance(obj, list) and len(obj) > 8:
+        sep = "["
+        for v in obj:
+            f.write(sep)
+            write_json(f, v, depth - 1)
+            sep = ","
+        f.write("]")
+    else:
+        f.write(json.dumps(obj))
+
+
 class BoardError(Exception):
     pass
 
@@ -59,7 +83,7 @@ class Board:
     def save_json(self, name, obj):
         path = self.state_dir + "/" + name
         with open(path + ".tmp", "w") as f:
-            json.dump(obj, f)
+            write_json(f, obj)
         os.rename(path + ".tmp", path)
 
     def load(self, name):

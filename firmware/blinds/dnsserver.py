@@ -18,6 +18,7 @@ _MAX_TCP_QUERY = const(1024)  # a query never needs more; longer ones are droppe
 _TCP_IDLE_MS = const(10000)
 _NEG_TTL_S = const(60)  # cap for negative answers without an SOA
 _UDP_SIZE = const(1232)
+_UDP_RECV = const(512)  # a query never needs more; a smaller buffer fragments less
 
 _T_A = const(1)
 _T_AAAA = const(28)
@@ -117,8 +118,12 @@ class DnsServer:
         names = self.bindings.get(mac)
         if names is None:
             names = self.bindings[mac] = []
-        if name in names:
-            names.remove(name)
+        for i in range(len(names)):
+            if names[i] == name:
+                # Keep the stored string (not this query's): long-lived
+                # objects made per query would fragment the heap.
+                names.append(names.pop(i))
+                return
         names.append(name)
         if len(names) > 8:
             names.pop(0)
@@ -178,7 +183,7 @@ class DnsServer:
         while True:
             await wait(sock)
             try:
-                q, addr = sock.recvfrom(_UDP_SIZE)
+                q, addr = sock.recvfrom(_UDP_RECV)
             except OSError:
                 continue
             st["udp"] += 1

@@ -123,7 +123,7 @@ class Hub:
         from blinds import cache, decisions, policy, resolver
 
         dnscfg = cfg["dns"]
-        ups = resolver.make_upstreams(dnscfg, self.board.read_file)
+        ups = resolver.make_upstreams(dnscfg, self.board)
         self.resolver = resolver.Resolver(ups)
         self.log = decisions.DecisionLog(dnscfg.get("log_size", 64))
         c = cache.Cache(dnscfg.get("cache_size", 64), dnscfg.get("min_ttl_s", 0), dnscfg.get("max_ttl_s", 86400))
@@ -230,7 +230,14 @@ class Hub:
             except (OSError, MemoryError) as e:
                 # Status is a convenience: never let it take the hub down.
                 self.status_errors += 1
-                self.board.log("hub: cannot write status: %r" % (e,))
+                gc.collect()
+                self.board.log("hub: cannot write status: %r (heap free %d after collection)"
+                               % (e, gc.mem_free()))
+                try:
+                    import micropython
+                    micropython.mem_info()
+                except ImportError:
+                    pass
             await asyncio.sleep_ms(_STATUS_PERIOD_MS)
 
 

@@ -4,6 +4,7 @@
 import asyncio
 import binascii
 import os
+import socket
 import ssl
 import struct
 
@@ -14,6 +15,7 @@ _BACKOFF_MIN_MS = const(250)
 _BACKOFF_MAX_MS = const(10000)
 _MAX_PENDING = const(64)  # queries in flight on one DoT connection
 _MAX_HEAD = const(4096)  # DoH response head
+_HANDSHAKE_POLL_MS = const(20)
 _RBUF = const(4096)  # receive buffer per upstream: the largest reply we take
 
 
@@ -41,8 +43,16 @@ def tls_context(cadata):
 
 
 class _Upstream:
-    # Shared state: health, backoff, counters and one buffered TLS stream.
-    def __init__(self, label, ip, port, tls_name, cadata, timeout_ms):
+    # Shared state: health, backoff, counters and one TLS connection.
+    #
+    # The event loop waits on the raw TCP socket, never on the TLS object: a
+    # TLS socket has no file descriptor for poll(), and while one is
+    # registered MicroPython's poller sleeps 1 ms on every pass of the loop
+    # (extmod/modselect.c), which costs every DNS answer and stream chunk.
+    def __init__(self, label, ip, port, tls_name, cadata, timeout_ms, board):
+        self.board = board
+        self.raw = None
+        self.shaken = False  # TLS handshake done (first write went through)
         self.label = label
         self.ip = ip
         self.port = port
@@ -79,30 +89,72 @@ class _Upstream:
 
     async def _open(self):
         ctx = tls_context(self.cadata)
-        r, w = await asyncio.open_connection(self.ip, self.port, ssl=ctx, server_hostname=self.tls_name)
-        self.stream = r
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setblocking(False)
+        try:
+            raw.connect(socket.getaddrinfo(self.ip, self.port)[0][-1])
+        except OSError as e:
+            if e.args[0] not in (115, 119):  # EINPROGRESS (Linux, lwIP)
+                raw.close()
+                raise
+        self.raw = raw
         self.rlen = 0
+        self.shaken = False
+        await self.board.wait_writable(raw)
+        # The handshake runs on the first write (do_handshake_on_connect off).
+        self.stream = ctx.wrap_socket(raw, server_hostname=self.tls_name, do_handshake_on_connect=False)
+        self.stream.setblocking(False)
         self.connects += 1
 
     async def _close(self):
         s = self.stream
+        raw = self.raw
         self.stream = None
+        self.raw = None
         self.rlen = 0
-        if s is not None:
-            try:
-                await s.wait_closed()  # Stream.close() alone does not close (MicroPython)
-            except OSError:
-                pass
+        for x in (s, raw):
+            if x is not None:
+                try:
+                    x.close()
+                except OSError:
+                    pass
+
+    async def _write(self, data):
+        mv = memoryview(data)
+        off = 0
+        while off < len(mv):
+            s = self.stream
+            if s is None:
+                raise UpstreamError("not connected")
+            n = s.write(mv[off:])
+            if n is None:
+                # Would block: mid-handshake the TLS layer may wait for the
+                # server's records or for room to send its own, and does not
+                # say which; afterwards only for room in the socket.
+                if self.shaken:
+                    await self.board.wait_writable(self.raw)
+                else:
+                    try:
+                        await asyncio.wait_for_ms(self.board.wait_readable(self.raw), _HANDSHAKE_POLL_MS)
+                    except asyncio.TimeoutError:
+                        pass
+                continue
+            self.shaken = True
+            off += n
 
     async def _fill(self):
         if self.rlen >= _RBUF:
             raise UpstreamError("reply larger than %d bytes" % _RBUF)
         while True:
-            if self.stream is None:
+            s = self.stream
+            if s is None:
                 raise UpstreamError("not connected")
-            n = await self.stream.readinto(self.rmv[self.rlen:])
+            # Read first: mbedTLS may hold decrypted data already, which
+            # poll() on the raw socket cannot see.
+            n = s.readinto(self.rmv[self.rlen:])
             if n is None:
-                continue  # TLS record without application data yet
+                await self.board.wait_readable(self.raw)
+                continue
             if not n:
                 raise UpstreamError("connection closed by %s" % self.label)
             self.rlen += n
@@ -139,8 +191,9 @@ class _Upstream:
 
 class DotUpstream(_Upstream):
     # One persistent TLS connection, queries pipelined and matched by ID.
-    def __init__(self, ip, port, tls_name, cadata, timeout_ms):
-        _Upstream.__init__(self, "dot:%s@%s:%d" % (tls_name, ip, port), ip, port, tls_name, cadata, timeout_ms)
+    def __init__(self, ip, port, tls_name, cadata, timeout_ms, board):
+        _Upstream.__init__(self, "dot:%s@%s:%d" % (tls_name, ip, port), ip, port, tls_name, cadata,
+                           timeout_ms, board)
         self.pending = {}  # id -> [Event, reply]
         self.lock = asyncio.Lock()
         self.reader = None
@@ -148,7 +201,6 @@ class DotUpstream(_Upstream):
     async def _ensure(self):
         if self.stream is None:
             await self._open()
-            self.reader = asyncio.create_task(self._read_loop(self.stream))
 
     async def _read_loop(self, stream):
         err = "closed"
@@ -164,9 +216,10 @@ class DotUpstream(_Upstream):
                     p[0].set()
         except asyncio.CancelledError:
             raise
-        except (OSError, UpstreamError, EOFError) as e:
+        except (OSError, UpstreamError, EOFError, MemoryError) as e:
             err = "tls: %r" % (e,)
         if self.stream is stream:
+            self.reader = None
             await self._close()
         for p in self.pending.values():
             p[1] = err
@@ -207,9 +260,11 @@ class DotUpstream(_Upstream):
     async def _send(self, msg, p):
         async with self.lock:
             await self._ensure()
-            s = self.stream
-            s.write(msg)
-            await s.drain()
+            await self._write(msg)
+            # The reader starts once the handshake is through: until then the
+            # writer waits on the socket, and asyncio allows one reader a socket.
+            if self.reader is None:
+                self.reader = asyncio.create_task(self._read_loop(self.stream))
         await p[0].wait()
 
     async def _drop_connection(self):
@@ -222,8 +277,9 @@ class DotUpstream(_Upstream):
 
 class DohUpstream(_Upstream):
     # HTTP/1.1 POST with keep-alive (the ESP32 build has no ALPN, so no HTTP/2).
-    def __init__(self, ip, port, tls_name, path, cadata, timeout_ms):
-        _Upstream.__init__(self, "doh:%s@%s:%d%s" % (tls_name, ip, port, path), ip, port, tls_name, cadata, timeout_ms)
+    def __init__(self, ip, port, tls_name, path, cadata, timeout_ms, board):
+        _Upstream.__init__(self, "doh:%s@%s:%d%s" % (tls_name, ip, port, path), ip, port, tls_name, cadata,
+                           timeout_ms, board)
         self.path = path
         self.lock = asyncio.Lock()
         self.head = (
@@ -263,9 +319,7 @@ class DohUpstream(_Upstream):
         return await self._post(wire)
 
     async def _post(self, wire):
-        s = self.stream
-        s.write(self.head + str(len(wire)).encode() + b"\r\n\r\n" + wire)
-        await s.drain()
+        await self._write(self.head + str(len(wire)).encode() + b"\r\n\r\n" + wire)
         while True:
             i = self.rbuf.find(b"\r\n\r\n", 0, self.rlen)
             if i >= 0:
@@ -300,17 +354,17 @@ class DohUpstream(_Upstream):
         return bytes(body)
 
 
-def make_upstreams(dns_cfg, read_file):
-    # read_file(path) -> bytes: the board's storage, for the pinned CA files.
+def make_upstreams(dns_cfg, board):
+    # The board gives the pinned CA files (read_file) and the socket waits.
     ups = []
     timeout_ms = dns_cfg.get("timeout_ms", 2000)
     for u in dns_cfg["upstreams"]:
-        cadata = pem_to_der(read_file(u["ca_file"]))
+        cadata = pem_to_der(board.read_file(u["ca_file"]))
         if u["type"] == "dot":
-            ups.append(DotUpstream(u["ip"], u.get("port", 853), u["name"], cadata, timeout_ms))
+            ups.append(DotUpstream(u["ip"], u.get("port", 853), u["name"], cadata, timeout_ms, board))
         else:
             host, port, path = split_url(u["url"])
-            ups.append(DohUpstream(u["ip"], port, host, path, cadata, timeout_ms))
+            ups.append(DohUpstream(u["ip"], port, host, path, cadata, timeout_ms, board))
     return ups
 
 

@@ -1,8 +1,8 @@
 """``blinds run``: the hub firmware on the MicroPython unix port.
 
 The GC heap is capped so memory figures measured here carry over to the
-device. The default, 192k, is an ESP32 without PSRAM (~128k free with the code
-frozen in flash) plus the ~60k of bytecode that the unix port must hold in the
+device. The default, 256k, is an ESP32 without PSRAM (~128k free with the code
+frozen in flash) plus the ~100k of bytecode that the unix port must hold in the
 heap because it cannot freeze our modules; the hub reports that code share
 ("heap.code") so data figures can be read on their own. The process runs in the
 current network namespace; the AP address of the configuration must be on one
@@ -16,7 +16,7 @@ from .build import build
 from .errors import UsageError
 from .paths import BOARDS, micropypath, micropython_bin
 
-DEFAULT_HEAP = "192k"
+DEFAULT_HEAP = "256k"
 
 
 def add_parser(p):

@@ -265,7 +265,7 @@ class Home:
             "default_policy": default_policy,
         }
 
-    def start_hub(self, config, heap="192k", wait=True):
+    def start_hub(self, config, heap="256k", wait=True):
         """Write ``config`` and start the firmware in the hub namespace."""
         self.stop_hub()
         cfg_path = self.path("hub.json")

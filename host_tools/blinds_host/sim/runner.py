@@ -1,0 +1,188 @@
+"""One run of the simulated home under one defense.
+
+``none``
+    No hub: the hub namespace is a plain router (``ip_forward=1``, no NAT: the
+    internet namespace routes 192.168.4.0/24 back to the router's WAN address),
+    and devices resolve names with plaintext DNS straight at the resolver
+    (10.0.0.53:53, a listener this home adds to unbound). The baseline.
+``dns``
+    The hub, every device ``open``: DNS concealed (DoT upstream), every stream
+    relayed. Nothing is blocked.
+``allowlist``
+    The hub, every device ``allowlist``-ed to exactly the (name, port) pairs its
+    schedule uses: nothing is blocked, but the policy is enforced on each stream.
+
+Each run builds a fresh home (namespaces, unbound with the schedule's names, the
+cloud replayer on the schedule's addresses), captures both views (``wifi`` on
+br0, ``lastmile`` on wan0) and starts one device replayer per device namespace.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+
+from .. import home as home_mod
+from ..errors import UsageError
+from ..home import HUB_WAN_IP, RESOLVER_IP, Home
+from ..netns import sh
+from . import schedule as S
+
+START_MARGIN_S = 3.0
+END_MARGIN_S = 3.0
+HUB_IDLE_TIMEOUT_S = 600     # > schedule.SESSION_GAP_S: a session's silences never end it
+MAX_ALLOW = 128
+
+
+class SimHome(Home):
+    """The test home, with a plain router instead of the hub when ``routed``."""
+
+    def __init__(self, n_devices, workdir, zone, routed=False):
+        super().__init__(n_devices=n_devices, workdir=workdir, zone=zone)
+        self.routed = routed
+
+    def _build_network(self):
+        super()._build_network()
+        if self.routed:
+            sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.hub_ns)
+            sh("ip", "route", "add", home_mod.AP_IP.rsplit(".", 1)[0] + ".0/24", "via",
+               HUB_WAN_IP, ns=self.inet_ns)
+
+    def _start_unbound(self):
+        if not self.routed:
+            return super()._start_unbound()
+        # The parent's configuration plus a plaintext listener on the resolver's
+        # own address: without a hub, devices ask it directly.
+        local = "\n".join('  local-data: "%s. 300 IN A %s"' % (name, ip)
+                          for name, ip in sorted(self.zone.items()))
+        template = home_mod.UNBOUND_CONF.replace(
+            "  interface: 127.0.0.1@53\n",
+            "  interface: 127.0.0.1@53\n  interface: {resolver_ip}@53\n")
+        conf = template.format(wd=self.wd, resolver_ip=RESOLVER_IP, local_data=local)
+        with open(self.path("unbound.conf"), "w") as f:
+            f.write(conf)
+        sh("unbound-checkconf", self.path("unbound.conf"))
+        self.procs["unbound"] = self.popen(self.inet_ns, ["unbound", "-d", "-c",
+                                                          self.path("unbound.conf")], "unbound")
+        self.wait_port(self.inet_ns, RESOLVER_IP, 853, what="unbound DoT")
+        self.wait_port(self.inet_ns, RESOLVER_IP, 53, what="unbound plaintext DNS")
+
+
+def hub_devices(sched, defense):
+    """The ``devices`` list of the hub configuration for ``defense``."""
+    out = []
+    for d in sched["devices"]:
+        i = d["index"]
+        name = ("d%d-%s" % (i, d["name"]))[:32]
+        entry = {"mac": home_mod.device_mac(i), "name": name, "max_streams": 16}
+        if defense == "dns":
+            entry["policy"] = "open"
+        elif defense == "allowlist":
+            allow = [{"host": n, "port": p} for n, p in S.device_names(sched, i)]
+            if len(allow) > MAX_ALLOW:
+                raise UsageError("device %s uses %d (name, port) pairs; an allowlist holds %d"
+                                 % (d["name"], len(allow), MAX_ALLOW))
+            entry["policy"] = "allowlist"
+            entry["allow"] = allow
+        else:
+            raise UsageError("no hub configuration for defense %r" % defense)
+        out.append(entry)
+    return out
+
+
+def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
+    """Run the home under ``defense``; return a dict of what the run produced."""
+    os.makedirs(outdir, exist_ok=True)
+    wd = os.path.join(outdir, "home")
+    shutil.rmtree(wd, ignore_errors=True)
+    n = len(sched["devices"])
+    routed = defense == "none"
+    home = SimHome(n, wd, dict(sched["zone"], **{home_mod.RESOLVER_NAME: RESOLVER_IP}),
+                   routed=routed)
+    info = {"defense": defense, "outdir": outdir, "speed": speed, "n_devices": n}
+    say = progress or (lambda msg: None)
+    try:
+        say("[%s] building the home (%d devices, %d servers)" % (
+            defense, n, len(S.server_addresses(sched))))
+        home.start()
+        for ip in sorted({ip for ip, _ in S.server_addresses(sched)}):
+            home.add_server_ip(ip)
+        if not routed:
+            cfg = home.hub_config(devices=hub_devices(sched, defense), default_policy="block_all")
+            cfg["relay"] = {"ports": sched["relay_ports"], "idle_timeout_s": HUB_IDLE_TIMEOUT_S,
+                            "max_streams": 64}
+            home.start_hub(cfg)
+        caps = {v: home.capture(v, "%s.pcap" % v) for v in ("wifi", "lastmile")}
+        run_s = sched["duration"] / speed
+        t0 = time.time() + START_MARGIN_S
+        t_end = t0 + run_s + END_MARGIN_S + 5.0
+        py = sys.executable
+        logs = {"cloud": os.path.join(outdir, "cloud.jsonl")}
+        ready = os.path.join(outdir, "cloud.ready")
+        for p in [logs["cloud"], ready]:
+            if os.path.exists(p):
+                os.unlink(p)
+        common = ["--schedule", sched_path, "--t0", "%.6f" % t0, "--speed", repr(speed)]
+        home.procs["sim-cloud"] = home.popen(home.inet_ns, [
+            py, "-m", "blinds_host.sim.replay", "cloud"] + common + [
+            "--end", "%.6f" % (t_end + 2.0), "--log", logs["cloud"], "--ready", ready],
+            "sim-cloud")
+        deadline = time.time() + 15
+        while not os.path.exists(ready):
+            if home.procs["sim-cloud"].poll() is not None or time.time() > deadline:
+                raise RuntimeError("the cloud replayer did not start; see %s"
+                                   % home.path("sim-cloud.log"))
+            time.sleep(0.05)
+        dns = RESOLVER_IP if routed else home_mod.AP_IP
+        devs = {}
+        for d in sched["devices"]:
+            i = d["index"]
+            logs[i] = os.path.join(outdir, "device%d.jsonl" % i)
+            if os.path.exists(logs[i]):
+                os.unlink(logs[i])
+            devs[i] = home.popen(home.dev_ns(i), [
+                py, "-m", "blinds_host.sim.replay", "device", "--index", str(i)] + common + [
+                "--dns", dns, "--end", "%.6f" % t_end, "--log", logs[i]], "sim-device%d" % i)
+            home.procs["sim-device%d" % i] = devs[i]
+        total_sessions = sum(d["sessions"] for d in sched["devices"])
+        last = 0.0
+        while any(p.poll() is None for p in devs.values()) and time.time() < t_end + 10:
+            time.sleep(0.5)
+            now = time.time()
+            if now - last >= 10.0:
+                last = now
+                done, failed = _count(logs, sched)
+                say("[%s] %5.0f / %.0f s   sessions: %d of %d done, %d failed" % (
+                    defense, max(now - t0, 0.0), run_s, done, total_sessions, failed))
+        info["t0"], info["run_s"] = t0, run_s
+        info["hub_status"] = home.hub_status() if not routed else None
+        info["pcaps"] = {}
+        for v, c in caps.items():
+            path = c.stop()
+            dest = os.path.join(outdir, "%s.pcap" % v)
+            shutil.move(path, dest)
+            info["pcaps"][v] = dest
+        home.stop_peer("sim-cloud")
+        info["logs"] = {str(k): v for k, v in logs.items()}
+        if not routed:
+            info["hub_log_tail"] = home.hub_log()[-2000:]
+    finally:
+        home.close()
+    with open(os.path.join(outdir, "run.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    return info
+
+
+def _count(logs, sched):
+    done = failed = 0
+    for d in sched["devices"]:
+        try:
+            with open(logs[d["index"]]) as f:
+                for line in f:
+                    done += 1
+                    if '"ok":false' in line:
+                        failed += 1
+        except OSError:
+            pass
+    return done, failed

@@ -1,0 +1,100 @@
+"""Smoke test of the DNS benchmarks: each runs briefly in one shared home and
+returns a result of the documented shape with finite, positive figures.
+Whether a goal is met is for `make bench` to report, not for this test."""
+
+import io
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from conftest import need_home
+
+COMMON = {"name", "value", "unit", "goal", "goal_met"}
+
+
+@pytest.fixture(scope="module")
+def home8(tmp_path_factory):
+    need_home()
+    from blinds_host.home import Home
+
+    h = Home(n_devices=8, workdir=str(tmp_path_factory.mktemp("bench-home")))
+    h.start()
+    yield h
+    h.close()
+
+
+def positive(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def check_common(res, name):
+    assert COMMON <= set(res), res
+    assert res["name"] == name
+    assert isinstance(res["goal_met"], bool)
+    json.dumps(res)  # the runner writes it as JSON
+
+
+def test_cached_qps(home8):
+    from blinds_host import bench_dns
+
+    res = bench_dns.bench_cached_qps(seconds=1, n_names=10, home=home8)
+    check_common(res, "dns_cached_qps")
+    assert positive(res["hub_qps"]) and positive(res["dnsmasq_qps"]) and positive(res["value"]), res
+    assert res["value"] == pytest.approx(res["hub_qps"] / res["dnsmasq_qps"], rel=1e-2)
+    run = res["hub_runs"][0]
+    assert run["hub_cache_hits"] > 0 and run["hub_upstream"] == 0, run  # hits only, as intended
+    assert res["hub_lost"] >= 0 and res["dnsmasq_lost"] >= 0
+    assert positive(res["diagnostic_roomy_heap"]["hub_qps"])
+    assert positive(res["diagnostic_roomy_heap_upstream_closed"]["hub_qps"])
+    # the home is left as found: the hub stopped, unbound serving again
+    assert home8.hub_proc is None
+    assert "unbound" in home8.procs and home8.procs["unbound"].poll() is None
+
+
+def test_miss_latency(home8):
+    from blinds_host import bench_dns
+
+    res = bench_dns.bench_miss_latency(n=6, batch=3, home=home8)
+    check_common(res, "dns_miss_added_latency")
+    assert res["hub"]["n"] + res["hub_failed"] == 6 and res["hub"]["n"] >= 1, res
+    assert res["direct_dot"]["n"] == 6, res
+    for side in ("hub", "direct_dot"):
+        for k in ("median_ms", "p95_ms"):
+            assert positive(res[side][k]), (side, k, res[side])
+    assert math.isfinite(res["value"]) and res["value"] == res["added_ms_median"]
+    assert res["hub_upstream_queries"] >= res["hub"]["n"] and res["hub_cache_hits"] == 0, res  # all misses
+
+
+def test_heap(home8):
+    from blinds_host import bench_dns
+
+    res = bench_dns.bench_heap(home=home8, cached=16, default_heap=None, deadline_s=3)
+    check_common(res, "dns_heap_8dev_64names")
+    assert positive(res["value"]) and positive(res["code_kb"]) and positive(res["data_peak_kb"]), res
+    assert res["capped_heap"].endswith("k") and isinstance(res["capped_ok"], bool)
+    assert res["goal_met"] == res["capped_ok"]
+    roomy = res["runs"]["roomy"]
+    assert roomy["started"] and roomy["workload"]["queries"] > 0, roomy
+
+
+def test_runner_registry_and_only(tmp_path):
+    """--only selects by name; the registry is a plain list of (name, function)."""
+    from blinds_host import bench
+
+    names = [n for n, _ in bench.BENCHMARKS]
+    assert names[:3] == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names"]
+    assert all(callable(f) for _, f in bench.BENCHMARKS)
+    assert [n for n, _ in bench.select(["dns_heap_8dev_64names,dns_cached_qps"])] == [
+        "dns_heap_8dev_64names", "dns_cached_qps"]
+    with pytest.raises(SystemExit):
+        bench.select(["no_such_benchmark"])
+    doc = bench.run([("fake", lambda: {"name": "fake", "value": 1.0, "unit": "x", "goal": ">= 1",
+                                       "goal_met": True})], out=None, log=io.StringIO())
+    assert doc["results"][0]["name"] == "fake" and "seconds_taken" in doc["results"][0]
+    m = doc["machine"]
+    assert m["nproc"] >= 1 and len(m["loadavg_start"]) == 3 and m["python"] and m["micropython"]
+    r = subprocess.run([sys.executable, "-m", "blinds_host.bench", "--list"], capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 0 and "dns_cached_qps" in r.stdout, r.stderr
