@@ -52,8 +52,7 @@ class DecisionLog:
         self.meta[m + 2] = _ACTIONS.index(action)
         n = min(len(name), _NAME_CAP)
         o = i * _NAME_CAP
-        for k in range(n):
-            self.nbuf[o + k] = ord(name[k])
+        self.nbuf[o:o + n] = name.encode()[:n]  # a transient copy, not a kept one
         self.meta[m + 3] = n
         self.pos = (i + 1) % self.size
         self.total += 1

@@ -19,6 +19,7 @@ _TCP_IDLE_MS = const(10000)
 _NEG_TTL_S = const(60)  # cap for negative answers without an SOA
 _UDP_SIZE = const(1232)
 _UDP_RECV = const(512)  # a query never needs more; a smaller buffer fragments less
+_UDP_BURST = const(16)  # datagrams served per wake-up
 
 _T_A = const(1)
 _T_AAAA = const(28)
@@ -80,7 +81,7 @@ class DnsServer:
             st["refused"] += 1
             return dnsmsg.build_reply(out, q, qend, dnsmsg.NOTIMP), None
         mac = self.board.station_mac(ip)
-        allowed = mac is not None and self.policy.allows_name(mac, qname)
+        allowed = mac is not None and self.policy.allows_wire_name(mac, qname)
         dev = self.device_name(mac)
         now_s = self.board.time_s()
         if not allowed:
@@ -179,33 +180,36 @@ class DnsServer:
 
     async def serve_udp(self, sock):
         wait = self.board.wait_readable
-        st = self.stats
         while True:
             await wait(sock)
-            try:
-                q, addr = sock.recvfrom(_UDP_RECV)
-            except OSError:
-                continue
-            st["udp"] += 1
-            try:
-                ip = self.board.peer_ip(addr)
-                out = self.out512
-                n, job = self.prepare(q, len(q), ip, out)
-                if n > 0:
-                    self._send(sock, memoryview(out)[:n], addr)
-                elif job is not None:
-                    if self.inflight >= _MAX_INFLIGHT:
-                        st["dropped"] += 1  # the device retries; memory stays bounded
-                        continue
-                    self.inflight += 1
-                    asyncio.create_task(self._udp_miss(sock, q, job, addr))
-            except MemoryError:
-                # Out of heap for this one query: drop it (the device retries)
-                # rather than the server.
-                st["dropped"] += 1
-                st["oom"] += 1
-                q = addr = None
-                gc.collect()
+            # Drain what is queued (bounded, so TCP and the relay get their
+            # turn): one pass through the event loop serves a burst.
+            for _ in range(_UDP_BURST):
+                try:
+                    q, addr = sock.recvfrom(_UDP_RECV)
+                except OSError:
+                    break  # EAGAIN: nothing more queued
+                self._udp_query(sock, q, addr)
+
+    def _udp_query(self, sock, q, addr):
+        st = self.stats
+        st["udp"] += 1
+        try:
+            n, job = self.prepare(q, len(q), self.board.peer_ip(addr), self.out512)
+            if n > 0:
+                self._send(sock, self.out512[:n], addr)
+            elif job is not None:
+                if self.inflight >= _MAX_INFLIGHT:
+                    st["dropped"] += 1  # the device retries; memory stays bounded
+                    return
+                self.inflight += 1
+                asyncio.create_task(self._udp_miss(sock, q, job, addr))
+        except MemoryError:
+            # Out of heap for this one query: drop it (the device retries)
+            # rather than the server.
+            st["dropped"] += 1
+            st["oom"] += 1
+            gc.collect()
 
     async def _udp_miss(self, sock, q, job, addr):
         try:

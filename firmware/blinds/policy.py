@@ -39,9 +39,14 @@ class _Device:
         n = name.lower()
         if n.endswith("."):
             n = n[:-1]
+        return self.match_wire(n, port) and _ascii(name)
+
+    def match_wire(self, n, port):
+        # match() for a name as the DNS codec gives it: lower-case printable
+        # ASCII without a trailing dot (the per-query hot path: no copies).
         ports = self.exact.get(n)
         if ports is not None and (port is None or port in ports):
-            return _ascii(name)
+            return True
         wild = self.wild
         if wild:
             # Try each proper suffix after a dot; a dot at index 0 would leave an
@@ -50,7 +55,7 @@ class _Device:
             while i > 0:
                 ports = wild.get(n[i + 1 :])
                 if ports is not None and (port is None or port in ports):
-                    return _ascii(name)
+                    return True
                 i = n.find(".", i + 1)
         return False
 
@@ -107,6 +112,14 @@ class Policy:
         pol = dev.policy if dev else self.default_policy
         if pol == _ALLOWLIST:
             return dev is not None and dev.match(name, None)
+        return pol in _PERMISSIVE
+
+    def allows_wire_name(self, mac, name):
+        """allows_name() for a name straight from the DNS codec (lower-case ASCII)."""
+        dev = self._dev(mac)
+        pol = dev.policy if dev else self.default_policy
+        if pol == _ALLOWLIST:
+            return dev is not None and dev.match_wire(name, None)
         return pol in _PERMISSIVE
 
     def allows(self, mac, name, port):
