@@ -1,5 +1,6 @@
-"""Smoke test of the DNS benchmarks: each runs briefly in one shared home and
-returns a result of the documented shape with finite, positive figures.
+"""Smoke test of the DNS and stream-relay benchmarks: each runs briefly in one
+shared home and returns a result of the documented shape with finite, positive
+figures.
 Whether a goal is met is for `make bench` to report, not for this test."""
 
 import io
@@ -79,12 +80,53 @@ def test_heap(home8):
     assert roomy["started"] and roomy["workload"]["queries"] > 0, roomy
 
 
+def test_relay_bulk_throughput(home8):
+    from blinds_host import bench_relay
+
+    res = bench_relay.bench_bulk_throughput(nbytes=2 * bench_relay.MIB, rounds=1, home=home8,
+                                            diagnostic_buffer_size=None)
+    check_common(res, "relay_bulk_throughput")
+    assert res["all_complete"], res
+    for side in ("server_to_device", "device_to_server"):
+        d = res[side]
+        assert positive(d["hub_mb_s"]) and positive(d["socat_mb_s"]), d
+        assert d["ratio"] == pytest.approx(d["hub_mb_s"] / d["socat_mb_s"], rel=1e-2)
+        assert [r["bytes"] for r in d["hub_runs"]] == [2 * bench_relay.MIB], d
+    assert res["value"] == min(res["server_to_device"]["ratio"], res["device_to_server"]["ratio"])
+    assert res["hub_relayed"] == 2, res  # one stream each way, through the hub
+    assert home8.hub_proc is None and not [k for k in home8.procs if k.startswith("bench-")]
+
+
+def test_relay_connect_latency(home8):
+    from blinds_host import bench_relay
+
+    res = bench_relay.bench_connect_latency(n=6, batch=3, home=home8)
+    check_common(res, "relay_connect_added_latency")
+    assert res["failed"] == {"hub": 0, "direct": 0, "socat": 0}, res
+    for side in ("hub", "direct", "socat"):
+        assert res[side]["n"] == 6 and positive(res[side]["p50_ms"]) and positive(res[side]["p95_ms"]), res
+    assert math.isfinite(res["value"]) and res["value"] == res["added_ms_p95"]
+    assert res["hub_relayed"] == 6 and res["hub_blocked"] == 0, res
+
+
+def test_relay_stream_heap(home8):
+    from blinds_host import bench_relay
+
+    res = bench_relay.bench_stream_heap(home=home8, n_devices=2, per_device=2, seconds=1.0,
+                                        diagnostic_buffer_size=None)
+    check_common(res, "relay_heap_16streams")
+    assert res["streams"] == 4 and res["roomy_ok"] and res["roomy_max_active"] == 4, res["runs"]["roomy"]
+    assert positive(res["value"]) and positive(res["code_kb"]) and positive(res["per_stream_kb"]), res
+    assert res["capped_heap"].endswith("k") and res["goal_met"] == res["capped_ok"]
+
+
 def test_runner_registry_and_only(tmp_path):
     """--only selects by name; the registry is a plain list of (name, function)."""
     from blinds_host import bench
 
     names = [n for n, _ in bench.BENCHMARKS]
-    assert names[:3] == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names"]
+    assert names[:6] == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names",
+                         "relay_bulk_throughput", "relay_connect_added_latency", "relay_heap_16streams"]
     assert all(callable(f) for _, f in bench.BENCHMARKS)
     assert [n for n, _ in bench.select(["dns_heap_8dev_64names,dns_cached_qps"])] == [
         "dns_heap_8dev_64names", "dns_cached_qps"]

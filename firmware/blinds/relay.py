@@ -16,6 +16,8 @@ from blinds.compat import const, ticks_diff, ticks_ms
 _SOL_SOCKET = socket.SOL_SOCKET
 _LINGER_RST = struct.pack("ii", 1, 0)
 _SWEEP_MS = const(1000)
+_BURST = const(8)
+_POOL_MAX = const(8)  # idle buffer pairs kept for reuse  # chunks copied before a stream yields to the event loop
 _TLS_HANDSHAKE = const(22)
 
 ALLOWED = "ok"
@@ -40,7 +42,7 @@ class Refused(Exception):
 class Stream:
     # One relayed stream: its sockets, buffers and counters.
     __slots__ = ("mac", "dev", "port", "name", "kind", "down", "up", "t0", "last", "tasks",
-                 "bytes_up", "bytes_down", "result", "dead", "half")
+                 "bytes_up", "bytes_down", "result", "dead", "half", "bufs")
 
     def __init__(self, mac, dev, port, down):
         self.mac = mac
@@ -58,6 +60,7 @@ class Stream:
         self.result = None
         self.dead = False
         self.half = False  # the device has stopped sending
+        self.bufs = None
 
 
 class Relay:
@@ -84,8 +87,8 @@ class Relay:
         self.per_mac = {}
         self.free_bufs = []  # pooled buffers, two per stream
         self.stats = {"accepted": 0, "relayed": 0, "blocked": 0, "refused_budget": 0,
-                      "refused_device": 0, "unknown_device": 0, "no_name": 0, "bad_hello": 0, "unresolved": 0,
-                      "connect_failed": 0, "idle_closed": 0, "half_closed": 0, "bytes_up": 0, "bytes_down": 0}
+                      "refused_device": 0, "refused_memory": 0, "unknown_device": 0, "no_name": 0, "bad_hello": 0, "unresolved": 0,
+                      "connect_failed": 0, "idle_closed": 0, "half_closed": 0, "bytes_up": 0, "bytes_down": 0, "oom": 0}
 
     # -- sockets -------------------------------------------------------------
     def listen(self):
@@ -108,7 +111,11 @@ class Relay:
             except OSError:
                 continue
             self.stats["accepted"] += 1
-            self.admit(s, addr, port)
+            try:
+                self.admit(s, addr, port)
+            except MemoryError:
+                self.stats["refused_memory"] += 1
+                reset(s)
 
     def admit(self, s, addr, port):
         # Budget checks happen here, at accept time: a stream is refused whole
@@ -127,15 +134,24 @@ class Relay:
             self.stats["refused_device"] += 1
             reset(s)
             return
+        # Memory is part of the budget: the stream's buffers are taken now, so
+        # a stream is refused whole rather than failing after it was sent on.
+        try:
+            bufs = self._bufs()
+        except MemoryError:
+            self.stats["refused_memory"] += 1
+            reset(s)
+            return
         s.setblocking(False)
         st = Stream(mac, self.dns.device_name(mac), port, s)
+        st.bufs = bufs
         self.streams.append(st)
         self.per_mac[mac] = n + 1
         st.tasks.append(asyncio.create_task(self._run(st)))
 
     # -- one stream ------------------------------------------------------------
     async def _run(self, st):
-        bufs = None
+        bufs = st.bufs
         try:
             first = await self._sniff(st)
             name = st.name
@@ -147,7 +163,6 @@ class Relay:
             if first:
                 await self._send_all(st.up, first, 0, len(first))
                 st.bytes_up += len(first)
-            bufs = self._bufs()
             self.stats["relayed"] += 1
             st.result = ALLOWED
             # Upstream EOF ends the stream (the device gets its FIN). Device
@@ -166,6 +181,10 @@ class Relay:
         except OSError as e:
             if st.result is None:
                 st.result = "error %s" % (e.args[0] if e.args else e)
+        except MemoryError:
+            self.stats["oom"] += 1
+            if st.result is None:
+                st.result = "out of memory"
         finally:
             self._finish(st, bufs)
 
@@ -272,20 +291,24 @@ class Relay:
 
     async def _send_all(self, dst, buf, off, n):
         while n:
-            await self.board.wait_writable(dst)
             w = dst.write(buf, off, n)
             if w:
                 off += w
                 n -= w
+            else:
+                await self.board.wait_writable(dst)
 
     async def _pump(self, st, src, dst, buf, upward):
-        # Copy src -> dst until EOF. The hot path allocates nothing: readinto a
-        # fixed buffer, write from it with an offset.
+        # Copy src -> dst until EOF. The socket is tried before waiting on it
+        # (a wait is a pass through the event loop); the hot path allocates
+        # nothing: readinto a fixed buffer, write from it with an offset.
         wait_r = self.board.wait_readable
+        burst = 0
         while True:
-            await wait_r(src)
             n = src.readinto(buf)
             if n is None:
+                burst = 0
+                await wait_r(src)
                 continue
             if not n:
                 return
@@ -294,7 +317,14 @@ class Relay:
                 st.bytes_up += n
             else:
                 st.bytes_down += n
-            await self._send_all(dst, buf, 0, n)
+            w = dst.write(buf, 0, n)
+            if w is None or w < n:
+                await self._send_all(dst, buf, w or 0, n - (w or 0))
+            burst += 1
+            if burst >= _BURST:
+                # A bulk stream must not starve DNS and the other streams.
+                burst = 0
+                await asyncio.sleep_ms(0)
 
     async def _upward(self, st, buf):
         await self._pump(st, st.down, st.up, buf, True)
@@ -325,7 +355,7 @@ class Relay:
                 pass
         else:
             reset(st.down)
-        if bufs is not None:
+        if bufs is not None and len(self.free_bufs) < _POOL_MAX:
             self.free_bufs.append(bufs)
         if st in self.streams:
             self.streams.remove(st)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from . import bench_dns
+from . import bench_dns, bench_relay
 from .errors import BlindsError
 from .paths import micropython_bin
 
@@ -58,6 +58,9 @@ BENCHMARKS = [
     ("dns_cached_qps", bench_dns.bench_cached_qps),
     ("dns_miss_added_latency", bench_dns.bench_miss_latency),
     ("dns_heap_8dev_64names", bench_dns.bench_heap),
+    ("relay_bulk_throughput", bench_relay.bench_bulk_throughput),
+    ("relay_connect_added_latency", bench_relay.bench_connect_latency),
+    ("relay_heap_16streams", bench_relay.bench_stream_heap),
 ]
 if bench_lab is not None:
     BENCHMARKS.append(("knn_grid_10h", _lab_knn_grid))

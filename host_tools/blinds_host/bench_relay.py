@@ -48,6 +48,7 @@ import sys
 import threading
 import time
 
+from . import bench_dns
 from .bench_dns import (
     _HomeFor,
     _hub_alive,
@@ -230,10 +231,15 @@ def hold_client(host, port, streams, seconds, interval_ms=100, msg_bytes=1024, r
     """Open ``streams`` ECHO streams at once and keep them busy for ``seconds``:
     every ``interval_ms`` each sends ``msg_bytes`` and reads them back. A stream
     that fails is counted and left alone; the others go on."""
-    if resolve:
-        _resolve(resolve)
     socks = []
     errors = []
+    if resolve:
+        try:
+            _resolve(resolve)
+        except (OSError, RuntimeError) as e:
+            now = time.time()
+            return {"streams": streams, "ok": 0, "rounds": 0, "echoed": [0] * streams, "opened": now,
+                    "closed": now, "errors": ["resolve: %s" % e]}
     for i in range(streams):
         try:
             s = socket.create_connection((host, port), timeout=timeout_s)
@@ -364,7 +370,66 @@ def _rate(runs):
 
 
 # -- 1. bulk throughput: hub against socat ---------------------------------------------
-def bench_bulk_throughput(nbytes=64 * MIB, rounds=2, home=None, dev=1, heap=None):
+def _bulk_session(h, cfg, heap, dev, ip, nbytes, rounds):
+    """Start the hub and socat; ``rounds`` x (down, up) with hub and socat
+    alternating. Returns ({direction: {"hub": [...], "socat": [...]}}, status
+    before, status after, the hub's log of this session)."""
+    log0 = len(h.hub_log())
+    socat = None
+    ns = h.dev_ns(dev)
+    try:
+        h.start_hub(cfg, heap=heap)
+        socat = start_socat(h, SOCAT_BULK_PORT, ip, BULK_PORT)
+        warm = []
+        for direction in ("down", "up"):  # untimed: binding, DNS cache, server threads
+            warm.append(run_client(ns, "bulk-client", host=AP_IP, port=BULK_PORT, direction=direction,
+                                   nbytes=MIB, resolve=BULK_NAME))
+            warm.append(run_client(ns, "bulk-client", host=AP_IP, port=SOCAT_BULK_PORT,
+                                   direction=direction, nbytes=MIB))
+        if not all(w["complete"] for w in warm):
+            raise RuntimeError("a warm-up transfer did not complete: %r\nhub log:\n%s"
+                               % (warm, h.hub_log()[log0:][-2000:]))
+        before = next_status(h)
+        runs = {"down": {"hub": [], "socat": []}, "up": {"hub": [], "socat": []}}
+        pid = h.hub_proc.pid
+        for _ in range(rounds):
+            for direction in ("down", "up"):
+                cpu0 = proc_cpu_s(pid)
+                r = run_client(ns, "bulk-client", host=AP_IP, port=BULK_PORT, direction=direction,
+                               nbytes=nbytes, resolve=BULK_NAME)
+                cpu1 = proc_cpu_s(pid)
+                if cpu0 is not None and cpu1 is not None and r["seconds"] > 0:
+                    r["hub_cpu_share"] = round((cpu1 - cpu0) / r["seconds"], 3)
+                runs[direction]["hub"].append(r)
+                runs[direction]["socat"].append(
+                    run_client(ns, "bulk-client", host=AP_IP, port=SOCAT_BULK_PORT, direction=direction,
+                               nbytes=nbytes))
+        _hub_alive(h)
+        after = next_status(h)
+    finally:
+        if socat:
+            h.stop_peer(socat)
+        h.stop_hub()
+    return runs, before, after, h.hub_log()[log0:]
+
+
+def _bulk_figures(runs):
+    """Per direction: MB/s of hub and socat, their ratio, the hub's CPU share."""
+    out = {}
+    for direction, label in (("down", "server_to_device"), ("up", "device_to_server")):
+        hub_r, ref_r = runs[direction]["hub"], runs[direction]["socat"]
+        hub_mb, ref_mb = _rate(hub_r), _rate(ref_r)
+        cpu = [r["hub_cpu_share"] for r in hub_r if "hub_cpu_share" in r]
+        out[label] = {"hub_mb_s": round(hub_mb, 2), "socat_mb_s": round(ref_mb, 2),
+                      "ratio": round(hub_mb / ref_mb, 4) if ref_mb > 0 else 0.0,
+                      "hub_cpu_share": round(statistics.fmean(cpu), 3) if cpu else None,
+                      "complete": all(r["complete"] for r in hub_r + ref_r),
+                      "hub_runs": hub_r, "socat_runs": ref_r}
+    return out
+
+
+def bench_bulk_throughput(nbytes=64 * MIB, rounds=3, home=None, dev=1, heap=None, buffer_size=None,
+                          diagnostic_buffer_size=8192):
     """One bulk stream each way through the hub, against socat relaying the same.
 
     The bench server runs on BULK_NAME's address, port BULK_PORT; device
@@ -375,85 +440,51 @@ def bench_bulk_throughput(nbytes=64 * MIB, rounds=2, home=None, dev=1, heap=None
     192.168.4.1:SOCAT_BULK_PORT (socat, running beside the hub), alternating
     hub and socat for each direction, ``rounds`` times. A 1 MiB transfer each
     way through both goes first, untimed. ``heap``: the hub's GC heap; None
-    gives it heap.code + 128 KB (bench_dns.esp32_heap).
+    gives it heap.code + 128 KB (bench_dns.esp32_heap). ``buffer_size``:
+    relay.buffer_size (None: the firmware's default, 2048).
+
+    With ``diagnostic_buffer_size``, one more round on a hub configured with
+    that relay.buffer_size (against socat again), for information: it shows
+    how much of the cost is per chunk.
     """
     with _HomeFor(home, dev) as h:
         ip = h.zone[BULK_NAME]
         srv = start_server(h, ip, BULK_PORT)
-        cfg = h.hub_config(devices=[{"mac": device_mac(dev), "name": "bulk", "policy": "allowlist",
-                                     "allow": [{"host": BULK_NAME, "port": BULK_PORT}]}],
-                           default_policy="block_all")
-        if heap is None:
-            heap, _code = esp32_heap(h, cfg)
-        prime_arp(h, [dev])
-        log0 = len(h.hub_log())
-        socat = None
         try:
-            h.start_hub(cfg, heap=heap)
-            socat = start_socat(h, SOCAT_BULK_PORT, ip, BULK_PORT)
-            ns = h.dev_ns(dev)
-            warm = []
-            for direction in ("down", "up"):
-                warm.append(run_client(ns, "bulk-client", host=AP_IP, port=BULK_PORT, direction=direction,
-                                       nbytes=MIB, resolve=BULK_NAME))
-                warm.append(run_client(ns, "bulk-client", host=AP_IP, port=SOCAT_BULK_PORT,
-                                       direction=direction, nbytes=MIB))
-            if not all(w["complete"] for w in warm):
-                raise RuntimeError("a warm-up transfer did not complete: %r\nhub log:\n%s"
-                                   % (warm, h.hub_log()[log0:][-2000:]))
-            before = next_status(h)
-            runs = {"down": {"hub": [], "socat": []}, "up": {"hub": [], "socat": []}}
-            pid = h.hub_proc.pid
-            for _ in range(rounds):
-                for direction in ("down", "up"):
-                    cpu0 = proc_cpu_s(pid)
-                    r = run_client(ns, "bulk-client", host=AP_IP, port=BULK_PORT, direction=direction,
-                                   nbytes=nbytes, resolve=BULK_NAME)
-                    cpu1 = proc_cpu_s(pid)
-                    if cpu0 is not None and cpu1 is not None and r["seconds"] > 0:
-                        r["hub_cpu_share"] = round((cpu1 - cpu0) / r["seconds"], 3)
-                    runs[direction]["hub"].append(r)
-                    runs[direction]["socat"].append(
-                        run_client(ns, "bulk-client", host=AP_IP, port=SOCAT_BULK_PORT, direction=direction,
-                                   nbytes=nbytes))
-            _hub_alive(h)
-            after = next_status(h)
+            cfg = h.hub_config(devices=[{"mac": device_mac(dev), "name": "bulk", "policy": "allowlist",
+                                         "allow": [{"host": BULK_NAME, "port": BULK_PORT}]}],
+                               default_policy="block_all")
+            if buffer_size is not None:
+                cfg["relay"] = {"buffer_size": buffer_size}
+            if heap is None:
+                heap, _code = esp32_heap(h, cfg)
+            prime_arp(h, [dev])
+            runs, before, after, log = _bulk_session(h, cfg, heap, dev, ip, nbytes, rounds)
+            diag = None
+            if diagnostic_buffer_size:
+                dcfg = dict(cfg, relay={"buffer_size": diagnostic_buffer_size})
+                diag = _bulk_session(h, dcfg, heap, dev, ip, nbytes, 1)
         finally:
-            if socat:
-                h.stop_peer(socat)
-            h.stop_hub()
             h.stop_peer(srv)
-        log = h.hub_log()[log0:]
-    out = {}
-    ratios = []
-    complete = True
-    for direction, label in (("down", "server_to_device"), ("up", "device_to_server")):
-        hub_r, ref_r = runs[direction]["hub"], runs[direction]["socat"]
-        complete = complete and all(r["complete"] for r in hub_r + ref_r)
-        hub_mb, ref_mb = _rate(hub_r), _rate(ref_r)
-        ratio = hub_mb / ref_mb if ref_mb > 0 else 0.0
-        ratios.append(ratio)
-        cpu = [r["hub_cpu_share"] for r in hub_r if "hub_cpu_share" in r]
-        out[label] = {"hub_mb_s": round(hub_mb, 2), "socat_mb_s": round(ref_mb, 2), "ratio": round(ratio, 4),
-                      "hub_cpu_share": round(statistics.fmean(cpu), 3) if cpu else None,
-                      "hub_runs": hub_r, "socat_runs": ref_r}
-    value = min(ratios)
-    relay = _relay_of(after)
-    rb = _relay_of(before)
-    return {
+    fig = _bulk_figures(runs)
+    complete = all(f["complete"] for f in fig.values())
+    value = min(f["ratio"] for f in fig.values())
+    rb, ra = _relay_of(before), _relay_of(after)
+    out = {
         "name": "relay_bulk_throughput",
         "value": round(value, 4),
         "unit": "ratio hub/socat (MB/s), the lower of the two directions",
         "goal": ">= %g each way" % THROUGHPUT_RATIO_GOAL,
         "goal_met": bool(complete and value >= THROUGHPUT_RATIO_GOAL),
-        "server_to_device": out["server_to_device"],
-        "device_to_server": out["device_to_server"],
+        "server_to_device": fig["server_to_device"],
+        "device_to_server": fig["device_to_server"],
         "all_complete": complete,
         "bytes_per_run": nbytes,
         "rounds": rounds,
+        "buffer_size": buffer_size or 2048,
         "hub_heap": heap,
-        "hub_relayed": relay["relayed"] - rb["relayed"] if relay["relayed"] is not None else None,
-        "hub_relay": relay,
+        "hub_relayed": ra["relayed"] - rb["relayed"],
+        "hub_relay": ra,
         "hub_memory_errors": log.count("MemoryError"),
         "method": "python client in a device namespace, %d MiB per run; hub: 192.168.4.1:%d named by the "
                   "device's DNS binding (%s, allowlisted on that port); reference: socat "
@@ -463,6 +494,17 @@ def bench_bulk_throughput(nbytes=64 * MIB, rounds=2, home=None, dev=1, heap=None
                   "request to the last byte (down) or the server's byte count (up)"
                   % (nbytes // MIB, BULK_PORT, BULK_NAME, SOCAT_BULK_PORT, ip, BULK_PORT, rounds),
     }
+    if diag is not None:
+        dfig = _bulk_figures(diag[0])
+        out["diagnostic_buffer_size"] = {
+            "buffer_size": diagnostic_buffer_size,
+            "ratio": round(min(f["ratio"] for f in dfig.values()), 4),
+            "server_to_device": {k: v for k, v in dfig["server_to_device"].items() if not k.endswith("_runs")},
+            "device_to_server": {k: v for k, v in dfig["device_to_server"].items() if not k.endswith("_runs")},
+            "memory_errors": diag[3].count("MemoryError"),
+            "note": "one round, hub configured with relay.buffer_size %d, same heap" % diagnostic_buffer_size,
+        }
+    return out
 
 
 # -- 2. added connect latency ---------------------------------------------------------
@@ -581,11 +623,17 @@ def _hold_run(h, cfg, heap, devs, per_device, seconds, interval_ms, msg_bytes):
         log = h.hub_log()[log0:]
         h.stop_hub()
         return {"heap_arg": heap, "ok": False, "started": False, "alive": False, "streams_ok": 0,
-                "streams": total, "max_active": 0, "heap": {}, "code": 0,
+                "streams": total, "max_active": 0, "heap": {}, "code": 0, "dot_open_heap": {}, "resolved": 0,
                 "memory_errors": log.count("MemoryError"), "first_error": _first_error(log),
                 "log_tail": log[-800:]}
     try:
         boot = next_status(h) or {}
+        # Each device resolves the name first: the hub's DoT connection opens
+        # (on the unix port its TLS session lives in the GC heap; on an ESP32,
+        # mbedTLS allocates from the IDF heap) and the devices get their binding.
+        resolved = [bench_dns.run_client(h.dev_ns(d), "udp-client", server=AP_IP, queries=[(BULK_NAME, 1)],
+                                         timeout_s=2.0, retries=2)[0][0] for d in devs]
+        dot_open = next_status(h) or {}
         procs = [spawn_client(h.dev_ns(d), "hold-client", host=AP_IP, port=BULK_PORT, streams=per_device,
                               seconds=seconds, interval_ms=interval_ms, msg_bytes=msg_bytes, resolve=BULK_NAME)
                  for d in devs]
@@ -623,6 +671,8 @@ def _hold_run(h, cfg, heap, devs, per_device, seconds, interval_ms, msg_bytes):
         "heap": heap_st,
         "heap_at_max_active": (at_max or {}).get("heap", {}),
         "boot_heap": boot.get("heap", {}),
+        "dot_open_heap": dot_open.get("heap", {}),
+        "resolved": sum(1 for rc in resolved if rc == 0),
         "code": code,
         "relay": _relay_of(st),
         "restarts": restarts,
@@ -636,7 +686,8 @@ def _first_error(log):
 
 
 def bench_stream_heap(home=None, n_devices=4, per_device=4, seconds=6.0, interval_ms=100, msg_bytes=1024,
-                      cap_kb=STREAMS_DATA_GOAL_KB, roomy_heap="512k", buffer_size=None):
+                      cap_kb=STREAMS_DATA_GOAL_KB, roomy_heap="512k", buffer_size=None,
+                      diagnostic_buffer_size=1024):
     """Peak GC heap with ``n_devices`` x ``per_device`` streams open at once.
 
     Devices 1..n_devices (allowlist: BULK_NAME on BULK_PORT, ``max_streams``
@@ -653,6 +704,8 @@ def bench_stream_heap(home=None, n_devices=4, per_device=4, seconds=6.0, interva
        no MemoryError and restarts no service.
 
     ``buffer_size``: relay.buffer_size for the hub (None: the default, 2048).
+    With ``diagnostic_buffer_size``, a third run (roomy heap) with that
+    relay.buffer_size, for information: what a stream costs besides its buffers.
     """
     with _HomeFor(home, n_devices) as h:
         ip = h.zone[BULK_NAME]
@@ -676,12 +729,18 @@ def bench_stream_heap(home=None, n_devices=4, per_device=4, seconds=6.0, interva
                 raise RuntimeError("the hub did not run with a %s heap: %s" % (roomy_heap, roomy.get("log_tail")))
             cap = "%dk" % (math.ceil(code / 1024.0) + cap_kb)
             capped = _hold_run(h, cfg, cap, devs, per_device, seconds, interval_ms, msg_bytes)
+            diag = None
+            if diagnostic_buffer_size:
+                dcfg = dict(cfg, relay={"buffer_size": diagnostic_buffer_size})
+                diag = _hold_run(h, dcfg, roomy_heap, devs, per_device, seconds, interval_ms, msg_bytes)
         finally:
             h.stop_peer(srv)
     hp = roomy["heap"]
     data = hp["live_peak"] - code
     at_max = roomy["heap_at_max_active"]
-    return {
+    dot = roomy["dot_open_heap"]
+    n_streams = len(devs) * per_device
+    out = {
         "name": "relay_heap_16streams",
         "value": round(data / 1024.0, 2),
         "unit": "KB data held at peak (live_peak - code, %s heap, %d streams)" % (roomy_heap, len(devs) * per_device),
@@ -690,7 +749,10 @@ def bench_stream_heap(home=None, n_devices=4, per_device=4, seconds=6.0, interva
         "data_live_peak_kb": round(data / 1024.0, 2),
         "data_live_boot_kb": (round((roomy["boot_heap"]["live"] - code) / 1024.0, 2)
                               if roomy["boot_heap"].get("live") else None),
+        "data_live_dot_open_kb": (round((dot["live"] - code) / 1024.0, 2) if dot.get("live") else None),
         "data_live_at_max_active_kb": (round((at_max["live"] - code) / 1024.0, 2) if at_max.get("live") else None),
+        "per_stream_kb": (round((at_max["live"] - dot["live"]) / 1024.0 / n_streams, 2)
+                          if at_max.get("live") and dot.get("live") else None),
         "data_peak_kb": round(hp["data_peak"] / 1024.0, 2),
         "code_kb": round(code / 1024.0, 2),
         "streams": len(devs) * per_device,
@@ -711,6 +773,20 @@ def bench_stream_heap(home=None, n_devices=4, per_device=4, seconds=6.0, interva
                   "second), relay.active polled every 0.2 s" % (len(devs), per_device, seconds, msg_bytes,
                                                                    interval_ms),
     }
+    if diag is not None:
+        d_max, d_dot = diag["heap_at_max_active"], diag["dot_open_heap"]
+        out["diagnostic_buffer_size"] = {
+            "buffer_size": diagnostic_buffer_size,
+            "ok": diag["ok"],
+            "max_active": diag["max_active"],
+            "data_live_peak_kb": (round((diag["heap"]["live_peak"] - diag["code"]) / 1024.0, 2)
+                                  if diag["heap"].get("live_peak") else None),
+            "per_stream_kb": (round((d_max["live"] - d_dot["live"]) / 1024.0 / n_streams, 2)
+                              if d_max.get("live") and d_dot.get("live") else None),
+            "note": "roomy heap %s, relay.buffer_size %d" % (roomy_heap, diagnostic_buffer_size),
+        }
+    out["runs"]["diagnostic"] = diag
+    return out
 
 
 if __name__ == "__main__":
