@@ -110,7 +110,7 @@ def test_normalized_structure_and_defaults():
         "default_policy": "block_all",
         "relay": {"idle_timeout_s": 300, "max_streams": 64, "sniff_timeout_ms": 5000,
                   "first_byte_ms": 1500, "connect_timeout_ms": 5000, "half_close_ms": 5000,
-                  "buffer_size": 2048,
+                  "buffer_size": 8192,
                   "log_size": 32, "ports": []},
     }
     # The input is not modified.

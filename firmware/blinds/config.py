@@ -44,7 +44,7 @@ _RELAY_INTS = (
     ("first_byte_ms", 1500, 100, 10000),
     ("connect_timeout_ms", 5000, 100, 60000),
     ("half_close_ms", 5000, 100, 600000),
-    ("buffer_size", 2048, 256, 16384),
+    ("buffer_size", 8192, 256, 16384),
     ("log_size", 32, 1, 256),
 )
 _DNS_OPTIONAL = tuple(t[0] for t in _DNS_INTS) + ("blocked_answer",)

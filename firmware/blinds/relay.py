@@ -7,8 +7,9 @@
 # device's policy, connects upstream and copies both ways with fixed buffers.
 # What is not allowed is reset; every stream is logged and counted.
 import asyncio
-import struct
+import gc
 import socket
+import struct
 
 from blinds import httphost, sni
 from blinds.compat import const, ticks_diff, ticks_ms
@@ -17,7 +18,7 @@ _SOL_SOCKET = socket.SOL_SOCKET
 _LINGER_RST = struct.pack("ii", 1, 0)
 _SWEEP_MS = const(1000)
 _BURST = const(8)
-_POOL_MAX = const(8)  # idle buffer pairs kept for reuse  # chunks copied before a stream yields to the event loop
+_STREAM_OBJ_BYTES = const(3072)  # a stream's objects: tasks, frames, sockets  # chunks copied before a stream yields to the event loop
 _TLS_HANDSHAKE = const(22)
 
 ALLOWED = "ok"
@@ -42,7 +43,7 @@ class Refused(Exception):
 class Stream:
     # One relayed stream: its sockets, buffers and counters.
     __slots__ = ("mac", "dev", "port", "name", "kind", "down", "up", "t0", "last", "tasks",
-                 "bytes_up", "bytes_down", "result", "dead", "half", "bufs")
+                 "bytes_up", "bytes_down", "result", "dead", "half")
 
     def __init__(self, mac, dev, port, down):
         self.mac = mac
@@ -60,7 +61,6 @@ class Stream:
         self.result = None
         self.dead = False
         self.half = False  # the device has stopped sending
-        self.bufs = None
 
 
 class Relay:
@@ -79,13 +79,15 @@ class Relay:
         self.first_byte_ms = r.get("first_byte_ms", 1500)
         self.connect_ms = r.get("connect_timeout_ms", 5000)
         self.half_ms = min(r.get("half_close_ms", 5000), self.idle_ms)
-        self.bufsize = r.get("buffer_size", 2048)
+        self.bufsize = r.get("buffer_size", 8192)
         self.log_size = r.get("log_size", 32)
         self.log = [None] * self.log_size
         self.log_pos = 0
         self.streams = []
         self.per_mac = {}
-        self.free_bufs = []  # pooled buffers, two per stream
+        self.scratch = bytearray(self.bufsize)  # shared by every stream (see _pump)
+        self.scratch_mv = memoryview(self.scratch)
+        self.min_free = 2 * self.bufsize + _STREAM_OBJ_BYTES
         self.stats = {"accepted": 0, "relayed": 0, "blocked": 0, "refused_budget": 0,
                       "refused_device": 0, "refused_memory": 0, "unknown_device": 0, "no_name": 0, "bad_hello": 0, "unresolved": 0,
                       "connect_failed": 0, "idle_closed": 0, "half_closed": 0, "bytes_up": 0, "bytes_down": 0, "oom": 0}
@@ -134,24 +136,23 @@ class Relay:
             self.stats["refused_device"] += 1
             reset(s)
             return
-        # Memory is part of the budget: the stream's buffers are taken now, so
-        # a stream is refused whole rather than failing after it was sent on.
-        try:
-            bufs = self._bufs()
-        except MemoryError:
-            self.stats["refused_memory"] += 1
-            reset(s)
-            return
+        # Memory is part of the budget: a stream needs room for its objects
+        # and, when its peer is slow, one pending chunk; without it the stream
+        # is refused whole now rather than failing after it was sent on.
+        if gc.mem_free() < self.min_free:
+            gc.collect()
+            if gc.mem_free() < self.min_free:
+                self.stats["refused_memory"] += 1
+                reset(s)
+                return
         s.setblocking(False)
         st = Stream(mac, self.dns.device_name(mac), port, s)
-        st.bufs = bufs
         self.streams.append(st)
         self.per_mac[mac] = n + 1
         st.tasks.append(asyncio.create_task(self._run(st)))
 
     # -- one stream ------------------------------------------------------------
     async def _run(self, st):
-        bufs = st.bufs
         try:
             first = await self._sniff(st)
             name = st.name
@@ -169,8 +170,8 @@ class Relay:
             # EOF ends only the upward copy: MicroPython sockets have no
             # shutdown(), so the upstream cannot be told; its data keeps
             # flowing down until it closes or the stream goes idle.
-            st.tasks.append(asyncio.create_task(self._upward(st, bufs[0])))
-            await self._pump(st, st.up, st.down, bufs[1], False)
+            st.tasks.append(asyncio.create_task(self._upward(st)))
+            await self._pump(st, st.up, st.down, False)
         except Refused as e:
             if st.result is None:
                 st.result = e.args[0] if e.args else "refused"
@@ -186,7 +187,7 @@ class Relay:
             if st.result is None:
                 st.result = "out of memory"
         finally:
-            self._finish(st, bufs)
+            self._finish(st)
 
     async def _sniff(self, st):
         # -> the bytes read so far (to forward upstream); sets st.name/kind.
@@ -298,11 +299,15 @@ class Relay:
             else:
                 await self.board.wait_writable(dst)
 
-    async def _pump(self, st, src, dst, buf, upward):
-        # Copy src -> dst until EOF. The socket is tried before waiting on it
-        # (a wait is a pass through the event loop); the hot path allocates
-        # nothing: readinto a fixed buffer, write from it with an offset.
+    async def _pump(self, st, src, dst, upward):
+        # Copy src -> dst until EOF, through the relay's one scratch buffer:
+        # between readinto and write nothing else runs, so every stream can
+        # share it, and a stream costs no buffer of its own. Only when the
+        # peer takes less than a chunk is the rest copied (and held until it
+        # is taken). Sockets are tried before waiting on them: a wait is a
+        # pass through the event loop.
         wait_r = self.board.wait_readable
+        buf = self.scratch
         burst = 0
         while True:
             n = src.readinto(buf)
@@ -317,28 +322,24 @@ class Relay:
                 st.bytes_up += n
             else:
                 st.bytes_down += n
-            w = dst.write(buf, 0, n)
-            if w is None or w < n:
-                await self._send_all(dst, buf, w or 0, n - (w or 0))
+            w = dst.write(buf, 0, n) or 0
+            if w < n:
+                rest = bytes(self.scratch_mv[w:n])
+                await self._send_all(dst, rest, 0, n - w)
             burst += 1
             if burst >= _BURST:
                 # A bulk stream must not starve DNS and the other streams.
                 burst = 0
                 await asyncio.sleep_ms(0)
 
-    async def _upward(self, st, buf):
-        await self._pump(st, st.down, st.up, buf, True)
+    async def _upward(self, st):
+        await self._pump(st, st.down, st.up, True)
         # Device EOF (a half-close, or a close): from now on the stream ends
         # after half_close_ms without upstream data, not the full idle time.
         st.half = True
         st.last = ticks_ms()
 
-    def _bufs(self):
-        if self.free_bufs:
-            return self.free_bufs.pop()
-        return (bytearray(self.bufsize), bytearray(self.bufsize))
-
-    def _finish(self, st, bufs):
+    def _finish(self, st):
         me = asyncio.current_task()
         for t in st.tasks:
             if t is not me:
@@ -355,8 +356,6 @@ class Relay:
                 pass
         else:
             reset(st.down)
-        if bufs is not None and len(self.free_bufs) < _POOL_MAX:
-            self.free_bufs.append(bufs)
         if st in self.streams:
             self.streams.remove(st)
             n = self.per_mac.get(st.mac, 1) - 1
