@@ -16,7 +16,7 @@ _BACKOFF_MAX_MS = const(10000)
 _MAX_PENDING = const(64)  # queries in flight on one DoT connection
 _MAX_HEAD = const(4096)  # DoH response head
 _HANDSHAKE_POLL_MS = const(20)
-_RBUF = const(4096)  # receive buffer per upstream: the largest reply we take
+_RBUF = const(2048)  # receive buffer per upstream: the largest reply we take (DoT replies are padded to 468)
 
 
 class UpstreamError(Exception):
