@@ -3,11 +3,11 @@
 # same interface as boards/unix/board.py; exercised on hardware, not in CI
 # (there is no radio here).
 import asyncio
-import json
-import os
 import time
 
 import network
+
+from blinds.storage import Storage
 
 _STA_CONNECT_MS = 20000
 _STATIONS_REFRESH_MS = 1000
@@ -15,35 +15,11 @@ _STATIONS_REFRESH_MS = 1000
 _EPOCH_OFFSET_S = 946684800
 
 
-def write_json(f, obj, depth=3):
-    # One write per entry down to `depth` levels: json.dump(obj, f) makes a
-    # write() call per token (thousands of syscalls), json.dumps(obj) one
-    # large string that a fragmented heap may not have room for.
-    if hasattr(obj, "write_json"):
-        obj.write_json(f, json.dumps)
-    elif depth and isinstance(obj, dict):
-        sep = "{"
-        for k, v in obj.items():
-            f.write(sep + json.dumps(k) + ":")
-            write_json(f, v, depth - 1)
-            sep = ","
-        f.write("}" if sep == "," else "{}")
-    elif depth and isinstance(obj, list) and len(obj) > 8:
-        sep = "["
-        for v in obj:
-            f.write(sep)
-            write_json(f, v, depth - 1)
-            sep = ","
-        f.write("]")
-    else:
-        f.write(json.dumps(obj))
-
-
 class BoardError(Exception):
     pass
 
 
-class Board:
+class Board(Storage):
     name = "esp32"
     default_ap_ip = "192.168.4.1"
     # CONFIG_LWIP_MAX_SOCKETS of stock MicroPython firmware; a custom board
@@ -51,47 +27,12 @@ class Board:
     max_sockets = 10
 
     def __init__(self, config_path="/hub.json", state_dir="/state"):
-        self.config_path = config_path
-        self.state_dir = state_dir
+        Storage.__init__(self, config_path, state_dir)
         self.ap = None
         self.sta = None
         self.leases = {}  # ip -> mac, from the AP's station list
         self.leases_ms = None
         self.time_ok = False
-        try:
-            os.mkdir(state_dir)
-        except OSError:
-            pass
-
-    # -- storage -----------------------------------------------------------
-    def read_config(self):
-        with open(self.config_path) as f:
-            return f.read()
-
-    def read_file(self, path):
-        if not path.startswith("/"):
-            path = "/" + path
-        with open(path, "rb") as f:
-            return f.read()
-
-    def save(self, name, data):
-        path = self.state_dir + "/" + name
-        with open(path + ".tmp", "wb") as f:
-            f.write(data)
-        os.rename(path + ".tmp", path)  # LittleFS renames atomically
-
-    def save_json(self, name, obj):
-        path = self.state_dir + "/" + name
-        with open(path + ".tmp", "w") as f:
-            write_json(f, obj)
-        os.rename(path + ".tmp", path)
-
-    def load(self, name):
-        try:
-            with open(self.state_dir + "/" + name, "rb") as f:
-                return f.read()
-        except OSError:
-            return None
 
     # -- network -----------------------------------------------------------
     async def start_network(self, cfg):

@@ -3,47 +3,23 @@
 # one of them), the station table is the kernel's neighbour table, storage is
 # a directory and the clock is the host's.
 import asyncio
-import json
-import os
 import select
 import socket
 import sys
 import time
+
+from blinds.storage import Storage
 
 _ARP_REFRESH_MS = 5  # re-read /proc/net/arp at most this often on a miss
 _ARP_MAX_AGE_MS = 10000  # and at least this often, so a moved address is seen
 _POLL_FDS = 128  # sockets the event loop can watch before its poll array moves
 
 
-def write_json(f, obj, depth=3):
-    # One write per entry down to `depth` levels: json.dump(obj, f) makes a
-    # write() call per token (thousands of syscalls), json.dumps(obj) one
-    # large string that a fragmented heap may not have room for.
-    if hasattr(obj, "write_json"):
-        obj.write_json(f, json.dumps)
-    elif depth and isinstance(obj, dict):
-        sep = "{"
-        for k, v in obj.items():
-            f.write(sep + json.dumps(k) + ":")
-            write_json(f, v, depth - 1)
-            sep = ","
-        f.write("}" if sep == "," else "{}")
-    elif depth and isinstance(obj, list) and len(obj) > 8:
-        sep = "["
-        for v in obj:
-            f.write(sep)
-            write_json(f, v, depth - 1)
-            sep = ","
-        f.write("]")
-    else:
-        f.write(json.dumps(obj))
-
-
 class BoardError(Exception):
     pass
 
 
-class Board:
+class Board(Storage):
     name = "unix"
     default_ap_ip = "192.168.4.1"
     # Sockets the hub may hold. A Linux host has plenty; this default keeps
@@ -52,48 +28,9 @@ class Board:
     max_sockets = 64
 
     def __init__(self, config_path, state_dir):
-        self.config_path = config_path
-        self.config_dir = config_path.rpartition("/")[0] or "."
-        self.state_dir = state_dir
+        Storage.__init__(self, config_path, state_dir)
         self.arp = {}  # 4 address bytes -> "aa:bb:..."
         self.arp_read_ms = None
-        try:
-            os.mkdir(state_dir)
-        except OSError:
-            pass
-
-    # -- storage -----------------------------------------------------------
-    def read_config(self):
-        with open(self.config_path) as f:
-            return f.read()
-
-    def read_file(self, path):
-        # Paths in the config are relative to the config file's folder.
-        if not path.startswith("/"):
-            path = self.config_dir + "/" + path
-        with open(path, "rb") as f:
-            return f.read()
-
-    def save(self, name, data):
-        # Atomic: a reader (or a power cut) sees the old file or the new one.
-        path = self.state_dir + "/" + name
-        with open(path + ".tmp", "wb") as f:
-            f.write(data)
-        os.rename(path + ".tmp", path)
-
-    def save_json(self, name, obj):
-        # json.dump streams into the file: no one large string on the heap.
-        path = self.state_dir + "/" + name
-        with open(path + ".tmp", "w") as f:
-            write_json(f, obj)
-        os.rename(path + ".tmp", path)
-
-    def load(self, name):
-        try:
-            with open(self.state_dir + "/" + name, "rb") as f:
-                return f.read()
-        except OSError:
-            return None
 
     # -- network -----------------------------------------------------------
     async def start_network(self, cfg):
