@@ -319,6 +319,15 @@ def test_learn_then_propose(cloud):
         assert r.returncode == 0, r.stderr
         proposed = json.loads(r.stdout)["allow"]
         assert {(a["host"], a["port"]) for a in proposed} == {("api.vendor.test", 443), ("fw.vendor.test", 80)}
+        # what was learned survives a restart, and learning goes on from it
+        cloud.stop_hub()
+        cloud.start_hub(hub_config(cloud), keep_state=True)
+        assert curl(cloud, 3, "https://api.vendor.test/")[1].startswith("hello")
+        time.sleep(6.5)
+        with open(os.path.join(cloud.hub_state, "learned.json")) as f:
+            flows = json.load(f)["devices"][LEARNER]["flows"]
+        api = [f for f in flows if f["host"] == "api.vendor.test" and f["port"] == 443][0]
+        assert api["streams"] == 2 and len(flows) == 2
     finally:
         cloud.stop_hub()
     # under the proposed list the same workload passes and nothing else does

@@ -265,14 +265,22 @@ class Home:
             "default_policy": default_policy,
         }
 
-    def start_hub(self, config, heap="256k", wait=True):
-        """Write ``config`` and start the firmware in the hub namespace."""
+    def start_hub(self, config, heap="256k", wait=True, keep_state=False):
+        """Write ``config`` and start the firmware in the hub namespace.
+
+        The hub's state folder starts empty unless ``keep_state`` (a restart).
+        """
         self.stop_hub()
         cfg_path = self.path("hub.json")
         with open(cfg_path, "w") as f:
             json.dump(config, f, indent=1)
-        shutil.rmtree(self.hub_state, ignore_errors=True)
-        os.makedirs(self.hub_state)
+        if not keep_state:
+            shutil.rmtree(self.hub_state, ignore_errors=True)
+        os.makedirs(self.hub_state, exist_ok=True)
+        try:
+            os.remove(os.path.join(self.hub_state, "status.json"))  # the last run's
+        except FileNotFoundError:
+            pass
         cmd = [sys.executable, "-m", "blinds_host.cli", "run", "--config", cfg_path,
                "--state", self.hub_state, "--heap", heap]
         self.hub_proc = self.popen(self.hub_ns, cmd, "hub")
