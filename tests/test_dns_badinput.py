@@ -214,3 +214,39 @@ def test_hub_survives_bad_input_over_the_network(home):
         assert "Traceback" not in home.hub_log()
     finally:
         home.stop_hub()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["host1.zone.test", "host2.zone.test", "api.vendor.test",
+                                           "tracker.ads.test", "HOST1.Zone.Test"]),
+                          st.sampled_from([1, 28, 16]), st.sampled_from([b"plug", b"stranger"]),
+                          st.integers(0, 0xFFFF), st.booleans()),
+                min_size=1, max_size=40))
+def test_ready_replies_match_the_full_path(queries):
+    """Repeated questions are answered from kept replies; they must be what the
+    full path (parse, policy, cache) would answer, but for the ID and TTL."""
+    from blinds.compat import ticks_ms
+
+    cfg = config.check(CFG)
+    fast, slow = make_server(cfg), make_server(cfg)
+    slow._keep_ready = lambda *a: None
+    for srv in (fast, slow):
+        for name in ("host1.zone.test", "host2.zone.test", "api.vendor.test"):
+            srv.cache.put(name, 0, b"\x0a\x00\x00\x01", 300, ticks_ms())
+    for name, qtype, who, qid, edns in queries:
+        q = query(name, qtype, qid=qid, edns=edns)
+        outs = []
+        for srv in (fast, slow):
+            out = bytearray(512)
+            n, job = srv.prepare(q, len(q), who, out)
+            outs.append((n, job is not None, bytes(out[:max(n, 0)])))
+        (n1, j1, r1), (n2, j2, r2) = outs
+        assert (n1, j1) == (n2, j2)
+        if n1 > 0:
+            m1, m2 = dnsmsg.decode(r1), dnsmsg.decode(r2)
+            assert m1.id == m2.id == qid and m1.flags == m2.flags and m1.questions == m2.questions
+            assert [a[:3] + a[4:] for a in m1.answers] == [a[:3] + a[4:] for a in m2.answers]
+            assert all(abs(a[3] - b[3]) <= 1 for a, b in zip(m1.answers, m2.answers))
+            assert m1.edns == m2.edns
+    for k in ("queries", "allowed", "blocked", "cache_hits"):
+        assert fast.stats[k] == slow.stats[k], k

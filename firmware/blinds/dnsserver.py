@@ -8,9 +8,10 @@
 import asyncio
 import gc
 import socket
+import struct
 
 from blinds import decisions, dnsmsg
-from blinds.compat import const, ticks_ms
+from blinds.compat import const, ticks_add, ticks_diff, ticks_ms
 
 _MAX_INFLIGHT = const(32)  # cache misses being resolved at once (UDP)
 _MAX_TCP_CONNS = const(4)  # the ESP32 has ~10 sockets in all
@@ -20,6 +21,8 @@ _NEG_TTL_S = const(60)  # cap for negative answers without an SOA
 _UDP_SIZE = const(1232)
 _UDP_RECV = const(512)  # a query never needs more; a smaller buffer fragments less
 _UDP_BURST = const(16)  # datagrams served per wake-up
+_READY_MAX = const(64)  # ready replies kept (all devices)
+_READY_KEY_MAX = const(300)  # queries longer than this are never kept
 
 _T_A = const(1)
 _T_AAAA = const(28)
@@ -45,6 +48,8 @@ class DnsServer:
         self.names = {}  # mac -> device name, for logs
         for d in cfg.get("devices", ()):
             self.names[d["mac"]] = d["name"]
+        self.ready = {}  # mac -> {query bytes after the ID: (reply, name, qtype, expires, ttl offset)}
+        self.n_ready = 0
         self.out = bytearray(_UDP_SIZE)
         self.out512 = memoryview(self.out)[:512]
         self.inflight = 0
@@ -67,6 +72,15 @@ class DnsServer:
         #    (-1, job) when an upstream lookup is needed first.
         st = self.stats
         st["queries"] += 1
+        mac = self.board.station_mac(ip)
+        if mac is not None and n <= _READY_KEY_MAX:
+            ready = self.ready.get(mac)
+            if ready:
+                e = ready.get(bytes(q[2:n]))
+                if e is not None:
+                    ln = self._ready_reply(e, q, out, mac)
+                    if ln:
+                        return ln, None
         try:
             qid, flags, qname, qtype, qclass, qend, edns = dnsmsg.parse_query(q, n)
         except dnsmsg.DnsError as e:
@@ -80,7 +94,6 @@ class DnsServer:
         if qclass != _C_IN or qtype == _T_ANY:
             st["refused"] += 1
             return dnsmsg.build_reply(out, q, qend, dnsmsg.NOTIMP), None
-        mac = self.board.station_mac(ip)
         allowed = mac is not None and self.policy.allows_wire_name(mac, qname)
         dev = self.device_name(mac)
         now_s = self.board.time_s()
@@ -89,8 +102,11 @@ class DnsServer:
             self.log.add(now_s, dev, qname, qtype, decisions.BLOCK)
             if mac is not None and self.policy.blocked_answer(mac) == "zero":
                 ans = ((_T_A, 60, b"\0\0\0\0"),) if qtype == _T_A else ()
-                return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR, ans), None
-            return dnsmsg.build_reply(out, q, qend, dnsmsg.NXDOMAIN), None
+                ln = dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR, ans)
+            else:
+                ln = dnsmsg.build_reply(out, q, qend, dnsmsg.NXDOMAIN)
+            self._keep_ready(mac, q, n, out, ln, qname, qtype, None, -1)
+            return ln, None
         st["allowed"] += 1
         self.log.add(now_s, dev, qname, qtype, decisions.ALLOW)
         if qtype == _T_AAAA or qtype == _T_SVCB or qtype == _T_HTTPS:
@@ -98,11 +114,57 @@ class DnsServer:
             return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR), None
         if qtype != _T_A:
             return -1, (qname, qtype, qend, mac)  # passed through, not cached
-        hit = self.cache.get(qname, ticks_ms())
+        now = ticks_ms()
+        hit = self.cache.get(qname, now)
         if hit is None:
             return -1, (qname, qtype, qend, mac)
         st["cache_hits"] += 1
-        return self.reply_from(out, q, qend, qname, qtype, hit, mac), None
+        ln = self.reply_from(out, q, qend, qname, qtype, hit, mac)
+        if hit[0] == dnsmsg.NOERROR and hit[1]:
+            # Good until the cached answer expires; the TTL is patched per use.
+            self._keep_ready(mac, q, n, out, ln, qname, qtype, ticks_add(now, hit[2] * 1000), qend + 6)
+        return ln, None
+
+    # -- ready replies: repeated questions skip parsing and policy ------------
+    def _keep_ready(self, mac, q, n, out, ln, qname, qtype, expires, ttl_off):
+        if mac is None or n > _READY_KEY_MAX or ln <= 0:
+            return
+        if self.n_ready >= _READY_MAX:
+            self.ready = {}  # bounded: start afresh rather than track ages
+            self.n_ready = 0
+        ready = self.ready.get(mac)
+        if ready is None:
+            ready = self.ready[mac] = {}
+        key = bytes(q[2:n])
+        if key not in ready:
+            self.n_ready += 1
+        ready[key] = (bytes(out[:ln]), qname, qtype, expires, ttl_off)
+
+    def _ready_reply(self, e, q, out, mac):
+        tpl, qname, qtype, expires, ttl_off = e
+        st = self.stats
+        if expires is not None:
+            left = ticks_diff(expires, ticks_ms()) // 1000
+            if left <= 0:
+                return 0  # expired: the full path decides again
+        ln = len(tpl)
+        if ln > len(out):
+            return 0
+        out[:ln] = tpl
+        out[0] = q[0]
+        out[1] = q[1]
+        dev = self.device_name(mac)
+        if ttl_off >= 0:
+            struct.pack_into("!I", out, ttl_off, left)
+            st["allowed"] += 1
+            st["cache_hits"] += 1
+            self.cache.hits += 1
+            self.log.add(self.board.time_s(), dev, qname, qtype, decisions.ALLOW)
+            self._bind(mac, qname)
+        else:
+            st["blocked"] += 1
+            self.log.add(self.board.time_s(), dev, qname, qtype, decisions.BLOCK)
+        return ln
 
     def reply_from(self, out, q, qend, qname, qtype, entry, mac):
         rcode, data, ttl = entry
