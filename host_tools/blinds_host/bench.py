@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from . import bench_dns, bench_relay
+from . import bench_dns, bench_relay, bench_sim
 from .errors import BlindsError
 from .paths import micropython_bin
 
@@ -61,6 +61,7 @@ BENCHMARKS = [
     ("relay_bulk_throughput", bench_relay.bench_bulk_throughput),
     ("relay_connect_added_latency", bench_relay.bench_connect_latency),
     ("relay_heap_16streams", bench_relay.bench_stream_heap),
+    ("replay_fidelity", bench_sim.bench_replay_fidelity),
 ]
 if bench_lab is not None:
     BENCHMARKS.append(("knn_grid_10h", _lab_knn_grid))

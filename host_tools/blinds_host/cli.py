@@ -21,6 +21,7 @@ COMMANDS = {
     "policy": ("blinds_host.cmd_policy", "propose and compare allowlists from learned flows"),
     "attack": ("blinds_host.cmd_attack", "run traffic-analysis attacks on captures"),
     "demo": ("blinds_host.cmd_demo", "start the test home and show what each view sees"),
+    "sim": ("blinds_host.cmd_sim", "replay recorded or synthetic devices through the hub, attack both views"),
 }
 
 

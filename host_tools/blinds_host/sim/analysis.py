@@ -47,7 +47,10 @@ def read_logs(run):
                 rows = [json.loads(line) for line in f if line.strip()]
         except OSError:
             rows = []
-        (cloud if key == "cloud" else dev).extend(rows)
+        if key == "cloud":
+            cloud.extend(rows)
+        else:
+            dev.extend(r for r in rows if "flow" in r)
     return dev, cloud
 
 
@@ -129,7 +132,7 @@ def fidelity(run, sched):
 
     Bins are one second of the recording (1/speed s of wall clock). ``corr`` is at
     lag 0 against every recorded packet of the device; ``corr_tcp`` against the
-    packets the replay carries (TCP to the internet); ``corr_best``/``lag`` the
+    packets the replay carries (TCP to the internet, local broadcast/multicast); ``corr_best``/``lag`` the
     best within +-2 bins (timing offsets such as connection set-up).
     """
     ser = series(run, sched, bin_s=1.0 / run["speed"])
@@ -197,7 +200,7 @@ def run_attacks(run, sched, w, s=1, k=3, seed=0):
     for view, loader in views:
         try:
             records = loader()
-        except Exception as e:  # a view that cannot be read is reported, not fatal
+        except Exception as e:  # noqa: BLE001 -- a view that cannot be read is reported
             for attack in ("knn", "sizes"):
                 results.append({"view": view, "attack": attack, "accuracy": None,
                                 "note": "could not read the view: %s" % e})
@@ -299,7 +302,7 @@ def analyse(run, sched, w=None, seed=0):
     return {
         "defense": run["defense"], "run_s": run["run_s"], "speed": run["speed"], "w": w,
         "attacks": run_attacks(run, sched, w, seed=seed),
-        "fidelity": fid, "series": ser1, "overhead": overhead(run, sched),
+        "fidelity": fid, "series": ser1, "replay_series": ser["wifi"], "overhead": overhead(run, sched),
         "latency": latency(dev_logs, cloud_logs), "sessions": sessions(dev_logs, cloud_logs, sched),
         "hub": _hub_summary(run.get("hub_status")), "pcaps": run["pcaps"],
     }

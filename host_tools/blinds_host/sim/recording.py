@@ -30,6 +30,7 @@ class Recording:
         self.nbytes, self.proto, self.remote_ip, self.remote_port = [], [], [], []
         self.names = {}
         self.notes = []
+        self.capture_start = {}   # capture -> its start time, when known (else first packet)
 
     def add(self, ts, device, capture, direction, nbytes, proto, remote_ip, remote_port):
         self.ts.append(float(ts))

@@ -28,7 +28,6 @@ delay is that moment minus its scheduled time (so coalescing does not matter).
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
 import socket
@@ -171,10 +170,13 @@ async def resolve(name, server, timeout=2.0, tries=3):
                     r = None
                 if r is not None:
                     rcode, addr = r
-                    if addr is None:
+                    if addr is not None:
+                        return addr
+                    if rcode != 2:  # only SERVFAIL is worth asking again
                         raise OSError("DNS rcode %d, no address for %s" % (rcode, name))
-                    return addr
-        raise OSError("DNS timeout for %s" % name)
+                    await asyncio.sleep(0.5)
+                    break
+        raise OSError("DNS: no answer with an address for %s" % name)
     finally:
         s.close()
 
@@ -238,6 +240,26 @@ async def device_session(dev, flow, sidx, sess, args, lock, log, results):
         results.append(rec)
 
 
+async def local_udp(dev, args, log):
+    """Send the device's broadcast/multicast datagrams onto the WiFi segment."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    sent = errors = 0
+    try:
+        for t, n, ip, port in dev.get("local_udp", ()):
+            await sleep_until(args.t0 + t / args.speed)
+            try:
+                s.sendto(bytes(n), (ip, port or 9))
+                sent += 1
+            except OSError:
+                errors += 1
+    finally:
+        s.close()
+        log.write({"side": "device", "dev": dev["index"], "local_udp_sent": sent,
+                   "local_udp_errors": errors})
+
+
 async def run_device(args):
     with open(args.schedule) as f:
         sched = json.load(f)
@@ -247,6 +269,8 @@ async def run_device(args):
     results = []
     tasks = [asyncio.create_task(device_session(dev, flow, i, s, args, lock, log, results))
              for flow in dev["flows"] for i, s in enumerate(flow["sessions"])]
+    if dev.get("local_udp"):
+        tasks.append(asyncio.create_task(local_udp(dev, args, log)))
     if not tasks:
         return
     try:

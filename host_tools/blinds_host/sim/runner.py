@@ -180,9 +180,92 @@ def _count(logs, sched):
         try:
             with open(logs[d["index"]]) as f:
                 for line in f:
+                    if '"flow"' not in line:
+                        continue
                     done += 1
                     if '"ok":false' in line:
                         failed += 1
         except OSError:
             pass
     return done, failed
+
+
+def parse_defenses(text):
+    """``none,dns,allowlist`` -> a list; planned defenses are refused by name."""
+    from . import DEFENSES, PLANNED
+
+    out = []
+    for name in (p.strip() for p in text.split(",")):
+        if not name:
+            continue
+        if name in PLANNED:
+            raise UsageError("defense %r is not built yet (available: %s)"
+                             % (name, ", ".join(DEFENSES)))
+        if name not in DEFENSES:
+            raise UsageError("unknown defense %r (available: %s; planned: %s)"
+                             % (name, ", ".join(DEFENSES), ", ".join(PLANNED)))
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise UsageError("no defense given")
+    return out
+
+
+def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=None,
+             duration=None, speed=1.0, start=0.0, window=None, seed=0, progress=None,
+             synthetic_seed=1):
+    """Build the schedule, run every defense, analyse, write the report.
+
+    Returns (results, results.json path, report.html path).
+    """
+    from .. import netns
+    from . import analysis, recording, report
+    from . import synthetic as synth
+
+    netns.require_root()
+    say = progress or (lambda msg: None)
+    if not speed > 0:
+        raise UsageError("--speed must be positive")
+    if duration is not None and not duration > 0:
+        raise UsageError("--duration must be positive")
+    os.makedirs(out, exist_ok=True)
+    if synthetic:
+        rec = synth.home(duration or 120.0, seed=synthetic_seed)
+        rec.write_csv(os.path.join(out, "synthetic.csv"))
+        duration = duration or 120.0
+        source_name = "built-in synthetic home (%s)" % ", ".join(rec.devices())
+    else:
+        if not source:
+            raise UsageError("give --devices-from FILE (CSV or pcap) or --synthetic")
+        rec = recording.load(source, devmap)
+        source_name = source
+    sched = S.build(rec, devices=devices, start=start, duration=duration)
+    if not any(d["sessions"] for d in sched["devices"]):
+        raise UsageError("no TCP traffic to the internet to replay in %s between %gs and %gs"
+                         % (source_name, start, start + sched["duration"]))
+    sched_path = os.path.join(out, "schedule.json")
+    with open(sched_path, "w") as f:
+        json.dump(sched, f)
+    say("schedule: %d devices, %d flows, %d sessions, %g s of recording at speed %g -> %s" % (
+        len(sched["devices"]), sum(len(d["flows"]) for d in sched["devices"]),
+        sum(d["sessions"] for d in sched["devices"]), sched["duration"], speed, sched_path))
+    runs = {}
+    w = window or analysis.pick_window(sched["duration"] / speed)
+    for defense in defenses:
+        run = run_defense(sched_path, sched, defense, os.path.join(out, defense), speed=speed,
+                          progress=say)
+        say("[%s] analysing the captures" % defense)
+        runs[defense] = analysis.analyse(run, sched, w=w, seed=seed)
+    results = {
+        "generated": report.now(), "source": source_name, "synthetic": bool(synthetic),
+        "duration": sched["duration"], "speed": speed, "start": start, "w": w,
+        "defenses": defenses, "notes": sched["notes"],
+        "devices": [{"index": d["index"], "name": d["name"], "flows": len(d["flows"]),
+                     "sessions": d["sessions"], "dropped": d["dropped"], "orig": d["orig"],
+                     "mac": home_mod.device_mac(d["index"]), "ip": home_mod.device_ip(d["index"])}
+                    for d in sched["devices"]],
+        "recorded_series": {d["name"]: d["series"] for d in sched["devices"]},
+        "runs": runs,
+    }
+    path_json, path_html = report.write(results, out)
+    return results, path_json, path_html

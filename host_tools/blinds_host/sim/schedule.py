@@ -2,11 +2,14 @@
 
 What can be replayed through the hub, and how:
 
-- Only **TCP to internet addresses**. The hub relays TCP streams and serves DNS
-  and NTP itself; it forwards no other UDP, so a device's other UDP (and
-  multicast, broadcast, ARP, EAPOL, ICMP, LAN traffic) cannot pass it. These
-  packets are counted per device in ``dropped``; DNS is counted apart, as the
+- **TCP to internet addresses** goes through the hub (or the router). The hub
+  relays TCP streams and serves DNS and NTP itself; it forwards no other UDP,
+  so UDP to the internet (and unicast LAN traffic, ARP, EAPOL, ICMP) is not
+  replayed: counted per device in ``dropped``. DNS is counted apart, as the
   replayers do their own lookups (through the hub) instead.
+- **Local broadcast and multicast UDP** a device sends (SSDP, mDNS, vendor
+  discovery) is on the WiFi whatever the hub does: the device replayer sends
+  it onto the WiFi segment (``local_udp``), where it goes no further.
 - Each **flow** (device, remote address, remote port) is cut into **sessions**
   where it is silent for more than ``SESSION_GAP_S`` (the recordings carry no
   TCP ports of the device, so this stands in for "a new connection"). Each
@@ -14,8 +17,9 @@ What can be replayed through the hub, and how:
 - A TCP frame of ``S`` bytes becomes a write of ``S - TCP_OVERHEAD`` payload
   bytes (Ethernet 14 + IPv4 20 + TCP 20 + timestamps option 12), so that the
   replayed frame has about the recorded length. Frames of at most
-  ``TCP_OVERHEAD`` bytes carry no payload (ACK, SYN, FIN): they mark the session's
-  extent but are not written; the kernel's own ACKs stand in for them.
+  ``CONTROL_MAX`` (74) bytes are taken as carrying no payload (ACK, FIN, and
+  SYN/SYN-ACK with their options): they mark the session's extent but are not
+  written; the kernel's own handshake and ACKs stand in for them.
 - **Time**: per device, its captures are laid end to end in time order (one
   second apart), from its first packet: t = 0 is the start of the replay for
   every device. ``start`` and ``duration`` cut this timeline.
@@ -35,6 +39,8 @@ import math
 from ..errors import UsageError
 
 TCP_OVERHEAD = 66
+CONTROL_MAX = 74                # SYN/SYN-ACK with options (MSS, SACK, TS, WS) are 74 bytes
+UDP_OVERHEAD = 42               # Ethernet 14 + IPv4 20 + UDP 8
 SESSION_GAP_S = 120.0
 CAPTURE_GAP_S = 1.0
 SYNTH_NET = "100.0.0.0/12"      # global unicast (not the 100.64/10 shared space)
@@ -86,9 +92,11 @@ def build(rec, devices=None, start=0.0, duration=None, names=None):
         chosen = chosen[:MAX_DEVICES]
     names = dict(rec.names, **(names or {}))
 
+    starts = capture_starts(rec)
     per_device = []
     for dev in chosen:
-        per_device.append(_device_timeline(rec.rows_of(dev), start, duration))
+        per_device.append(_device_timeline(rec.rows_of(dev), start, duration,
+                                           lambda cap, dev=dev: starts.get((cap, dev))))
     span = max((d["span"] for d in per_device), default=0.0)
     if duration is None:
         duration = span
@@ -128,6 +136,7 @@ def build(rec, devices=None, start=0.0, duration=None, names=None):
         flows = _flows(d["tcp"], ip_of, name_of, port_map)
         devs.append({
             "index": i, "name": dev, "flows": flows, "dropped": d["dropped"],
+            "local_udp": d["local_udp"],
             "first_ts": d["first_ts"], "captures": d["captures"],
             "orig": {"packets": d["packets"], "bytes": d["bytes"],
                      "tcp_packets": len(d["tcp"]), "tcp_bytes": sum(r[4] for r in d["tcp"])},
@@ -136,18 +145,49 @@ def build(rec, devices=None, start=0.0, duration=None, names=None):
         })
     return {
         "version": 1, "source": rec.source, "start": float(start), "duration": float(duration),
-        "tcp_overhead": TCP_OVERHEAD, "session_gap_s": SESSION_GAP_S, "devices": devs,
+        "tcp_overhead": TCP_OVERHEAD, "control_max": CONTROL_MAX, "session_gap_s": SESSION_GAP_S, "devices": devs,
         "zone": zone, "relay_ports": relay_ports, "port_map": {str(k): v for k, v in port_map.items()},
         "notes": notes + list(rec.notes),
     }
 
 
-def _device_timeline(rows, start, duration):
+def capture_starts(rec):
+    """(capture, device) -> the time its capture starts for it.
+
+    Devices recorded together (their spans in one capture overlap) share the
+    capture's first packet as their start, so they keep their relative timing;
+    devices whose runs under one capture name do not overlap (separate
+    recordings, as in iot_sentinel) each start at their own first packet.
+    ``rec.capture_start`` (capture -> time) overrides both.
+    """
+    spans = {}
+    for t, d, c in zip(rec.ts, rec.device, rec.capture):
+        lo, hi = spans.get((c, d), (t, t))
+        spans[(c, d)] = (min(lo, t), max(hi, t))
+    by_cap = {}
+    for (c, d), span in spans.items():
+        by_cap.setdefault(c, []).append((span, d))
+    out = {}
+    fixed = getattr(rec, "capture_start", {}) or {}
+    for c, items in by_cap.items():
+        items.sort()
+        overlap = any(b[0][0] <= a[0][1] for a, b in zip(items, items[1:]))
+        first = min(s[0] for s, _ in items)
+        for (lo, _hi), d in items:
+            out[(c, d)] = fixed.get(c, first if overlap else lo)
+    return out
+
+
+def _device_timeline(rows, start, duration, cap_start=lambda cap: None):
     """One device: rows on the stitched timeline, cut to [start, start+duration)."""
     caps = {}
     for r in rows:
         lo, hi = caps.get(r[2], (r[0], r[0]))
         caps[r[2]] = (min(lo, r[0]), max(hi, r[0]))
+    for cap, (lo, hi) in list(caps.items()):
+        s0 = cap_start(cap)
+        if s0 is not None and s0 <= lo:
+            caps[cap] = (s0, hi)
     offset, base = 0.0, {}
     for cap, (lo, hi) in sorted(caps.items(), key=lambda kv: kv[1][0]):
         base[cap] = offset - lo
@@ -163,6 +203,7 @@ def _device_timeline(rows, start, duration):
     dropped = {"dns_packets": 0, "udp_packets": 0, "udp_bytes": 0, "lan_packets": 0,
                "lan_bytes": 0, "other_packets": 0, "other_bytes": 0}
     tcp = []
+    local_udp = []
     n_bins = max(int(math.ceil(span)), 1)
     series = [0] * n_bins
     series_tcp = [0] * n_bins
@@ -179,13 +220,19 @@ def _device_timeline(rows, start, duration):
         elif proto == "tcp" or (a is not None and _is_local(a) and proto != "udp"):
             dropped["lan_packets"] += 1
             dropped["lan_bytes"] += nbytes
+        elif proto == "udp" and _dir == "out" and a is not None and (
+                a.is_multicast or str(a) == "255.255.255.255") and a.version == 4:
+            # Local broadcast/multicast: on the air whatever the hub does; the
+            # device replayer sends it onto the WiFi segment (it goes no further).
+            local_udp.append([round(t, 6), max(nbytes - UDP_OVERHEAD, 0), rip, rport])
+            series_tcp[b] += nbytes
         elif proto == "udp":
             dropped["udp_packets"] += 1
             dropped["udp_bytes"] += nbytes
         else:
             dropped["other_packets"] += 1
             dropped["other_bytes"] += nbytes
-    return {"tcp": tcp, "dropped": dropped, "span": max(span, 0.0),
+    return {"tcp": tcp, "local_udp": local_udp, "dropped": dropped, "span": max(span, 0.0),
             "first_ts": rows[0][0] if rows else None, "captures": sorted(caps),
             "packets": len(kept), "bytes": sum(r[4] for r in kept),
             "series": series, "series_tcp": series_tcp}
@@ -205,7 +252,7 @@ def _flows(tcp_rows, ip_of, name_of, port_map):
                 sessions.append(cur)
             cur["end"] = r[0]
             payload = r[4] - TCP_OVERHEAD
-            if payload > 0:
+            if r[4] > CONTROL_MAX:
                 cur["up" if r[3] == "out" else "down"].append([round(r[0], 6), payload])
         sessions = [s for s in sessions if s["up"] or s["down"]]
         if not sessions:

@@ -1,0 +1,66 @@
+"""The simulated home in namespaces: a real device and a synthetic home replayed
+through the hub, with the replay's fidelity checked on the WiFi view.
+
+Needs root and the test home's tools (skips otherwise, as the other home tests);
+the real-device test also needs ../shared/data. About 2 minutes.
+"""
+
+import json
+import os
+
+import pytest
+from conftest import need_home
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+PLUG_CSV = os.path.join(DATA, "lifecycle_nku", "packets.csv.gz")
+
+
+@pytest.mark.skipif(not os.path.exists(PLUG_CSV),
+                    reason="../shared/data/lifecycle_nku is absent: no real device to replay")
+def test_real_plug_through_the_hub_keeps_its_rate_series(tmp_path):
+    need_home()
+    from blinds_host.sim import runner
+
+    res, path_json, path_html = runner.simulate(
+        out=str(tmp_path), defenses=["dns"], source=PLUG_CSV, devices=["xiaodu_plug"],
+        duration=60)
+    run = res["runs"]["dns"]
+    fid = run["fidelity"]["xiaodu_plug"]
+    assert fid["corr"] >= 0.9, fid
+    assert 0.7 <= fid["byte_ratio"] <= 1.2, fid
+    s = run["sessions"]
+    assert s["ok"] == s["expected"] > 0, s
+    assert s["up_delivered"] == 1.0 and s["down_delivered"] == 1.0
+    # Every stream went through the hub, named by the DNS binding.
+    relay = run["hub"]["relay"]
+    assert relay["relayed"] == s["expected"] and relay["no_name"] == 0, relay
+    # Through the hub the ISP cannot split the uplink per device address.
+    lm = [a for a in run["attacks"] if a["view"] == "lastmile"]
+    assert lm and all(a["accuracy"] is None and "hub" in a["note"] for a in lm)
+    assert os.path.getsize(path_html) > 5000
+    with open(path_json) as f:
+        assert json.load(f)["table"]
+
+
+def test_synthetic_home_without_and_with_allowlists(tmp_path):
+    need_home()
+    from blinds_host.sim import runner
+
+    res, _, _ = runner.simulate(
+        out=str(tmp_path), defenses=["none", "allowlist"], synthetic=True, duration=200,
+        speed=5, window=3)
+    for defense in ("none", "allowlist"):
+        run = res["runs"][defense]
+        s = run["sessions"]
+        assert s["ok"] == s["expected"] > 0, (defense, s)
+        for name, fid in run["fidelity"].items():
+            assert fid["corr"] is not None and fid["corr"] >= 0.9, (defense, name, fid)
+    base = res["runs"]["none"]
+    # Without a hub the baseline's last-mile view is split per device address.
+    lm = next(a for a in base["attacks"] if a["view"] == "lastmile" and a["attack"] == "knn")
+    assert lm["accuracy"] is not None and len(lm["devices"]) == 5
+    hub = res["runs"]["allowlist"]["hub"]["relay"]
+    assert hub["blocked"] == 0 and hub["relayed"] == res["runs"]["allowlist"]["sessions"]["ok"]
+    rows = {(r["defense"], r["view"]): r for r in res["table"]}
+    assert rows[("none", "wifi")]["overhead_KBps"] == 0
+    assert rows[("allowlist", "wifi")]["added_p95_ms"] is not None
