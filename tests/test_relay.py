@@ -302,6 +302,29 @@ print(d[0] & 7, d[1], (sec - 2208988800 + frac / 2**32) - (t1 + t4) / 2)
     assert mode == "4" and stratum == "2" and abs(float(offset)) < 1.0, r.stdout
 
 
+def test_other_udp_is_dropped_and_counted(cloud):
+    time.sleep(1.1)
+    before = cloud.hub_status()["udp_dropped"]
+    q = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for port in (5353, 1900, 3478, 443):
+    s.sendto(b"x" * 40, ("192.168.4.1", port))
+    s.sendto(b"x" * 40, ("10.0.0.80", port))  # not handed out: goes nowhere
+"""
+    cap = cloud.capture("lastmile", "udp.pcap")
+    try:
+        subprocess.run(["ip", "netns", "exec", cloud.dev_ns(1), sys.executable, "-c", q], timeout=20)
+    finally:
+        pcap = cap.stop()
+    time.sleep(1.2)
+    after = cloud.hub_status()["udp_dropped"]
+    assert after - before >= 4, (before, after)
+    from blinds_host.pcapfile import frames, ip_of
+
+    assert not [1 for _t, _n, f in frames(pcap) if ip_of(f) is not None and ip_of(f).p == 17]
+
+
 # -- learn mode ---------------------------------------------------------------
 
 def _workload(home, dev):

@@ -77,6 +77,9 @@ class Board(Storage):
                 table[st[1]] = mac
         self.leases = table
 
+    def udp_dropped(self):
+        return None  # lwIP keeps no count MicroPython exposes
+
     def stations(self):
         self._read_stations()
         return [(mac, ip) for ip, mac in self.leases.items()]

@@ -91,6 +91,23 @@ class Board(Storage):
             return
         self.arp = table
 
+    def udp_dropped(self):
+        # Datagrams to ports nobody listens on (the hub serves only DNS and
+        # NTP; it forwards nothing): the kernel's Udp NoPorts counter for this
+        # namespace. None where unknown.
+        try:
+            with open("/proc/net/snmp") as f:
+                head = None
+                for line in f:
+                    if line.startswith("Udp:"):
+                        if head is None:
+                            head = line.split()
+                        else:
+                            return int(line.split()[head.index("NoPorts")])
+        except (OSError, ValueError):
+            pass
+        return None
+
     def stations(self):
         self._read_arp()
         return [(mac, self.ip_str(k)) for k, mac in self.arp.items()]

@@ -206,6 +206,8 @@ class Hub:
         if self.relay is not None:
             st["relay"] = self.relay.status()
             st["ntp"] = {"served": self.ntp.served, "dropped": self.ntp.dropped}
+            # Other UDP is neither answered nor forwarded; count what arrived.
+            st["udp_dropped"] = self.board.udp_dropped()
             st["learn"] = {"flows": self.learner.n, "dropped": self.learner.dropped}
         return st
 
