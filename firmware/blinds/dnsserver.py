@@ -7,10 +7,9 @@
 # only through the encrypted resolver.
 import asyncio
 import gc
-import socket
 import struct
 
-from blinds import decisions, dnsmsg
+from blinds import decisions, dnsmsg, sockets
 from blinds.compat import const, ticks_add, ticks_diff, ticks_ms
 
 _MAX_INFLIGHT = const(32)  # cache misses being resolved at once (UDP)
@@ -234,11 +233,7 @@ class DnsServer:
 
     # -- UDP -------------------------------------------------------------------
     def udp_socket(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(socket.getaddrinfo(self.ap_ip, 53)[0][-1])
-        s.setblocking(False)
-        return s
+        return sockets.udp_server(self.ap_ip, 53)
 
     async def serve_udp(self, sock):
         wait = self.board.wait_readable

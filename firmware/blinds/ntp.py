@@ -1,9 +1,7 @@
 # SNTP on the AP address: devices that need the time keep working when their
 # vendor's time servers are blocked. The time is the hub's (set from the
 # uplink); an unsynchronised hub says so (stratum 16) rather than guess.
-import socket
-
-from blinds import sntp
+from blinds import sntp, sockets
 
 
 class NtpServer:
@@ -15,11 +13,7 @@ class NtpServer:
         self.dropped = 0
 
     def socket(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(socket.getaddrinfo(self.ap_ip, 123)[0][-1])
-        s.setblocking(False)
-        return s
+        return sockets.udp_server(self.ap_ip, 123)
 
     async def serve(self, sock):
         while True:

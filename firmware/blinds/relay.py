@@ -11,7 +11,7 @@ import gc
 import socket
 import struct
 
-from blinds import httphost, sni
+from blinds import httphost, sni, sockets
 from blinds.compat import const, ticks_diff, ticks_ms
 
 _SOL_SOCKET = socket.SOL_SOCKET
@@ -96,12 +96,7 @@ class Relay:
     def listen(self):
         socks = []
         for port in self.ports:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(_SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(socket.getaddrinfo(self.ap_ip, port)[0][-1])
-            s.listen(8)
-            s.setblocking(False)
-            socks.append((s, port))
+            socks.append((sockets.tcp_listener(self.ap_ip, port, 8), port))
         return socks
 
     async def serve(self, lsock, port):
