@@ -91,14 +91,14 @@ class Hub:
             prep()
         cfg = self.load_config()
         from blinds import cache, decisions, dnsmsg, dnsserver, policy, resolver  # noqa: F401
-        from blinds import httphost, learn, ntp, relay, sni, sntp  # noqa: F401
+        from blinds import httphost, learn, ntp, relay, sni, sntp, sockets, storage  # noqa: F401
 
         # What the code itself holds; "data" heap figures are on top of this.
         gc.collect()
         self.heap_code = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
         if cfg is None:
             self.refuse("invalid configuration")
-            await self._serve_refusals(dnsserver)
+            await self._serve_refusals()
             return
         self.cfg = cfg
         try:
@@ -107,7 +107,7 @@ class Hub:
         except Exception as e:  # any failure here must leave the hub closed
             self.problems = [("$", "%s" % (e,))]
             self.refuse("start-up failed: %s" % (e,))
-            await self._serve_refusals(dnsserver)
+            await self._serve_refusals()
             return
         self.dns = dns
         sock = dns.udp_socket()
@@ -146,8 +146,8 @@ class Hub:
         srv = await self.dns.serve_tcp()
         await srv.wait_closed()
 
-    async def _serve_refusals(self, dnsserver):
-        from blinds import dnsmsg
+    async def _serve_refusals(self):
+        from blinds import dnsmsg, sockets
 
         ip = self.board.default_ap_ip
         raw = self._raw_ap_ip()
@@ -155,9 +155,7 @@ class Hub:
             ip = raw
         sock = None
         try:
-            cfg = {"ap": {"ip": ip}, "dns": {}, "devices": []}
-            srv = dnsserver.DnsServer(self.board, cfg, None, None, None, None)
-            sock = srv.udp_socket()
+            sock = sockets.udp_server(ip, 53)
         except OSError as e:
             self.board.log("hub: cannot listen on %s: %s" % (ip, e))
         if sock is not None:

@@ -268,21 +268,15 @@ class Relay:
         return addrs[0]
 
     async def _connect(self, ip, port):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setblocking(False)
+        s = None
         try:
-            try:
-                s.connect(socket.getaddrinfo(ip, port)[0][-1])
-            except OSError as e:
-                if e.args[0] not in _IN_PROGRESS:
-                    raise
-            # A refused connect also shows as writable (MicroPython has no
-            # getsockopt to read SO_ERROR): the first read or write tells.
+            s = sockets.tcp_connect(ip, port)
             await asyncio.wait_for_ms(self.board.wait_writable(s), self.connect_ms)
             return s
         except (OSError, asyncio.TimeoutError):
             self.stats["connect_failed"] += 1
-            s.close()
+            if s is not None:
+                s.close()
             raise Refused("connect failed")
 
     async def _send_all(self, dst, buf, off, n):
@@ -390,7 +384,6 @@ class Relay:
         return d
 
 
-_IN_PROGRESS = (115, 119)  # EINPROGRESS on Linux, on lwIP
 
 
 def relay_ports(cfg):

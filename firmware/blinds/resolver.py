@@ -4,11 +4,10 @@
 import asyncio
 import binascii
 import os
-import socket
 import ssl
 import struct
 
-from blinds import dnsmsg
+from blinds import dnsmsg, sockets
 from blinds.compat import const, ticks_add, ticks_diff, ticks_ms
 
 _BACKOFF_MIN_MS = const(250)
@@ -89,14 +88,7 @@ class _Upstream:
 
     async def _open(self):
         ctx = tls_context(self.cadata)
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        raw.setblocking(False)
-        try:
-            raw.connect(socket.getaddrinfo(self.ip, self.port)[0][-1])
-        except OSError as e:
-            if e.args[0] not in (115, 119):  # EINPROGRESS (Linux, lwIP)
-                raw.close()
-                raise
+        raw = sockets.tcp_connect(self.ip, self.port)
         self.raw = raw
         self.rlen = 0
         self.shaken = False

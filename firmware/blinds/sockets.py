@@ -17,3 +17,21 @@ def tcp_listener(ip, port, backlog):
     s.listen(backlog)
     s.setblocking(False)
     return s
+
+
+_IN_PROGRESS = (115, 119)  # EINPROGRESS on Linux, on lwIP
+
+
+def tcp_connect(ip, port):
+    # A non-blocking TCP socket with its connect under way; wait until it is
+    # writable. (A refused connect also shows as writable: MicroPython has no
+    # getsockopt for SO_ERROR, so the first read or write tells.)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect(socket.getaddrinfo(ip, port)[0][-1])
+    except OSError as e:
+        if e.args[0] not in _IN_PROGRESS:
+            s.close()
+            raise
+    return s

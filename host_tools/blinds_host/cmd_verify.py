@@ -25,7 +25,7 @@ tolerated; the first copy of a byte wins) up to the first gap, at most
 import json
 import socket
 
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, UsageError, read_input
 from .pcapfile import frames, ip_of
 
 DNS_PORT = 53
@@ -208,11 +208,7 @@ def load_config(path):
     """The checked, normalized hub config at ``path``; errors -> ConfigError/UsageError."""
     from blinds import config
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise UsageError("cannot read %s: %s" % (path, e.strerror or e))
+    data = read_input(path)
     try:
         return config.check(config.load_text(data))
     except config.ConfigError as e:

@@ -31,3 +31,12 @@ class EnvironmentProblem(BlindsError):
     """Something the machine lacks (root, a package, the MicroPython port)."""
 
     exit_status = 3
+
+
+def read_input(path):
+    """The bytes of an input file the user named; UsageError if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise UsageError("cannot read %s: %s" % (path, e.strerror or e))

@@ -20,7 +20,7 @@ import struct
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, read_input
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -78,11 +78,7 @@ class Frames:
 
 def read_capture(path):
     """Read a pcap or pcapng file into a :class:`Frames`."""
-    try:
-        with open(path, "rb") as f:
-            buf = f.read()
-    except OSError as e:
-        raise UsageError("cannot read %s: %s" % (path, e.strerror or e))
+    buf = read_input(path)
     head = buf[:4]
     if head in PCAP_MAGICS:
         recs = _walk_pcap(buf, path)

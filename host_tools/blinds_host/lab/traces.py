@@ -44,7 +44,7 @@ import os
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, read_input
 from . import pcapio
 
 VIEWS = ("wifi", "lastmile")
@@ -164,11 +164,7 @@ def read_device_map(path):
 
 
 def _read_text(path):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise UsageError("cannot read %s: %s" % (path, e.strerror or e))
+    data = read_input(path)
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
