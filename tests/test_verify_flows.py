@@ -78,7 +78,7 @@ class PcapWriter:
         self.t = T0
 
     def tcp(self, src, sport, dst, dport, seq, flags, data=b"", ack=0):
-        tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq % (1 << 32), ack=ack,
+        tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq % (1 << 32), ack=ack % (1 << 32),
                            flags=flags, data=data)
         ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=6, ttl=64,
                         data=tcp)
