@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blinds import config
+from blinds.config import values as _values  # noqa: F401 - config.values for _kind
 from blinds_host import cmd_config
 
 from mpy import run_mp
@@ -111,7 +112,9 @@ def test_normalized_structure_and_defaults():
         "relay": {"idle_timeout_s": 300, "max_streams": 64, "sniff_timeout_ms": 5000,
                   "first_byte_ms": 1500, "connect_timeout_ms": 5000, "half_close_ms": 5000,
                   "buffer_size": 8192,
-                  "log_size": 32, "ports": []},
+                  "log_size": 32, "ports": [], "allow_private": []},
+        "hub": {"status_interval_s": 10, "unknown_devices": 16, "identity_hold_s": 60,
+                "unknown_max_streams": 4},
     }
     # The input is not modified.
     assert cfg["devices"][0]["mac"] == "02-00-00-00-00-AB"
@@ -384,7 +387,7 @@ def test_rule(mutate, path, fragment):
 
 def test_root_not_object():
     for v in (None, [], "x", 3, 2.5, True):
-        assert config.validate(v) == [("$", "expected an object, got " + config._kind(v))]
+        assert config.validate(v) == [("$", "expected an object, got " + config.values._kind(v))]
 
 
 def test_all_problems_collected():
@@ -562,6 +565,7 @@ def test_odd_keys_render_as_parseable_paths():
 MP_SCRIPT = """
 import sys, json
 from blinds import config
+from blinds.config import values as _values  # noqa: F401 - config.values for _kind
 while True:
     line = sys.stdin.readline()
     if not line:
@@ -649,6 +653,7 @@ def test_micropython_load_text_and_check():
     src = """
 import json
 from blinds import config
+from blinds.config import values as _values  # noqa: F401 - config.values for _kind
 text = %r
 norm = config.check(config.load_text(text))
 try:

@@ -10,7 +10,13 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blinds import cache, config, decisions, dnsmsg, dnsserver, policy
+from blinds import config, policy
+from blinds.dns import cache
+from blinds.dns import decisions
+from blinds.dns import msg as dnsmsg
+from blinds.dns import server as dnsserver
+from blinds.devices import Devices
+from blinds.names import Names
 from dnscorpus import corpus, query
 from mpy import run_mp
 
@@ -41,8 +47,10 @@ class FakeBoard:
 
 
 def make_server(cfg):
-    return dnsserver.DnsServer(FakeBoard(), cfg, policy.Policy(cfg), cache.Cache(64), None,
-                               decisions.DecisionLog(32))
+    board = FakeBoard()
+    devs = Devices(board, cfg, policy.Policy(cfg))
+    names = Names(cache.Cache(64), None, len(devs.slots))
+    return dnsserver.DnsServer(board, cfg, devs, names, decisions.DecisionLog(32, len(devs.slots)))
 
 
 def outcome(srv, q, who=b"plug"):
@@ -101,7 +109,12 @@ def test_wellformed_queries_follow_policy(name, qtype):
 
 MP_SCRIPT = """
 import sys, gc, json, binascii
-from blinds import dnsserver, policy, cache, decisions
+from blinds import policy
+from blinds.devices import Devices
+from blinds.names import Names
+from blinds.dns import server as dnsserver
+from blinds.dns import cache
+from blinds.dns import decisions
 cfg = json.loads(sys.stdin.readline())
 class FakeBoard:
     name = "fake"
@@ -111,7 +124,10 @@ class FakeBoard:
         return 1800000000
     def log(self, msg):
         pass
-srv = dnsserver.DnsServer(FakeBoard(), cfg, policy.Policy(cfg), cache.Cache(64), None, decisions.DecisionLog(32))
+board = FakeBoard()
+devs = Devices(board, cfg, policy.Policy(cfg))
+srv = dnsserver.DnsServer(board, cfg, devs, Names(cache.Cache(64), None, len(devs.slots)),
+                          decisions.DecisionLog(32, len(devs.slots)))
 out = bytearray(512)
 levels = []
 rnd = 0
@@ -232,7 +248,7 @@ def test_ready_replies_match_the_full_path(queries):
     slow._keep_ready = lambda *a: None
     for srv in (fast, slow):
         for name in ("host1.zone.test", "host2.zone.test", "api.vendor.test"):
-            srv.cache.put(name, 0, b"\x0a\x00\x00\x01", 300, ticks_ms())
+            srv.names.cache.put(name, 0, b"\x0a\x00\x00\x01", 300, ticks_ms())
     for name, qtype, who, qid, edns in queries:
         q = query(name, qtype, qid=qid, edns=edns)
         outs = []

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blinds import httphost
-from blinds.httphost import DONE, FAIL, NEED_MORE, HostParser
+from blinds.relay import httphost
+from blinds.relay.httphost import DONE, FAIL, NEED_MORE, HostParser
 
 from mpy import run_mp
 
@@ -314,7 +314,7 @@ def test_endless_line_is_cut_at_the_bound(chunk):
 MP_SCRIPT = r"""
 import sys, json, binascii, gc
 pool = bytearray(8192)  # allocated first, as a relay would pool at boot
-from blinds.httphost import HostParser
+from blinds.relay.httphost import HostParser
 p = None
 st = 0
 while True:

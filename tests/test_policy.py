@@ -25,7 +25,7 @@ def make_cfg(default_policy="block_all", allow=None, extra_devices=()):
             {"host": "*.vendor.test", "port": 8883},
             {"host": "*.cdn.test", "port": 443},
             {"host": "cdn.test", "port": 80},
-            {"host": "Time.Vendor.Test.", "port": 123},
+            {"host": "Time.Vendor.Test.", "port": 8443},
         ]
     return {
         "ap": {"ip": "192.168.4.1", "ssid": "blinds", "passphrase": "at least 8 chars"},
@@ -99,7 +99,7 @@ def test_non_ascii_never_matches(pol):
     ("cdn.test", 443, False),  # *.cdn.test does not cover cdn.test
     ("x.cdn.test", 443, True),
     ("x.cdn.test", 80, False),
-    ("time.vendor.test", 123, True),
+    ("time.vendor.test", 8443, True),
     ("time.vendor.test", 8883, True),
     ("time.vendor.test", 443, False),
     ("vendor.test", 8883, False),
@@ -252,7 +252,7 @@ def test_micropython_agrees():
     macs = [PLUG, PLUG.upper().replace(":", "-"), CAM, TV, PC, STRANGER, [2, 0, 0, 0, 0, 1]]
     qnames = ["api.vendor.test", "A.Vendor.Test.", "vendor.test", "evilvendor.test",
               "x.cdn.test", "cdn.test", "time.vendor.test", "\u212a.vendor.test", "", "."]
-    queries = [[m, n, port] for m in macs for n in qnames for port in (80, 443, 8883, 123)]
+    queries = [[m, n, port] for m in macs for n in qnames for port in (80, 443, 8883, 8443)]
     stdin = "".join(json.dumps(x) + "\n" for x in [cfg] + queries).encode()
     res = run_mp(MP_SCRIPT, heap="96k", stdin=stdin)
     assert res.returncode == 0, res.stderr.decode(errors="replace")

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blinds import sni
-from blinds.sni import DONE, FAIL, NEED_MORE, SniParser
+from blinds.relay import sni
+from blinds.relay.sni import DONE, FAIL, NEED_MORE, SniParser
 
 from mpy import run_mp
 
@@ -419,7 +419,7 @@ def test_endless_stream_is_cut_at_the_bound(chunk):
 MP_SCRIPT = r"""
 import sys, json, binascii, gc
 pool = bytearray(16384)  # allocated first, as a relay would pool at boot
-from blinds.sni import SniParser
+from blinds.relay.sni import SniParser
 p = None
 st = 0
 while True:
@@ -500,7 +500,8 @@ def _mp_corpus():
 def mp_results(script, stdin):
     """Run script under the port with a 64 KB heap; one JSON result per stdout line
     (printed as each case ends, so the results need no heap on the port)."""
-    res = run_mp(script, heap="64k", stdin=stdin)
+    # 72k: the parser, its 16 KB pool and the firmware package modules it sits in.
+    res = run_mp(script, heap="72k", stdin=stdin)
     out = res.stdout.decode(errors="replace")
     assert res.returncode == 0, out[-2000:] + res.stderr.decode(errors="replace")
     return [json.loads(x) for x in out.splitlines()]

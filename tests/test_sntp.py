@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blinds import sntp
+from blinds.time import sntp
 from mpy import run_mp, run_mp_json
 
 NTP_EPOCH = 2208988800  # written out again here: the test does not trust the module's
@@ -245,7 +245,7 @@ def test_real_udp_exchange_unsynchronised():
 
 HEAPLOCK = r"""
 import json, micropython
-from blinds import sntp
+from blinds.time import sntp
 
 def main():
     req = bytearray(48)
@@ -275,7 +275,7 @@ def test_reply_allocates_nothing_under_micropython():
 
 MP_DIFF = r"""
 import sys, json, binascii
-from blinds import sntp
+from blinds.time import sntp
 out = bytearray(48)
 while True:
     line = sys.stdin.readline()

@@ -8,6 +8,7 @@ import time
 import network
 
 from blinds.storage import Storage
+from limits import LIMITS
 
 _STA_CONNECT_MS = 20000
 _STATIONS_REFRESH_MS = 1000
@@ -22,9 +23,8 @@ class BoardError(Exception):
 class Board(Storage):
     name = "esp32"
     default_ap_ip = "192.168.4.1"
-    # CONFIG_LWIP_MAX_SOCKETS of stock MicroPython firmware; a custom board
-    # definition can raise it (docs/sockets.md).
-    max_sockets = 10
+    limits = LIMITS
+    max_sockets = LIMITS["max_sockets"]
 
     def __init__(self, config_path="/hub.json", state_dir="/state"):
         Storage.__init__(self, config_path, state_dir)
@@ -76,6 +76,10 @@ class Board(Storage):
                 mac = ":".join("%02x" % b for b in st[0])
                 table[st[1]] = mac
         self.leases = table
+
+    def own_ips(self):
+        # The AP's and the uplink's addresses: never a relay destination.
+        return [w.ifconfig()[0] for w in (self.ap, self.sta) if w is not None]
 
     def udp_dropped(self):
         return None  # lwIP keeps no count MicroPython exposes

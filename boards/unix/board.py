@@ -9,9 +9,10 @@ import sys
 import time
 
 from blinds.storage import Storage
+from limits import LIMITS
 
 _ARP_REFRESH_MS = 5  # re-read /proc/net/arp at most this often on a miss
-_ARP_MAX_AGE_MS = 10000  # and at least this often, so a moved address is seen
+_ARP_MAX_AGE_MS = 1000  # and at least this often, so a moved address is seen soon
 _POLL_FDS = 128  # sockets the event loop can watch before its poll array moves
 
 
@@ -22,10 +23,8 @@ class BoardError(Exception):
 class Board(Storage):
     name = "unix"
     default_ap_ip = "192.168.4.1"
-    # Sockets the hub may hold. A Linux host has plenty; this default keeps
-    # the stream budget comparable to an ESP32 build with lwIP's socket limit
-    # raised to 64 (stock ESP32 firmware: 10, see boards/esp32).
-    max_sockets = 64
+    limits = LIMITS
+    max_sockets = LIMITS["max_sockets"]
 
     def __init__(self, config_path, state_dir):
         Storage.__init__(self, config_path, state_dir)
@@ -90,6 +89,20 @@ class Board(Storage):
         except OSError:
             return
         self.arp = table
+
+    def own_ips(self):
+        # Every address of this namespace's interfaces (the kernel's local
+        # routes): the relay never connects to one on a device's behalf.
+        out = []
+        last = None
+        with open("/proc/net/fib_trie") as f:
+            for line in f:
+                s = line.strip()
+                if s.startswith("|--") or s.startswith("+--"):
+                    last = s[3:].strip().split("/")[0]
+                elif "/32 host LOCAL" in s and last and last not in out:
+                    out.append(last)
+        return out
 
     def udp_dropped(self):
         # Datagrams to ports nobody listens on (the hub serves only DNS and

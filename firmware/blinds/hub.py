@@ -1,16 +1,21 @@
-# The hub: loads the configuration, starts each service under a supervisor and
-# publishes its status. It is handed a board (see boards/) and never touches
-# hardware itself.
+# The hub: loads the configuration, wires the services and supervises them,
+# and publishes its status. Wiring and supervision only: what each service
+# does lives in its own package. It is handed a board (see boards/) and never
+# touches hardware itself.
+#
+#   device -> Devices (who) -> Policy (may it) -> Names (where) -> relay -> uplink
 import asyncio
 import gc
 import json
 import sys
 
-from blinds.compat import const
+from blinds.compat import const, ticks_diff, ticks_ms
 
-_STATUS_PERIOD_MS = const(1000)
+_TICK_MS = const(1000)
 _RESTART_MIN_MS = const(200)
 _RESTART_MAX_MS = const(10000)
+_HEALTHY_MS = const(60000)  # a service that ran this long starts its backoff afresh
+
 
 class Hub:
     def __init__(self, board):
@@ -20,24 +25,32 @@ class Hub:
         self.state = "starting"
         self.reason = None
         self.started_s = board.time_s()
+        self.devices = None
+        self.names = None
         self.dns = None
         self.relay = None
         self.ntp = None
         self.learner = None
-        self.resolver = None
         self.log = None
+        self.budget = None
+        self.socks = []  # every socket the hub opened, closed if start-up fails
+        self.tcp_server = None
         self.tasks = {}
         self.restarts = {}
         self.heap_peak = 0
         self.heap_live_peak = 0
         self.heap_code = 0
         self.status_errors = 0
+        self.status_writes = 0
+        self.status_interval_ms = 10000
+        self._last_mark = None
+        self._last_write = None
 
     # -- configuration: fail closed -------------------------------------------
     def load_config(self):
         # The validator is only needed at boot: unload it afterwards to give
-        # its ~18 KB of bytecode back to the heap (matters where code is not
-        # frozen, as on the unix port).
+        # its bytecode back to the heap (matters where code is not frozen, as
+        # on the unix port).
         from blinds import config as configmod
 
         try:
@@ -46,13 +59,14 @@ class Hub:
             self.problems = [("$", "cannot read the configuration: %s" % (e,))]
             return None
         try:
-            return configmod.check(configmod.load_text(text))
+            return configmod.check(configmod.load_text(text), getattr(self.board, "limits", None))
         except configmod.ConfigError as e:
             self.problems = list(e.problems)
             return None
         finally:
             del configmod
-            sys.modules.pop("blinds.config", None)
+            for name in [m for m in sys.modules if m.startswith("blinds.config")]:
+                sys.modules.pop(name, None)
             pkg = sys.modules.get("blinds")
             if pkg is not None and hasattr(pkg, "config"):
                 delattr(pkg, "config")
@@ -73,12 +87,15 @@ class Hub:
     async def _supervise(self, name, factory):
         delay = _RESTART_MIN_MS
         while True:
+            t0 = ticks_ms()
             try:
                 await factory()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # supervisor: log, back off, restart
+                if ticks_diff(ticks_ms(), t0) >= _HEALTHY_MS:
+                    delay = _RESTART_MIN_MS  # it had been healthy: not a crash loop
                 self.restarts[name] = self.restarts.get(name, 0) + 1
                 self.board.log("hub: %s failed: %r; restarting in %d ms" % (name, e, delay))
                 await asyncio.sleep_ms(delay)
@@ -90,9 +107,7 @@ class Hub:
         if prep is not None:
             prep()
         cfg = self.load_config()
-        from blinds import cache, decisions, dnsmsg, dnsserver, policy, resolver  # noqa: F401
-        from blinds import httphost, learn, ntp, relay, sni, sntp, sockets, storage  # noqa: F401
-
+        self._import_all()
         # What the code itself holds; "data" heap figures are on top of this.
         gc.collect()
         self.heap_code = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
@@ -101,58 +116,120 @@ class Hub:
             await self._serve_refusals()
             return
         self.cfg = cfg
+        self.status_interval_ms = cfg["hub"]["status_interval_s"] * 1000
         try:
             await self.board.start_network(cfg)
-            dns = self._build_dns(cfg, dnsserver)
+            self._start(cfg)
+            try:
+                self.tcp_server = await self.dns.serve_tcp()
+            except OSError as e:
+                raise OSError("cannot listen on %s:53/tcp (%s)" % (cfg["ap"]["ip"], e))
+            self.keep("dns-tcp", self._tcp_forever)
         except Exception as e:  # any failure here must leave the hub closed
-            self.problems = [("$", "%s" % (e,))]
-            self.refuse("start-up failed: %s" % (e,))
+            self._abort_start(e)
             await self._serve_refusals()
             return
-        self.dns = dns
-        sock = dns.udp_socket()
-        self.keep("dns-udp", lambda: dns.serve_udp(sock))
-        self.keep("dns-tcp", self._tcp_forever)
-        self._start_relay(cfg)
         self.state = "running"
         self.board.log("hub: running; AP %s, %d device(s), %d upstream(s)"
                        % (cfg["ap"]["ip"], len(cfg["devices"]), len(cfg["dns"]["upstreams"])))
         await self._status_loop()
 
-    def _build_dns(self, cfg, dnsserver):
-        from blinds import cache, decisions, policy, resolver
+    def _import_all(self):
+        # Load every module now, so that the heap figure for code is complete.
+        from blinds import devices, names, policy, storage  # noqa: F401
+        from blinds.dns import cache, decisions, server, upstream, wire  # noqa: F401
+        from blinds.net import budget, guard, sockets  # noqa: F401
+        from blinds.relay import httphost, learn, sni, sniff, streams  # noqa: F401
+        from blinds.time import server as _ntp  # noqa: F401
+        from blinds.time import sntp  # noqa: F401
 
+    def _start(self, cfg):
+        # Build the services, then bind every socket; nothing is served until
+        # all of them are bound, so a failure leaves nothing half open.
+        from blinds.devices import Devices
+        from blinds.dns import cache, decisions, server, upstream
+        from blinds.names import Names
+        from blinds.net.budget import Budget
+        from blinds.net.guard import Guard
+        from blinds.policy import Policy
+        from blinds.relay import learn, streams
+        from blinds.time import server as ntp
+
+        board = self.board
         dnscfg = cfg["dns"]
-        ups = resolver.make_upstreams(dnscfg, self.board)
-        self.resolver = resolver.Resolver(ups)
-        self.log = decisions.DecisionLog(dnscfg.get("log_size", 64))
-        c = cache.Cache(dnscfg.get("cache_size", 64), dnscfg.get("min_ttl_s", 0), dnscfg.get("max_ttl_s", 86400))
-        return dnsserver.DnsServer(self.board, cfg, policy.Policy(cfg), c, self.resolver, self.log)
+        self.devices = Devices(board, cfg, Policy(cfg))
+        n_slots = len(self.devices.slots)
+        resolver = upstream.Resolver(upstream.make_upstreams(dnscfg, board))
+        c = cache.Cache(dnscfg["cache_size"], dnscfg["min_ttl_s"], dnscfg["max_ttl_s"])
+        self.names = Names(c, resolver, n_slots)
+        self.log = decisions.DecisionLog(dnscfg["log_size"], n_slots)
+        self.devices.on_evict.append(self.names.forget)
+        self.devices.on_evict.append(self.log.forget)
+        self.budget = Budget(board.max_sockets, cfg)
+        self.dns = server.DnsServer(board, cfg, self.devices, self.names, self.log, self.budget)
+        guard = Guard(cfg["ap"]["ip"], cfg["ap"]["netmask"], cfg["relay"]["allow_private"],
+                      getattr(board, "own_ips", None))
+        self.learner = learn.Learner(board, self.devices.policy)
+        self.relay = streams.Relay(board, cfg, self.devices, self.names, guard, self.budget,
+                                   self.learner)
+        self.ntp = ntp.NtpServer(board, cfg["ap"]["ip"])
 
-    def _start_relay(self, cfg):
-        from blinds import learn, ntp, relay
-
-        self.learner = learn.Learner(self.board, self.dns.policy)
-        self.relay = relay.Relay(self.board, cfg, self.dns.policy, self.dns, self.resolver, self.learner)
-        for lsock, port in self.relay.listen():
-            self.keep("relay-%d" % port, lambda s=lsock, p=port: self.relay.serve(s, p))
-        self.keep("relay-sweep", self.relay.sweep)
+        udp = self._own(self.dns.udp_socket())
+        listeners = [(self._own(s), p) for s, p in self._listen_relay()]
+        nsock = self._own(self.ntp.socket())
+        dns, relay = self.dns, self.relay
+        self.keep("dns-udp", lambda: dns.serve_udp(udp))
+        for lsock, port in listeners:
+            self.keep("relay-%d" % port, lambda s=lsock, p=port: relay.serve(s, p))
+        self.keep("relay-sweep", relay.sweep)
         self.keep("learn", self.learner.persist)
-        self.ntp = ntp.NtpServer(self.board, cfg["ap"]["ip"])
-        nsock = self.ntp.socket()
         self.keep("ntp", lambda: self.ntp.serve(nsock))
 
+    def _listen_relay(self):
+        out = []
+        for port in self.relay.ports:
+            try:
+                out.append((self.relay_listener(port), port))
+            except OSError as e:
+                for s, _ in out:
+                    s.close()
+                raise OSError("cannot listen on %s:%d (%s)" % (self.relay.ap_ip, port, e))
+        return out
+
+    def relay_listener(self, port):
+        from blinds.net import sockets
+
+        return sockets.tcp_listener(self.relay.ap_ip, port, 8)
+
+    def _own(self, sock):
+        self.socks.append(sock)
+        return sock
+
+    def _abort_start(self, e):
+        for name in list(self.tasks):
+            self.tasks.pop(name).cancel()
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        self.socks = []
+        self.dns = self.relay = self.ntp = None
+        self.problems = [("$", "%s" % (e,))]
+        self.refuse("start-up failed: %s" % (e,))
+
     async def _tcp_forever(self):
-        srv = await self.dns.serve_tcp()
+        # Bound in main(); after a failure the supervisor binds it again.
+        srv, self.tcp_server = self.tcp_server, None
+        if srv is None:
+            srv = await self.dns.serve_tcp()
         await srv.wait_closed()
 
     async def _serve_refusals(self):
-        from blinds import dnsmsg, sockets
+        from blinds.dns import wire as dnsmsg
+        from blinds.net import sockets
 
-        ip = self.board.default_ap_ip
-        raw = self._raw_ap_ip()
-        if raw:
-            ip = raw
+        ip = self._raw_ap_ip() or self.board.default_ap_ip
         sock = None
         try:
             sock = sockets.udp_server(ip, 53)
@@ -168,7 +245,7 @@ class Hub:
             parts = ip.split(".")
             if len(parts) == 4 and all(x.isdigit() and int(x) < 256 for x in parts):
                 return ip
-        except Exception:  # the config is broken: that is why we are here
+        except Exception:  # noqa: BLE001 - the config is broken: that is why we are here
             pass
         return None
 
@@ -178,7 +255,7 @@ class Hub:
             await self.board.wait_readable(sock)
             try:
                 q, addr = sock.recvfrom(512)
-                _, _, _, _, _, qend, _ = dnsmsg.parse_query(q, len(q))
+                qend = dnsmsg.parse_query(q, len(q))[5]
                 n = dnsmsg.build_reply(out, q, qend, dnsmsg.REFUSED)
                 sock.sendto(memoryview(out)[:n], addr)
             except (OSError, dnsmsg.DnsError):
@@ -195,12 +272,16 @@ class Hub:
             "time_s": int(self.board.time_s()),
             "heap": self.heap(),
             "restarts": self.restarts,
+            "status_writes": self.status_writes,
         }
         if self.dns is not None:
+            res = self.names.resolver
             st["dns"] = self.dns.status()
-            st["upstreams"] = self.resolver.status()
-            st["resolver"] = {"failovers": self.resolver.failovers, "failed": self.resolver.failed}
-            st["decisions"] = self.log.snapshot()
+            st["names"] = self.names.status()
+            st["upstreams"] = res.status()
+            st["resolver"] = {"failovers": res.failovers, "failed": res.failed}
+            st["decisions"] = self.log.snapshot(self.devices.name_of)
+            st["devices"] = self.devices.status()
         if self.relay is not None:
             st["relay"] = self.relay.status()
             st["ntp"] = {"served": self.ntp.served, "dropped": self.ntp.dropped}
@@ -208,6 +289,21 @@ class Hub:
             st["udp_dropped"] = self.board.udp_dropped()
             st["learn"] = {"flows": self.learner.n, "dropped": self.learner.dropped}
         return st
+
+    def _mark(self):
+        # What changes when the hub does something: if none of it moved,
+        # status.json is not rewritten (an ESP32's flash wears).
+        m = [self.state, self.reason, len(self.restarts), sum(self.restarts.values())]
+        if self.dns is not None:
+            s = self.dns.stats
+            m += [s["queries"], s["dropped"], self.devices.evictions, self.devices.conflicts,
+                  self.names.resolver.failed, self.names.resolver.failovers, self.dns.tcp_conns,
+                  self.budget.used, self.budget.refused]
+        if self.relay is not None:
+            s = self.relay.stats
+            m += [s["accepted"], s["bytes_up"], s["bytes_down"], len(self.relay.streams),
+                  self.ntp.served, self.ntp.dropped, self.learner.n, self.board.udp_dropped()]
+        return m
 
     def heap(self):
         # GC heap in use before and after a collection: "live" is what the hub
@@ -223,22 +319,40 @@ class Hub:
                 "live_peak": self.heap_live_peak, "total": live + gc.mem_free(),
                 "code": self.heap_code, "data_peak": self.heap_peak - self.heap_code}
 
+    def write_status(self, force=False):
+        """Write status.json if the hub did something since the last write and
+        status_interval_s has passed (or force). -> True if written."""
+        now = ticks_ms()
+        if not force and self._last_write is not None and \
+                ticks_diff(now, self._last_write) < self.status_interval_ms:
+            return False
+        mark = self._mark()
+        if not force and mark == self._last_mark:
+            return False
+        try:
+            self.status_writes += 1
+            self.board.save_json("status.json", self.status())
+        except (OSError, MemoryError) as e:
+            # Status is a convenience: never let it take the hub down.
+            self.status_errors += 1
+            gc.collect()
+            self.board.log("hub: cannot write status: %r (heap free %d after collection)"
+                           % (e, gc.mem_free()))
+            return False
+        self._last_mark = mark
+        self._last_write = now
+        return True
+
     async def _status_loop(self):
         while True:
-            try:
-                self.board.save_json("status.json", self.status())
-            except (OSError, MemoryError) as e:
-                # Status is a convenience: never let it take the hub down.
-                self.status_errors += 1
-                gc.collect()
-                self.board.log("hub: cannot write status: %r (heap free %d after collection)"
-                               % (e, gc.mem_free()))
-                try:
-                    import micropython
-                    micropython.mem_info()
-                except ImportError:
-                    pass
-            await asyncio.sleep_ms(_STATUS_PERIOD_MS)
+            self._heap_tick()
+            self.write_status()
+            await asyncio.sleep_ms(_TICK_MS)
+
+    def _heap_tick(self):
+        # The peak is sampled every tick, written or not.
+        if hasattr(gc, "mem_alloc"):
+            self.heap_peak = max(self.heap_peak, gc.mem_alloc())
 
 
 def run(board):

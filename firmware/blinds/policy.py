@@ -1,10 +1,18 @@
 # Per-device policy decisions, on the per-query hot path: built once from a
 # checked config (config.check), then each decision is a few dict lookups.
 
-# Device policies (config.POLICIES); repeated here so the hot path needs no import.
-_ALLOWLIST = "allowlist"
-_PERMISSIVE = ("open", "learn")
-_DEFAULT_MAX_STREAMS = 4
+# Device policies: the one place their names are spelled.
+ALLOWLIST = "allowlist"
+BLOCK_ALL = "block_all"
+LEARN = "learn"
+OPEN = "open"
+POLICIES = (ALLOWLIST, BLOCK_ALL, LEARN, OPEN)
+DEFAULT_POLICIES = (BLOCK_ALL, OPEN, LEARN)
+_PERMISSIVE = (OPEN, LEARN)
+# How a blocked name is answered.
+NXDOMAIN = "nxdomain"
+ZERO = "zero"
+BLOCKED_ANSWERS = (NXDOMAIN, ZERO)
 
 
 def _mac_bytes(mac):
@@ -77,6 +85,8 @@ class Policy:
     def __init__(self, cfg):
         self.default_policy = cfg["default_policy"]
         self.blocked_answer_default = cfg["dns"]["blocked_answer"]
+        # An unknown device gets what a configured one gets by default.
+        self.unknown_max_streams = cfg["hub"]["unknown_max_streams"]
         # Two dicts: mixing str and bytes keys in one makes MicroPython warn
         # "Comparison between bytes and str" on lookups.
         self._by_str = {}
@@ -110,7 +120,7 @@ class Policy:
         """DNS decision: may this device resolve name?"""
         dev = self._dev(mac)
         pol = dev.policy if dev else self.default_policy
-        if pol == _ALLOWLIST:
+        if pol == ALLOWLIST:
             return dev is not None and dev.match(name, None)
         return pol in _PERMISSIVE
 
@@ -118,7 +128,7 @@ class Policy:
         """allows_name() for a name straight from the DNS codec (lower-case ASCII)."""
         dev = self._dev(mac)
         pol = dev.policy if dev else self.default_policy
-        if pol == _ALLOWLIST:
+        if pol == ALLOWLIST:
             return dev is not None and dev.match_wire(name, None)
         return pol in _PERMISSIVE
 
@@ -126,7 +136,7 @@ class Policy:
         """Stream decision: may this device connect to name on this TCP port?"""
         dev = self._dev(mac)
         pol = dev.policy if dev else self.default_policy
-        if pol == _ALLOWLIST:
+        if pol == ALLOWLIST:
             return dev is not None and dev.match(name, port)
         return pol in _PERMISSIVE
 
@@ -138,4 +148,4 @@ class Policy:
     def max_streams(self, mac):
         """How many relayed streams this device may hold open at once."""
         dev = self._dev(mac)
-        return dev.cfg["max_streams"] if dev else _DEFAULT_MAX_STREAMS
+        return dev.cfg["max_streams"] if dev else self.unknown_max_streams

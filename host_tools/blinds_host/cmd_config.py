@@ -16,6 +16,8 @@ import sys
 # would not fit in its RAM, and a file this large is not a CA file anyway.
 MAX_CA_FILE_BYTES = 256 * 1024
 
+BOARDS = ("unix", "esp32")
+
 _BEGIN = "-----BEGIN CERTIFICATE-----"
 _END = "-----END CERTIFICATE-----"
 
@@ -38,6 +40,11 @@ def add_parser(p):
         help="print one JSON object per file on stdout: {file, ok, problems: [{path, message}]}",
     )
     c.add_argument(
+        "--board",
+        choices=BOARDS,
+        help="also check against what this board can hold (sockets, cache and log sizes)",
+    )
+    c.add_argument(
         "--no-ca-check",
         action="store_true",
         help="skip the host-side check that each upstream's ca_file exists and holds certificates",
@@ -54,7 +61,7 @@ def run(args):
 def _run_check(args):
     status = 0
     for path in args.files:
-        problems = check_file(path, ca_check=not args.no_ca_check)
+        problems = check_file(path, ca_check=not args.no_ca_check, board=args.board)
         if problems:
             status = 2
         if args.json:
@@ -72,11 +79,23 @@ def _run_check(args):
     return status
 
 
-def check_file(path, ca_check=True):
+def board_limits(board):
+    """The limits a board declares (``boards/<board>/limits.py``, the file the
+    firmware itself imports), as a dict."""
+    from .paths import BOARDS as BOARDS_DIR
+
+    ns = {}
+    with open(os.path.join(BOARDS_DIR, board, "limits.py")) as f:
+        exec(compile(f.read(), f.name, "exec"), ns)  # noqa: S102 - our own board file
+    return ns["LIMITS"]
+
+
+def check_file(path, ca_check=True, board=None):
     """All problems with the config file at ``path`` as (json_path, message) pairs.
 
     Unreadable files and malformed JSON are reported at ``$`` like any other
-    problem, so that every outcome has the same shape.
+    problem, so that every outcome has the same shape. ``board`` ("unix" or
+    "esp32") adds that board's limits.
     """
     from blinds import config
 
@@ -89,7 +108,7 @@ def check_file(path, ca_check=True):
         cfg = config.load_text(data)
     except config.ConfigError as e:
         return e.problems
-    problems = config.validate(cfg)
+    problems = config.validate(cfg, board_limits(board) if board else None)
     if ca_check:
         problems += check_ca_files(cfg, os.path.dirname(os.path.abspath(path)))
     return problems

@@ -334,7 +334,8 @@ def _matcher(entries):
 
     cfg = {"default_policy": "block_all", "dns": {"blocked_answer": "nxdomain"},
            "devices": [{"mac": "02:00:00:00:00:01", "policy": "allowlist", "allow": entries,
-                        "blocked_answer": "nxdomain", "max_streams": 4}]}
+                        "blocked_answer": "nxdomain", "max_streams": 4}],
+           "hub": {"unknown_max_streams": 4}}
     p = policy.Policy(cfg)
     return lambda host, port: bool(p.allows("02:00:00:00:00:01", host, port))
 

@@ -19,7 +19,7 @@ the SYN, or failing that the side with the higher port. The client's first
 bytes are reassembled in sequence order (retransmissions and reordering
 tolerated; the first copy of a byte wins) up to the first gap, at most
 ``FIRST_BYTES_MAX`` bytes, and given to the hub's own parsers
-(``blinds.sni.SniParser``, then ``blinds.httphost.HostParser``).
+(``blinds.relay.sni.SniParser``, then ``blinds.relay.httphost.HostParser``).
 """
 
 import json
@@ -186,7 +186,8 @@ class Flow:
 
 def name_of(first):
     """(kind, name) for a client's first bytes: kind "tls", "http" or "unknown"."""
-    from blinds import httphost, sni
+    from blinds.relay import httphost
+    from blinds.relay import sni
 
     if not first:
         return "unknown", None

@@ -33,6 +33,10 @@ from .netns import sh
 AP_IP = "192.168.4.1"
 HUB_WAN_IP = "10.0.0.2"
 INET_IP = "10.0.0.1"
+# The test home's "internet": private addresses standing for public ones. Test
+# configurations list it in relay.allow_private, as an owner would list a
+# prefix they trust; everything else private stays out of reach.
+INTERNET_PREFIX = "10.0.0.0/16"
 RESOLVER_IP = "10.0.0.53"
 RESOLVER_NAME = "resolver.test"
 
@@ -263,6 +267,9 @@ class Home:
             "dns": dns,
             "devices": devices if devices is not None else [],
             "default_policy": default_policy,
+            "relay": {"allow_private": [INTERNET_PREFIX]},
+            # Tests read status.json as they go: write it every second.
+            "hub": {"status_interval_s": 1},
         }
 
     def start_hub(self, config, heap="256k", wait=True, keep_state=False):

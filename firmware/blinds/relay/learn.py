@@ -7,6 +7,7 @@ import asyncio
 import json
 
 from blinds.compat import const
+from blinds.policy import LEARN
 
 MAX_FLOWS = const(128)
 _SAVE_MS = const(5000)
@@ -45,7 +46,7 @@ class Learner:
             self.n = 0
 
     def saw_stream(self, mac, dev, name, port, up, down):
-        if self.policy.policy_of(mac) != "learn":
+        if self.policy.policy_of(mac) != LEARN:
             return
         d = self.devices.get(mac)
         if d is None:

@@ -8,12 +8,7 @@
 
 import struct
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
+from blinds.compat import const
 
 
 PACKET = const(48)

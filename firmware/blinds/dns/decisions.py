@@ -4,8 +4,10 @@
 # Built for a small, long-running heap: the ring lives in preallocated arrays
 # (a name slot is a fixed run of bytes), so logging a decision allocates
 # nothing. Long-lived objects allocated per query would otherwise end up
-# scattered among the transient ones and fragment the heap. A counter is one
-# small int per (device, name): count << 1 | "last decision was a block".
+# scattered among the transient ones and fragment the heap. Per-device tables
+# are indexed by the device's slot (blinds.devices): fixed in number, dropped
+# when the slot goes to another MAC. A counter is one small int per (device,
+# name): count << 1 | "last decision was a block".
 from array import array
 
 from blinds.compat import const
@@ -13,6 +15,7 @@ from blinds.compat import const
 MAX_NAMES = const(96)  # (device, name) counters kept across all devices
 _COUNT_MAX = const(0x1FFFFFFF)
 _NAME_CAP = const(64)  # bytes of a name kept in the ring (longer ones are cut)
+_DEV_CAP = const(32)  # bytes of a device name kept in the ring
 
 ALLOW = "allow"
 BLOCK = "block"
@@ -22,32 +25,30 @@ _ACTIONS = (ALLOW, BLOCK, REFUSE, SERVFAIL)
 
 
 class DecisionLog:
-    def __init__(self, size=32, max_names=MAX_NAMES):
+    def __init__(self, size, n_slots, max_names=MAX_NAMES):
         self.size = size
         self.t = array("i", [0] * size)
-        self.meta = array("H", [0] * (size * 4))  # device index, qtype, action, name length
+        self.meta = array("H", [0] * (size * 4))  # device name length, qtype, action, name length
         self.nbuf = bytearray(size * _NAME_CAP)
+        self.dbuf = bytearray(size * _DEV_CAP)
         self.pos = 0
         self.total = 0
         self.max_names = max_names
-        self.devs = []  # device names seen, by index
-        self.names = {}  # device -> {name: count << 1 | blocked}
-        self.totals = {}  # device -> [allowed, blocked]
+        self.names = [None] * n_slots  # slot -> {name: count << 1 | blocked}
+        self.totals = array("I", [0] * (2 * n_slots))  # slot -> allowed, blocked
         self.n_names = 0
         self.names_dropped = 0
 
-    def _dev_index(self, device):
-        try:
-            return self.devs.index(device)
-        except ValueError:
-            self.devs.append(device)
-            return len(self.devs) - 1
-
-    def add(self, t_s, device, name, qtype, action):
+    def add(self, t_s, dev, name, qtype, action):
+        # dev: a blinds.devices.Device (idx < 0: no table of its own) or None.
         i = self.pos
         self.t[i] = int(t_s)
         m = i * 4
-        self.meta[m] = self._dev_index(device)
+        dname = dev.name if dev is not None else "?"
+        d = min(len(dname), _DEV_CAP)
+        o = i * _DEV_CAP
+        self.dbuf[o:o + d] = dname.encode()[:d]
+        self.meta[m] = d
         self.meta[m + 1] = qtype
         self.meta[m + 2] = _ACTIONS.index(action)
         n = min(len(name), _NAME_CAP)
@@ -56,18 +57,19 @@ class DecisionLog:
         self.meta[m + 3] = n
         self.pos = (i + 1) % self.size
         self.total += 1
-        tot = self.totals.get(device)
-        if tot is None:
-            tot = self.totals[device] = [0, 0]
-            self.names[device] = {}
+        if dev is None or dev.idx < 0:
+            return
+        idx = dev.idx
         blocked = action == BLOCK
         if action == ALLOW:
-            tot[0] += 1
+            self.totals[2 * idx] += 1
         elif blocked:
-            tot[1] += 1
+            self.totals[2 * idx + 1] += 1
         else:
             return  # servfail/refuse: in the ring only
-        per = self.names[device]
+        per = self.names[idx]
+        if per is None:
+            per = self.names[idx] = {}
         c = per.get(name)
         if c is None:
             if self.n_names >= self.max_names:
@@ -77,6 +79,15 @@ class DecisionLog:
             c = 0
         n = (c >> 1) + 1
         per[name] = (min(n, _COUNT_MAX) << 1) | blocked
+
+    def forget(self, idx):
+        # The slot goes to another device: its counters go with the old one.
+        per = self.names[idx]
+        if per is not None:
+            self.n_names -= len(per)
+            self.names[idx] = None
+        self.totals[2 * idx] = 0
+        self.totals[2 * idx + 1] = 0
 
     def recent(self):
         # Oldest first: [t, device, name, qtype, action].
@@ -88,25 +99,33 @@ class DecisionLog:
             m = i * 4
             o = i * _NAME_CAP
             name = bytes(self.nbuf[o:o + self.meta[m + 3]]).decode()
-            out.append([self.t[i], self.devs[self.meta[m]], name, self.meta[m + 1], _ACTIONS[self.meta[m + 2]]])
+            o = i * _DEV_CAP
+            dev = bytes(self.dbuf[o:o + self.meta[m]]).decode()
+            out.append([self.t[i], dev, name, self.meta[m + 1], _ACTIONS[self.meta[m + 2]]])
         return out
 
-    def snapshot(self):
-        return {"total": self.total, "names_dropped": self.names_dropped, "devices": _Devices(self),
-                "recent": self.recent()}
+    def snapshot(self, name_of):
+        # name_of(slot) -> the device's name now.
+        return {"total": self.total, "names_dropped": self.names_dropped,
+                "devices": _Devices(self, name_of), "recent": self.recent()}
 
 
 class _Devices:
     # Written into status.json entry by entry (no large dict is built).
-    def __init__(self, log):
+    def __init__(self, log, name_of):
         self.log = log
+        self.name_of = name_of
 
     def write_json(self, f, dumps):
         sep = "{"
-        for dev, tot in self.log.totals.items():
-            f.write('%s%s:{"allowed":%d,"blocked":%d,"names":{' % (sep, dumps(dev), tot[0], tot[1]))
+        log = self.log
+        for idx in range(len(log.names)):
+            a, b = log.totals[2 * idx], log.totals[2 * idx + 1]
+            if not a and not b:
+                continue
+            f.write('%s%s:{"allowed":%d,"blocked":%d,"names":{' % (sep, dumps(self.name_of(idx)), a, b))
             s2 = ""
-            for k, v in self.log.names[dev].items():
+            for k, v in (log.names[idx] or {}).items():
                 f.write('%s%s:[%d,"%s"]' % (s2, dumps(k), v >> 1, "block" if v & 1 else "allow"))
                 s2 = ","
             f.write("}}")

@@ -1,27 +1,30 @@
 # The stream relay: the hub as an application-level gateway.
 #
 # Devices reach only the hub's own address (its DNS hands out nothing else, and
-# the hub forwards no packets). For each TCP connection the relay finds the
-# destination name (TLS ClientHello SNI, else the HTTP Host header, else the
-# name this device last resolved that is allowed on this port), checks the
-# device's policy, connects upstream and copies both ways with fixed buffers.
-# What is not allowed is reset; every stream is logged and counted.
+# the hub forwards no packets). For each TCP connection the relay asks Devices
+# who is talking, finds the destination name (relay.sniff), checks the policy,
+# asks Names for the address, checks it against the address guard, connects
+# upstream and copies both ways with fixed buffers. What is not allowed is
+# reset; every stream is logged and counted.
 import asyncio
 import gc
 import socket
 import struct
 
-from blinds import httphost, sni, sockets
 from blinds.compat import const, ticks_diff, ticks_ms
+from blinds.devices import CONFLICT
+from blinds.net import sockets
+from blinds.net.budget import STREAM_SOCKETS, relay_ports
+from blinds.relay.sniff import Refused, sniff
 
 _SOL_SOCKET = socket.SOL_SOCKET
 _LINGER_RST = struct.pack("ii", 1, 0)
 _SWEEP_MS = const(1000)
-_BURST = const(8)
-_STREAM_OBJ_BYTES = const(3072)  # a stream's objects: tasks, frames, sockets  # chunks copied before a stream yields to the event loop
-_TLS_HANDSHAKE = const(22)
+_BURST = const(8)  # chunks copied before a stream yields to the event loop
+_STREAM_OBJ_BYTES = const(3072)  # a stream's objects: tasks, frames, sockets
 
 ALLOWED = "ok"
+_ENDED_WELL = ("ok", "idle")
 
 
 def reset(sock):
@@ -36,26 +39,23 @@ def reset(sock):
         pass
 
 
-class Refused(Exception):
-    pass
-
-
 class Stream:
     # One relayed stream: its sockets, buffers and counters.
-    __slots__ = ("mac", "dev", "port", "name", "kind", "down", "up", "t0", "last", "tasks",
-                 "bytes_up", "bytes_down", "result", "dead", "half")
+    __slots__ = ("dev", "port", "name", "addr", "kind", "down", "up", "t0", "last", "tasks",
+                 "main", "bytes_up", "bytes_down", "result", "dead", "half")
 
-    def __init__(self, mac, dev, port, down):
-        self.mac = mac
+    def __init__(self, dev, port, down):
         self.dev = dev
         self.port = port
         self.name = None
+        self.addr = None
         self.kind = None
         self.down = down  # the device's socket
         self.up = None  # the upstream socket
         self.t0 = ticks_ms()
         self.last = self.t0
         self.tasks = []
+        self.main = None
         self.bytes_up = 0
         self.bytes_down = 0
         self.result = None
@@ -64,40 +64,41 @@ class Stream:
 
 
 class Relay:
-    def __init__(self, board, cfg, policy, dns, resolver, learner=None):
+    def __init__(self, board, cfg, devices, names, guard, budget, learner=None):
         self.board = board
-        self.policy = policy
-        self.dns = dns  # the DNS responder: its cache and per-device bindings
-        self.resolver = resolver
+        self.devices = devices
+        self.policy = devices.policy
+        self.names = names
+        self.guard = guard
+        self.budget = budget
         self.learner = learner
-        r = cfg.get("relay") or {}
+        r = cfg["relay"]
         self.ap_ip = cfg["ap"]["ip"]
         self.ports = relay_ports(cfg)
-        self.max_streams = max_streams(board, cfg, len(self.ports))
-        self.idle_ms = r.get("idle_timeout_s", 300) * 1000
-        self.sniff_ms = r.get("sniff_timeout_ms", 5000)
-        self.first_byte_ms = r.get("first_byte_ms", 1500)
-        self.connect_ms = r.get("connect_timeout_ms", 5000)
-        self.half_ms = min(r.get("half_close_ms", 5000), self.idle_ms)
-        self.bufsize = r.get("buffer_size", 8192)
-        self.log_size = r.get("log_size", 32)
+        self.max_streams = min(r["max_streams"], budget.total // STREAM_SOCKETS)
+        self.idle_ms = r["idle_timeout_s"] * 1000
+        self.sniff_ms = r["sniff_timeout_ms"]
+        self.first_byte_ms = r["first_byte_ms"]
+        self.connect_ms = r["connect_timeout_ms"]
+        self.half_ms = min(r["half_close_ms"], self.idle_ms)
+        self.bufsize = r["buffer_size"]
+        self.log_size = r["log_size"]
         self.log = [None] * self.log_size
         self.log_pos = 0
         self.streams = []
-        self.per_mac = {}
         self.scratch = bytearray(self.bufsize)  # shared by every stream (see _pump)
         self.scratch_mv = memoryview(self.scratch)
         self.min_free = 2 * self.bufsize + _STREAM_OBJ_BYTES
         self.stats = {"accepted": 0, "relayed": 0, "blocked": 0, "refused_budget": 0,
-                      "refused_device": 0, "refused_memory": 0, "unknown_device": 0, "no_name": 0, "bad_hello": 0, "unresolved": 0,
-                      "connect_failed": 0, "idle_closed": 0, "half_closed": 0, "bytes_up": 0, "bytes_down": 0, "oom": 0}
+                      "refused_device": 0, "refused_memory": 0, "refused_private": 0,
+                      "refused_conflict": 0, "unknown_device": 0, "no_name": 0, "bad_hello": 0,
+                      "bad_name": 0, "unresolved": 0, "connect_failed": 0, "idle_closed": 0,
+                      "half_closed": 0, "device_reset": 0, "errors": 0, "bytes_up": 0,
+                      "bytes_down": 0, "oom": 0}
 
     # -- sockets -------------------------------------------------------------
     def listen(self):
-        socks = []
-        for port in self.ports:
-            socks.append((sockets.tcp_listener(self.ap_ip, port, 8), port))
-        return socks
+        return [(sockets.tcp_listener(self.ap_ip, port, 8), port) for port in self.ports]
 
     async def serve(self, lsock, port):
         wait = self.board.wait_readable
@@ -114,48 +115,51 @@ class Relay:
                 self.stats["refused_memory"] += 1
                 reset(s)
 
+    def _refuse(self, s, key, dev=None):
+        self.stats[key] += 1
+        if dev is not None and dev is not CONFLICT:
+            dev.count(key)
+        reset(s)
+
     def admit(self, s, addr, port):
         # Budget checks happen here, at accept time: a stream is refused whole
         # or not at all, never cut off halfway for want of a socket.
-        mac = self.board.station_mac(self.board.peer_ip(addr))
+        dev = self.devices.who(self.board.peer_ip(addr))
+        if dev is None:
+            return self._refuse(s, "unknown_device")
+        if dev is CONFLICT:
+            return self._refuse(s, "refused_conflict")
         if len(self.streams) >= self.max_streams:
-            self.stats["refused_budget"] += 1
-            reset(s)
-            return
-        if mac is None:
-            self.stats["unknown_device"] += 1
-            reset(s)
-            return
-        n = self.per_mac.get(mac, 0)
-        if n >= self.policy.max_streams(mac):
-            self.stats["refused_device"] += 1
-            reset(s)
-            return
+            return self._refuse(s, "refused_budget", dev)
+        if dev.streams >= self.policy.max_streams(dev.mac):
+            return self._refuse(s, "refused_device", dev)
         # Memory is part of the budget: a stream needs room for its objects
         # and, when its peer is slow, one pending chunk; without it the stream
         # is refused whole now rather than failing after it was sent on.
         if gc.mem_free() < self.min_free:
             gc.collect()
             if gc.mem_free() < self.min_free:
-                self.stats["refused_memory"] += 1
-                reset(s)
-                return
+                return self._refuse(s, "refused_memory", dev)
+        if not self.budget.take(STREAM_SOCKETS):
+            return self._refuse(s, "refused_budget", dev)
         s.setblocking(False)
-        st = Stream(mac, self.dns.device_name(mac), port, s)
+        st = Stream(dev, port, s)
         self.streams.append(st)
-        self.per_mac[mac] = n + 1
-        st.tasks.append(asyncio.create_task(self._run(st)))
+        dev.streams += 1
+        dev.seen_s = int(self.board.time_s())
+        st.main = asyncio.create_task(self._run(st))
+        st.tasks.append(st.main)
 
     # -- one stream ------------------------------------------------------------
     async def _run(self, st):
         try:
-            first = await self._sniff(st)
+            first = await sniff(self, st)
             name = st.name
-            if name is None or not self.policy.allows(st.mac, name, st.port):
+            if name is None or not self.policy.allows(st.dev.mac, name, st.port):
                 self.stats["blocked"] += 1
                 raise Refused("blocked")
-            ip = await self._resolve(name)
-            st.up = await self._connect(ip, st.port)
+            st.addr = await self._address(st, name)
+            st.up = await self._connect(st.addr, st.port)
             if first:
                 await self._send_all(st.up, first, 0, len(first))
                 st.bytes_up += len(first)
@@ -164,7 +168,8 @@ class Relay:
             # Upstream EOF ends the stream (the device gets its FIN). Device
             # EOF ends only the upward copy: MicroPython sockets have no
             # shutdown(), so the upstream cannot be told; its data keeps
-            # flowing down until it closes or the stream goes idle.
+            # flowing down until it closes or the stream goes idle. A device
+            # reset ends the whole stream at once (see _upward).
             st.tasks.append(asyncio.create_task(self._upward(st)))
             await self._pump(st, st.up, st.down, False)
         except Refused as e:
@@ -175,97 +180,34 @@ class Relay:
             if st.result is None or (st.result == ALLOWED and not st.half):
                 st.result = "idle" if st.dead else "cancelled"
         except OSError as e:
-            if st.result is None:
+            if st.result is None or st.result == ALLOWED:
                 st.result = "error %s" % (e.args[0] if e.args else e)
         except MemoryError:
             self.stats["oom"] += 1
-            if st.result is None:
-                st.result = "out of memory"
+            st.result = "out of memory"
+        except Exception as e:  # a bug in one stream: count it, log it, end it
+            self.stats["errors"] += 1
+            st.result = "internal error"
+            self.board.log("relay: stream %s:%s failed: %r" % (st.name, st.port, e))
         finally:
             self._finish(st)
 
-    async def _sniff(self, st):
-        # -> the bytes read so far (to forward upstream); sets st.name/kind.
-        s = st.down
-        t0 = ticks_ms()
-        b1 = bytearray(1)
-        while True:
-            n = await self._read_some(s, b1, self.first_byte_ms)
-            if n is None:
-                # Nothing from the device: a server-speaks-first protocol.
-                st.kind = "none"
-                st.name = self._bound_name(st)
-                return b""
-            if n:
-                break
-            raise Refused("closed")
-        if b1[0] == _TLS_HANDSHAKE:
-            p = sni.SniParser()
-            st.kind = "tls"
-        elif 0x41 <= b1[0] <= 0x5A:  # an HTTP method starts with an upper-case letter
-            p = httphost.HostParser()
-            st.kind = "http"
-        else:
-            st.kind = "other"
-            st.name = self._bound_name(st)
-            return bytes(b1)
-        r = p.feed(b1)
-        chunk = memoryview(bytearray(512))
-        while r == sni.NEED_MORE:
-            left = self.sniff_ms - ticks_diff(ticks_ms(), t0)
-            room = p.room()
-            if left <= 0 or room <= 0:
-                self.stats["bad_hello"] += 1
-                raise Refused("slow hello" if left <= 0 else "bad hello")
-            # Never read past what the parser may keep: what it keeps is
-            # exactly what goes upstream once the name is known.
-            n = await self._read_some(s, chunk[: min(512, room)], left)
-            if n is None:
-                continue
-            if n == 0:
-                raise Refused("closed in hello")
-            r = p.feed(chunk[:n])
-        if r == sni.FAIL:
-            self.stats["bad_hello"] += 1
-            raise Refused("bad hello")
-        name = p.name if st.kind == "tls" else p.host
-        st.name = name if name else self._bound_name(st)
-        return bytes(p.buffered())
-
-    def _bound_name(self, st):
-        # The most recent name this device resolved that it may reach on this port.
-        names = self.dns.bindings.get(st.mac)
-        if names:
-            for i in range(len(names) - 1, -1, -1):
-                if self.policy.allows(st.mac, names[i], st.port):
-                    return names[i]
-        self.stats["no_name"] += 1
-        return None
-
-    async def _read_some(self, s, buf, timeout_ms):
-        # -> bytes read, 0 on EOF, None on timeout.
-        try:
-            return await asyncio.wait_for_ms(self._readinto(s, buf), timeout_ms)
-        except asyncio.TimeoutError:
-            return None
-
-    async def _readinto(self, s, buf):
-        while True:
-            await self.board.wait_readable(s)
-            n = s.readinto(buf)
-            if n is not None:
-                return n
-
-    async def _resolve(self, name):
-        addrs = self.dns.cache.addrs(name, ticks_ms())
-        if not addrs:
-            r = await self.resolver.query(name, 1)
-            if r is not None:
-                addrs = ["%d.%d.%d.%d" % tuple(a[4]) for a in r.answers if a[1] == 1 and len(a[4]) == 4]
+    async def _address(self, st, name):
+        # The first address of the name the guard lets the hub reach; none:
+        # the stream is refused, counted and logged with the address.
+        addrs = await self.names.addresses(name)
         if not addrs:
             self.stats["unresolved"] += 1
             raise Refused("unresolved")
-        return addrs[0]
+        for a in addrs:
+            if self.guard.refused(a) is None:
+                return a
+        why = self.guard.refused(addrs[0])
+        st.addr = addrs[0]
+        self.stats["refused_private"] += 1
+        st.dev.count("refused_private")
+        self.board.log("relay: refused %s (%s) for %s: %s" % (name, addrs[0], st.dev.name, why))
+        raise Refused("refused: " + why)
 
     async def _connect(self, ip, port):
         s = None
@@ -322,7 +264,21 @@ class Relay:
                 await asyncio.sleep_ms(0)
 
     async def _upward(self, st):
-        await self._pump(st, st.down, st.up, True)
+        try:
+            await self._pump(st, st.down, st.up, True)
+        except asyncio.CancelledError:
+            return
+        except Exception as e:  # a device reset (ECONNRESET) or anything else
+            # ends the stream now: its sockets and budget go back at once.
+            if isinstance(e, OSError):
+                self.stats["device_reset"] += 1
+                st.result = "reset by device"
+            else:
+                self.stats["errors"] += 1
+                st.result = "internal error"
+                self.board.log("relay: upward copy of %s failed: %r" % (st.name, e))
+            st.main.cancel()
+            return
         # Device EOF (a half-close, or a close): from now on the stream ends
         # after half_close_ms without upstream data, not the full idle time.
         st.half = True
@@ -338,7 +294,7 @@ class Relay:
                 st.up.close()
             except OSError:
                 pass
-        if st.result == ALLOWED or st.result == "idle":
+        if st.result in _ENDED_WELL:
             try:
                 st.down.close()
             except OSError:
@@ -347,19 +303,17 @@ class Relay:
             reset(st.down)
         if st in self.streams:
             self.streams.remove(st)
-            n = self.per_mac.get(st.mac, 1) - 1
-            if n:
-                self.per_mac[st.mac] = n
-            else:
-                self.per_mac.pop(st.mac, None)
+            st.dev.streams = max(0, st.dev.streams - 1)
+            self.budget.give(STREAM_SOCKETS)
         self.stats["bytes_up"] += st.bytes_up
         self.stats["bytes_down"] += st.bytes_down
         dur = ticks_diff(ticks_ms(), st.t0)
-        self.log[self.log_pos] = (int(self.board.time_s()), st.dev, st.name, st.port, st.bytes_up,
-                                  st.bytes_down, dur, st.result or "?")
+        self.log[self.log_pos] = (int(self.board.time_s()), st.dev.name, st.name, st.port,
+                                  st.bytes_up, st.bytes_down, dur, st.result or "?", st.addr)
         self.log_pos = (self.log_pos + 1) % self.log_size
-        if self.learner is not None and st.name and st.result in (ALLOWED, "idle"):
-            self.learner.saw_stream(st.mac, st.dev, st.name, st.port, st.bytes_up, st.bytes_down)
+        if self.learner is not None and st.name and st.result in _ENDED_WELL:
+            self.learner.saw_stream(st.dev.mac, st.dev.name, st.name, st.port, st.bytes_up,
+                                    st.bytes_down)
 
     async def sweep(self):
         # Close streams idle for longer than the timeout (one task for all).
@@ -379,28 +333,7 @@ class Relay:
         d["active"] = len(self.streams)
         d["max_streams"] = self.max_streams
         d["ports"] = self.ports
+        d["sockets"] = self.budget.status()
         n = self.log_size
         d["log"] = [list(e) for e in (self.log[(self.log_pos + i) % n] for i in range(n)) if e]
         return d
-
-
-
-
-def relay_ports(cfg):
-    ports = {80, 443, 1883, 8883}
-    for d in cfg.get("devices", ()):
-        for a in d.get("allow", ()):
-            ports.add(a["port"])
-    for p in (cfg.get("relay") or {}).get("ports", ()):
-        ports.add(p)
-    return sorted(ports)
-
-
-def max_streams(board, cfg, n_listen):
-    # The socket budget: what the board has, less the hub's fixed sockets
-    # (DNS UDP + TCP, SNTP, one upstream per resolver, one listener per port),
-    # two sockets per stream.
-    fixed = 3 + len(cfg["dns"]["upstreams"]) + n_listen
-    budget = (board.max_sockets - fixed) // 2
-    want = (cfg.get("relay") or {}).get("max_streams", budget)
-    return max(0, min(want, budget))

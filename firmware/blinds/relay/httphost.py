@@ -6,12 +6,7 @@
 # control byte); the body after the head is never inspected.
 # Malformed input never raises: feed() returns FAIL and sets .reason.
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
+from blinds.compat import const
 
 
 from .sni import hostname

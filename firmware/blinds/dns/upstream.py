@@ -7,7 +7,8 @@ import os
 import ssl
 import struct
 
-from blinds import dnsmsg, sockets
+from blinds.dns import msg as dnsmsg
+from blinds.net import sockets
 from blinds.compat import const, ticks_add, ticks_diff, ticks_ms
 
 _BACKOFF_MIN_MS = const(250)

@@ -9,14 +9,17 @@ import asyncio
 import gc
 import struct
 
-from blinds import decisions, dnsmsg, sockets
+from blinds.devices import CONFLICT
+from blinds.dns import decisions
+from blinds.dns import wire as dnsmsg
+from blinds.net import sockets
+from blinds.policy import ZERO
 from blinds.compat import const, ticks_add, ticks_diff, ticks_ms
 
 _MAX_INFLIGHT = const(32)  # cache misses being resolved at once (UDP)
 _MAX_TCP_CONNS = const(4)  # the ESP32 has ~10 sockets in all
 _MAX_TCP_QUERY = const(1024)  # a query never needs more; longer ones are dropped
 _TCP_IDLE_MS = const(10000)
-_NEG_TTL_S = const(60)  # cap for negative answers without an SOA
 _UDP_SIZE = const(1232)
 _UDP_RECV = const(512)  # a query never needs more; a smaller buffer fragments less
 _UDP_BURST = const(16)  # datagrams served per wake-up
@@ -36,34 +39,33 @@ def ip_bytes(ip):
 
 
 class DnsServer:
-    def __init__(self, board, cfg, policy, cache, resolver, log):
+    def __init__(self, board, cfg, devices, names, log, budget=None):
         self.board = board
-        self.policy = policy
-        self.cache = cache
-        self.resolver = resolver
+        self.devices = devices
+        self.policy = devices.policy
+        self.names = names
         self.log = log
+        self.budget = budget  # sockets for TCP connections (blinds.net.budget)
         self.ap_ip = cfg["ap"]["ip"]
         self.ap_rdata = ip_bytes(self.ap_ip)
-        self.names = {}  # mac -> device name, for logs
-        for d in cfg.get("devices", ()):
-            self.names[d["mac"]] = d["name"]
-        self.ready = {}  # mac -> {query bytes after the ID: (reply, name, qtype, expires, ttl offset)}
+        self.ready = [None] * len(devices.slots)  # slot -> {query after the ID: ready reply}
         self.n_ready = 0
+        devices.on_evict.append(self.forget)
         self.out = bytearray(_UDP_SIZE)
         self.out512 = memoryview(self.out)[:512]
         self.inflight = 0
         self.tcp_conns = 0
         self.stats = {
             "queries": 0, "udp": 0, "tcp": 0, "allowed": 0, "blocked": 0, "cache_hits": 0,
-            "upstream": 0, "servfail": 0, "formerr": 0, "refused": 0, "dropped": 0, "oom": 0,
+            "upstream": 0, "servfail": 0, "formerr": 0, "refused": 0, "conflict": 0,
+            "badvers": 0, "dropped": 0, "oom": 0, "errors": 0,
         }
-        # Bindings for the stream relay: the names each device last resolved.
-        self.bindings = {}
 
-    def device_name(self, mac):
-        if mac is None:
-            return "?"
-        return self.names.get(mac, mac)
+    def forget(self, idx):
+        r = self.ready[idx]
+        if r:
+            self.n_ready -= len(r)
+        self.ready[idx] = None
 
     # -- the decision, shared by UDP and TCP -----------------------------------
     def prepare(self, q, n, ip, out):
@@ -71,18 +73,21 @@ class DnsServer:
         #    (-1, job) when an upstream lookup is needed first.
         st = self.stats
         st["queries"] += 1
-        mac = self.board.station_mac(ip)
-        if mac is not None and n <= _READY_KEY_MAX:
-            ready = self.ready.get(mac)
+        dev = self.devices.who(ip)
+        if dev is not None and dev.idx >= 0 and n <= _READY_KEY_MAX:
+            ready = self.ready[dev.idx]
             if ready:
                 e = ready.get(bytes(q[2:n]))
                 if e is not None:
-                    ln = self._ready_reply(e, q, out, mac)
+                    ln = self._ready_reply(e, q, out, dev)
                     if ln:
                         return ln, None
         try:
             qid, flags, qname, qtype, qclass, qend, edns = dnsmsg.parse_query(q, n)
         except dnsmsg.DnsError as e:
+            if e.rcode == dnsmsg.BADVERS:
+                st["badvers"] += 1
+                return dnsmsg.build_reply(out, q, e.qend, dnsmsg.BADVERS), None
             st["formerr"] += 1
             r = dnsmsg.rcode_reply(q, n, e.rcode)
             if r is None or len(r) > len(out):
@@ -90,21 +95,28 @@ class DnsServer:
                 return 0, None
             out[: len(r)] = r
             return len(r), None
+        now_s = self.board.time_s()
+        if dev is CONFLICT:
+            # Two MACs on one address: nobody gets answers until it settles.
+            st["conflict"] += 1
+            self.log.add(now_s, dev, qname, qtype, decisions.REFUSE)
+            return dnsmsg.build_reply(out, q, qend, dnsmsg.REFUSED), None
         if qclass != _C_IN or qtype == _T_ANY:
             st["refused"] += 1
             return dnsmsg.build_reply(out, q, qend, dnsmsg.NOTIMP), None
+        if dev is not None:
+            dev.seen_s = int(now_s)
+        mac = dev.mac if dev is not None else None
         allowed = mac is not None and self.policy.allows_wire_name(mac, qname)
-        dev = self.device_name(mac)
-        now_s = self.board.time_s()
         if not allowed:
             st["blocked"] += 1
             self.log.add(now_s, dev, qname, qtype, decisions.BLOCK)
-            if mac is not None and self.policy.blocked_answer(mac) == "zero":
+            if mac is not None and self.policy.blocked_answer(mac) == ZERO:
                 ans = ((_T_A, 60, b"\0\0\0\0"),) if qtype == _T_A else ()
                 ln = dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR, ans)
             else:
                 ln = dnsmsg.build_reply(out, q, qend, dnsmsg.NXDOMAIN)
-            self._keep_ready(mac, q, n, out, ln, qname, qtype, None, -1)
+            self._keep_ready(dev, q, n, out, ln, qname, qtype, None, -1)
             return ln, None
         st["allowed"] += 1
         self.log.add(now_s, dev, qname, qtype, decisions.ALLOW)
@@ -112,34 +124,34 @@ class DnsServer:
             # No IPv6 uplink, and no address hints that would bypass the hub.
             return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR), None
         if qtype != _T_A:
-            return -1, (qname, qtype, qend, mac)  # passed through, not cached
+            return -1, (qname, qtype, qend, dev)  # passed through, not cached
         now = ticks_ms()
-        hit = self.cache.get(qname, now)
+        hit = self.names.cached(qname, now)
         if hit is None:
-            return -1, (qname, qtype, qend, mac)
+            return -1, (qname, qtype, qend, dev)
         st["cache_hits"] += 1
-        ln = self.reply_from(out, q, qend, qname, qtype, hit, mac)
+        ln = self.reply_from(out, q, qend, qname, qtype, hit, dev)
         if hit[0] == dnsmsg.NOERROR and hit[1]:
             # Good until the cached answer expires; the TTL is patched per use.
-            self._keep_ready(mac, q, n, out, ln, qname, qtype, ticks_add(now, hit[2] * 1000), qend + 6)
+            self._keep_ready(dev, q, n, out, ln, qname, qtype, ticks_add(now, hit[2] * 1000), qend + 6)
         return ln, None
 
     # -- ready replies: repeated questions skip parsing and policy ------------
-    def _keep_ready(self, mac, q, n, out, ln, qname, qtype, expires, ttl_off):
-        if mac is None or n > _READY_KEY_MAX or ln <= 0:
+    def _keep_ready(self, dev, q, n, out, ln, qname, qtype, expires, ttl_off):
+        if dev is None or n > _READY_KEY_MAX or ln <= 0:
             return
         if self.n_ready >= _READY_MAX:
-            self.ready = {}  # bounded: start afresh rather than track ages
+            self.ready = [None] * len(self.ready)  # bounded: start afresh rather than track ages
             self.n_ready = 0
-        ready = self.ready.get(mac)
+        ready = self.ready[dev.idx]
         if ready is None:
-            ready = self.ready[mac] = {}
+            ready = self.ready[dev.idx] = {}
         key = bytes(q[2:n])
         if key not in ready:
             self.n_ready += 1
         ready[key] = (bytes(out[:ln]), qname, qtype, expires, ttl_off)
 
-    def _ready_reply(self, e, q, out, mac):
+    def _ready_reply(self, e, q, out, dev):
         tpl, qname, qtype, expires, ttl_off = e
         st = self.stats
         if expires is not None:
@@ -152,20 +164,21 @@ class DnsServer:
         out[:ln] = tpl
         out[0] = q[0]
         out[1] = q[1]
-        dev = self.device_name(mac)
+        now_s = self.board.time_s()
+        dev.seen_s = int(now_s)
         if ttl_off >= 0:
             struct.pack_into("!I", out, ttl_off, left)
             st["allowed"] += 1
             st["cache_hits"] += 1
-            self.cache.hits += 1
-            self.log.add(self.board.time_s(), dev, qname, qtype, decisions.ALLOW)
-            self._bind(mac, qname)
+            self.names.cache.hits += 1
+            self.log.add(now_s, dev, qname, qtype, decisions.ALLOW)
+            self.names.bind(dev.idx, qname)
         else:
             st["blocked"] += 1
-            self.log.add(self.board.time_s(), dev, qname, qtype, decisions.BLOCK)
+            self.log.add(now_s, dev, qname, qtype, decisions.BLOCK)
         return ln
 
-    def reply_from(self, out, q, qend, qname, qtype, entry, mac):
+    def reply_from(self, out, q, qend, qname, qtype, entry, dev):
         rcode, data, ttl = entry
         if rcode != dnsmsg.NOERROR:
             return dnsmsg.build_reply(out, q, qend, rcode)
@@ -173,63 +186,23 @@ class DnsServer:
             return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR, data)
         if not data:
             return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR)
-        self._bind(mac, qname)
+        if dev is not None:
+            self.names.bind(dev.idx, qname)
         return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR, ((_T_A, ttl, self.ap_rdata),))
 
-    def _bind(self, mac, name):
-        names = self.bindings.get(mac)
-        if names is None:
-            names = self.bindings[mac] = []
-        for i in range(len(names)):
-            if names[i] == name:
-                # Keep the stored string (not this query's): long-lived
-                # objects made per query would fragment the heap.
-                names.append(names.pop(i))
-                return
-        names.append(name)
-        if len(names) > 8:
-            names.pop(0)
-
-    async def lookup(self, job):
-        # Resolve through the encrypted upstreams. A answers fill the cache.
-        # -> (rcode, data, ttl) or None; data: packed addresses (A) or answers.
-        qname, qtype, qend, mac = job
-        self.stats["upstream"] += 1
-        r = await self.resolver.query(qname, qtype)
-        if r is None:
-            return None
-        rc = r.flags & 15
-        if rc != dnsmsg.NOERROR and rc != dnsmsg.NXDOMAIN:
-            return None
-        ttls = [a[3] for a in r.answers]
-        ttl = min(ttls) if ttls and rc == dnsmsg.NOERROR else self._neg_ttl(r)
-        if qtype == _T_A:
-            # CNAME chains collapse: the device only ever sees the hub's address.
-            data = b"".join([a[4] for a in r.answers if a[1] == _T_A and len(a[4]) == 4])
-            self.cache.put(qname, rc, data, ttl, ticks_ms())
-        else:
-            data = [(a[1], a[3], a[4]) for a in r.answers if a[0] == qname and a[1] == qtype]
-        return rc, data, max(ttl, 0)
-
-    def _neg_ttl(self, r):
-        for rr in r.authority:
-            if rr[1] == 6 and len(rr[4]) >= 4:  # SOA: its MINIMUM field ends the rdata
-                rd = rr[4]
-                return min(rr[3], (rd[-4] << 24) | (rd[-3] << 16) | (rd[-2] << 8) | rd[-1], _NEG_TTL_S)
-        return _NEG_TTL_S
-
     async def finish(self, q, job, out):
+        qname, qtype, qend, dev = job
+        self.stats["upstream"] += 1
         try:
-            entry = await self.lookup(job)
+            entry = await self.names.resolve(qname, qtype)
         except Exception as e:  # a bug in one lookup must not take the server down
             self.board.log("dns: lookup failed: %r" % (e,))
             entry = None
-        qname, qtype, qend, mac = job
         if entry is None:
             self.stats["servfail"] += 1
-            self.log.add(self.board.time_s(), self.device_name(mac), qname, qtype, decisions.SERVFAIL)
+            self.log.add(self.board.time_s(), dev, qname, qtype, decisions.SERVFAIL)
             return dnsmsg.build_reply(out, q, qend, dnsmsg.SERVFAIL)
-        return self.reply_from(out, q, qend, qname, qtype, entry, mac)
+        return self.reply_from(out, q, qend, qname, qtype, entry, dev)
 
     # -- UDP -------------------------------------------------------------------
     def udp_socket(self):
@@ -267,6 +240,10 @@ class DnsServer:
             st["dropped"] += 1
             st["oom"] += 1
             gc.collect()
+        except Exception as e:  # one bad datagram must never stop the server
+            st["dropped"] += 1
+            st["errors"] += 1
+            self.board.log("dns: query dropped: %r" % (e,))
 
     async def _udp_miss(self, sock, q, job, addr):
         try:
@@ -288,7 +265,8 @@ class DnsServer:
 
     async def _tcp_client(self, r, w):
         ip = self.board.peer_ip(r.get_extra_info("peername"))
-        if self.tcp_conns >= _MAX_TCP_CONNS:
+        # A TCP connection holds a socket: it counts against the hub's budget.
+        if self.tcp_conns >= _MAX_TCP_CONNS or (self.budget is not None and not self.budget.take(1)):
             self.stats["dropped"] += 1
             await w.wait_closed()
             return
@@ -312,9 +290,14 @@ class DnsServer:
                 self.stats["tcp"] += 1
                 out = bytearray(2 + _UDP_SIZE)
                 mv = memoryview(out)
-                ln, job = self.prepare(q, n, ip, mv[2:])
-                if job is not None:
-                    ln = await self.finish(q, job, mv[2:])
+                try:
+                    ln, job = self.prepare(q, n, ip, mv[2:])
+                    if job is not None:
+                        ln = await self.finish(q, job, mv[2:])
+                except Exception as e:  # noqa: BLE001 - one query, not the server
+                    self.stats["errors"] += 1
+                    self.board.log("dns: tcp query dropped: %r" % (e,))
+                    break
                 if ln <= 0:
                     continue
                 out[0] = ln >> 8
@@ -325,12 +308,14 @@ class DnsServer:
             pass
         finally:
             self.tcp_conns -= 1
+            if self.budget is not None:
+                self.budget.give(1)
             await w.wait_closed()
 
     def status(self):
         d = dict(self.stats)
-        d["cache_size"] = len(self.cache)
-        d["cache_max"] = self.cache.size
+        d["cache_size"] = len(self.names.cache)
+        d["cache_max"] = self.names.cache.size
         d["inflight"] = self.inflight
         d["tcp_conns"] = self.tcp_conns
         return d

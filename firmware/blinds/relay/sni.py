@@ -7,12 +7,7 @@
 # read where it lies, record by record: no second copy of it is ever made.
 # Malformed input never raises: feed() returns FAIL and sets .reason.
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
+from blinds.compat import const
 
 
 NEED_MORE = const(0)

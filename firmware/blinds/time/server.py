@@ -1,7 +1,8 @@
 # SNTP on the AP address: devices that need the time keep working when their
 # vendor's time servers are blocked. The time is the hub's (set from the
 # uplink); an unsynchronised hub says so (stratum 16) rather than guess.
-from blinds import sntp, sockets
+from blinds.time import sntp
+from blinds.net import sockets
 
 
 class NtpServer:

@@ -1,0 +1,141 @@
+# Hub configuration: parse, validate, normalize. Shared by the hub and the host
+# tools (`blinds config check`), so it runs unchanged on CPython and MicroPython.
+# The schema is documented key by key in docs/config.md; keep the two in step.
+# Defaults live in one place: the sections (blinds.config.sections) fill them
+# in, and every other module reads the normalized config without defaults.
+import json
+
+from blinds.compat import const
+from blinds.config import sections
+from blinds.config.values import _choice, _list, _obj
+from blinds.net import budget
+from blinds.policy import ALLOWLIST, BLOCK_ALL, DEFAULT_POLICIES, NXDOMAIN
+
+_MAX_DEVICES = const(64)
+
+# Board limits a configuration is checked against (`--board`, and the hub at
+# boot with its own board's): config key path -> limits key.
+_LIMITED = (
+    ("$.dns.cache_size", "dns", "cache_size", "cache_size"),
+    ("$.dns.log_size", "dns", "log_size", "dns_log_size"),
+    ("$.relay.log_size", "relay", "log_size", "relay_log_size"),
+    ("$.relay.buffer_size", "relay", "buffer_size", "relay_buffer_size"),
+    ("$.ap.max_clients", "ap", "max_clients", "max_clients"),
+)
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; .problems lists (path, message) pairs."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("; ".join(p + ": " + m for p, m in self.problems))
+
+
+def _root(cfg, out):
+    if not _obj(cfg, "$", out, ("ap", "dns"),
+                ("devices", "default_policy", "uplink", "relay", "hub")):
+        return None
+    ap = sections.ap(cfg["ap"], "$.ap", out) if "ap" in cfg else None
+    ap_net = ap.pop("net") if ap is not None else None
+    dns = sections.dns(cfg["dns"], "$.dns", out, ap_net) if "dns" in cfg else None
+    answer = dns["blocked_answer"] if dns else NXDOMAIN
+    devices = []
+    if "devices" in cfg and _list(cfg["devices"], "$.devices", out, 0, _MAX_DEVICES):
+        macs = {}
+        names = {}
+        for i in range(len(cfg["devices"])):
+            p = "$.devices[%d]" % i
+            d = sections.device(cfg["devices"][i], p, out, answer)
+            devices.append(d)
+            if d is None:
+                continue
+            for key, seen in (("mac", macs), ("name", names)):
+                k = d[key]
+                if not isinstance(k, str):
+                    continue
+                if k in seen:
+                    out.append((p + "." + key, "duplicate of " + seen[k] + "." + key))
+                else:
+                    seen[k] = p
+    dp = BLOCK_ALL
+    if "default_policy" in cfg:
+        v = cfg["default_policy"]
+        if v == ALLOWLIST:
+            out.append(("$.default_policy", "allowlist needs a list; give the device an entry"
+                        " in devices, or use block_all, open or learn"))
+        else:
+            dp = _choice(v, "$.default_policy", out, DEFAULT_POLICIES)
+    r = {"ap": ap, "dns": dns, "devices": devices, "default_policy": dp}
+    if "uplink" in cfg:
+        r["uplink"] = sections.uplink(cfg["uplink"], "$.uplink", out)
+    r["relay"] = sections.relay(cfg.get("relay", {}), "$.relay", out, ap_net)
+    r["hub"] = sections.hub(cfg.get("hub", {}), "$.hub", out)
+    return r
+
+
+def _board(r, limits, out):
+    # What this board can hold: sizes, and the socket budget (docs/sockets.md).
+    for path, sec, key, lim in _LIMITED:
+        v = (r.get(sec) or {}).get(key)
+        hi = limits.get(lim)
+        if isinstance(v, int) and hi is not None and v > hi:
+            out.append((path, "%d is more than the %s board holds (at most %d)"
+                        % (v, limits.get("name", "target"), hi)))
+    if r.get("dns") and r.get("relay") and None not in r["dns"]["upstreams"]:
+        fixed = budget.fixed_sockets(r)
+        if limits["max_sockets"] - fixed < budget.STREAM_SOCKETS:
+            out.append(("$.relay", "the %s board has %d sockets; the hub's own take %d, which leaves"
+                        " none for a stream (fewer relay ports or upstreams)"
+                        % (limits.get("name", "target"), limits["max_sockets"], fixed)))
+
+
+# ---- public API --------------------------------------------------------------
+
+
+def load_text(text):
+    """Parse config text: JSON, with whole-line // comments. Raises ConfigError."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode()
+        except UnicodeError:
+            raise ConfigError([("$", "invalid JSON: not UTF-8 text")])
+    lines = text.split("\n")
+    for i in range(len(lines)):
+        # Blank the line rather than drop it, so parser line numbers stay right.
+        if lines[i].lstrip(" \t\r").startswith("//"):
+            lines[i] = ""
+    try:
+        return json.loads("\n".join(lines))
+    except (ValueError, RuntimeError) as e:
+        raise ConfigError([("$", "invalid JSON: %s" % e)])
+
+
+def validate(cfg, limits=None):
+    """All problems with cfg as (json_path, message) pairs; [] if it is valid.
+
+    limits: a board's limits (boards/<board>/limits.py); None checks the
+    configuration alone."""
+    out = []
+    r = _root(cfg, out)
+    if limits is not None and r is not None and not out:
+        _board(r, limits, out)
+    return out
+
+
+def check(cfg, limits=None):
+    """The normalized config (defaults filled in), or raise ConfigError."""
+    out = []
+    r = _root(cfg, out)
+    if limits is not None and r is not None and not out:
+        _board(r, limits, out)
+    if out:
+        raise ConfigError(out)
+    return r
+
+
+def load(path, limits=None):
+    """Read, parse and check the config file at path."""
+    with open(path) as f:
+        text = f.read()
+    return check(load_text(text), limits)

@@ -1,0 +1,47 @@
+# The socket budget: an ESP32 has ~10 lwIP sockets in all (docs/sockets.md).
+# The hub's fixed sockets are counted once from the configuration; what is
+# left is shared by relayed streams (two sockets each) and DNS-over-TCP
+# connections (one each), taken at accept and given back at close, so a
+# connection is refused whole rather than cut off for want of a socket.
+
+STREAM_SOCKETS = 2
+ALWAYS_RELAYED = (80, 443, 1883, 8883)
+
+
+def relay_ports(cfg):
+    """Every TCP port the relay listens on: the usual ones, the allowlists' and relay.ports."""
+    ports = set(ALWAYS_RELAYED)
+    for d in cfg["devices"]:
+        for a in d["allow"]:
+            ports.add(a["port"])
+    for p in cfg["relay"]["ports"]:
+        ports.add(p)
+    return sorted(ports)
+
+
+def fixed_sockets(cfg):
+    """Sockets the hub holds whatever the devices do: DNS UDP and TCP, SNTP, one
+    per upstream resolver, one listener per relay port."""
+    return 3 + len(cfg["dns"]["upstreams"]) + len(relay_ports(cfg))
+
+
+class Budget:
+    """Sockets left for connections; take() before using, give() after."""
+
+    def __init__(self, max_sockets, cfg):
+        self.total = max(0, max_sockets - fixed_sockets(cfg))
+        self.used = 0
+        self.refused = 0
+
+    def take(self, n):
+        if self.used + n > self.total:
+            self.refused += 1
+            return False
+        self.used += n
+        return True
+
+    def give(self, n):
+        self.used = max(0, self.used - n)
+
+    def status(self):
+        return {"sockets": self.total, "used": self.used, "refused": self.refused}
