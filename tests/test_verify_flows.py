@@ -22,6 +22,7 @@ import dpkt
 import pytest
 from blinds_host import cmd_verify
 from blinds_host.cmd_verify import reassemble
+from blinds_host.lab import pcapio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -513,15 +514,13 @@ def test_real_split_client_hello(uplink):
     pcap, _ = uplink
     segs = []
     flow = None
-    for _, _, eth in cmd_verify.frames(pcap):
-        ip = eth.data
-        if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.tcp.TCP):
+    for p in pcapio.packets(pcap):
+        if p.proto != 6:
             continue
-        tcp = ip.data
-        if socket.inet_ntoa(ip.dst) == "10.0.0.82" and tcp.dport == 443 and tcp.data:
-            flow = flow or tcp.sport
-            if tcp.sport == flow:
-                segs.append(len(tcp.data))
-        if socket.inet_ntoa(ip.src) == "10.0.0.82" and tcp.data and flow:
+        if p.dst_ip == "10.0.0.82" and p.dport == 443 and p.payload:
+            flow = flow or p.sport
+            if p.sport == flow:
+                segs.append(len(p.payload))
+        if p.src_ip == "10.0.0.82" and p.payload and flow:
             break  # the server's first answer: the ClientHello is all in
     assert len(segs) >= 10 and max(segs) <= 16, segs
