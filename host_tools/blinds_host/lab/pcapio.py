@@ -34,7 +34,6 @@ sender's link-layer address, so ``dst_mac`` is unknown for its frames.
 """
 
 import ipaddress
-import socket
 import struct
 from array import array
 
@@ -126,9 +125,7 @@ class Packet:
 
 
 def _ntop(addr):
-    if addr is None:
-        return None
-    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+    return None if addr is None else str(ipaddress.ip_address(addr))
 
 
 def _decode(p, b):
@@ -183,7 +180,7 @@ def _decode(p, b):
             if l4 + 8 > end or nxt not in _IPV6_EXT + (44,):
                 break
             if nxt == 44 and _U16.unpack_from(b, l4 + 2)[0] >> 3:
-                l4 = None  # a later fragment: no upper-layer header in it
+                nxt, l4 = b[l4], None  # a later fragment: no upper-layer header in it
                 break
             nxt, l4 = b[l4], l4 + (8 if nxt == 44 else (b[l4 + 1] + 1) * 8)
         p.proto = nxt
