@@ -57,6 +57,12 @@ _TH_ACK = 0x10
 
 
 def add_parser(p):
+    p.epilog = ("Capture the uplink (tcpdump -i wan0), or every interface of the hub "
+                "(tcpdump -i any). The AP network's own packets are counted, not judged: "
+                "those between two addresses of the AP subnet, and, in a tcpdump -i any "
+                "capture, those a device sent to an outside address that reached the hub "
+                "but were not sent on by it. Exit status 0 when clean, 1 on a violation, "
+                "2 on unusable input.")
     p.add_argument("--pcap", required=True, nargs="+",
                    help="capture(s) of the uplink, or of all the hub's interfaces "
                         "(tcpdump -i any), pcap or pcapng")
