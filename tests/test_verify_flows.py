@@ -1,7 +1,7 @@
 """``blinds verify`` per-flow checks: TCP flows named by SNI / HTTP Host, judged
 against a hub configuration.
 
-Two halves: synthetic captures written with dpkt (reassembly: reordering,
+Two halves: synthetic captures written with the tests' capwriter (reassembly: reordering,
 retransmissions, overlaps, sequence wrap, the 16 KB bound; which side is the
 client; the policy rules), and real captures of the test home's uplink while
 the hub namespace talks to the cloud peers (curl, kdig over DoT, and a client
@@ -11,17 +11,17 @@ that dribbles its ClientHello out in small TCP segments).
 import json
 import os
 import random
-import socket
 import ssl
 import struct
 import subprocess
 import sys
 import tempfile
 
-import dpkt
+import capwriter
 import pytest
 from blinds_host import cmd_verify
 from blinds_host.cmd_verify import reassemble
+from blinds_host.lab import pcapio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -68,41 +68,48 @@ def padded_client_hello(name, total):
     raise AssertionError("too small")
 
 
-class PcapWriter:
-    """Ethernet/IPv4/TCP frames into a pcap file, with flow helpers."""
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+# How a capture may be written: (file format, link type); all must read the same.
+LAYOUTS = [("pcap", capwriter.ETHERNET), ("pcap-ns", capwriter.SLL2), ("pcap", capwriter.SLL),
+           ("pcap", capwriter.RAW), ("pcapng", capwriter.SLL2), ("pcapng", capwriter.ETHERNET)]
 
-    def __init__(self, path):
+
+class PcapWriter:
+    """IPv4 TCP/UDP packets into a capture (Ethernet pcap unless ``layout`` says
+    otherwise, see LAYOUTS), with flow helpers."""
+
+    def __init__(self, path, layout=("pcap", capwriter.ETHERNET), pkttype=capwriter.OUTGOING):
         self.path = str(path)
-        self.f = open(self.path, "wb")
-        self.w = dpkt.pcap.Writer(self.f, linktype=dpkt.pcap.DLT_EN10MB)
-        self.t = T0
+        fmt, self.linktype = layout
+        self.pkttype = pkttype
+        if fmt == "pcapng":
+            self.w = capwriter.Pcapng(self.path)
+            self.w.interface(self.linktype, 9)
+        else:
+            self.w = capwriter.Pcap(self.path, self.linktype, nano=fmt == "pcap-ns")
+        self.t = int(T0 * 10 ** 9)
+
+    def _write(self, src, dst, proto, l4):
+        self.t += 10 ** 6
+        frame = capwriter.frame(self.linktype, capwriter.ip(src, dst, proto, l4),
+                                pkttype=self.pkttype)
+        if isinstance(self.w, capwriter.Pcapng):
+            self.w.write(0, self.t, frame)
+        else:
+            self.w.write(self.t, frame)
 
     def tcp(self, src, sport, dst, dport, seq, flags, data=b"", ack=0):
-        tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq % (1 << 32), ack=ack % (1 << 32),
-                           flags=flags, data=data)
-        ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=6, ttl=64,
-                        data=tcp)
-        ip.len = 20 + len(bytes(tcp))
-        eth = dpkt.ethernet.Ethernet(src=b"\x02\0\0\0\0\x02", dst=b"\x02\0\0\0\0\x01",
-                                     type=dpkt.ethernet.ETH_TYPE_IP, data=ip)
-        self.t += 0.001
-        self.w.writepkt(bytes(eth), ts=self.t)
+        self._write(src, dst, 6, capwriter.tcp(sport, dport, seq % (1 << 32), ack % (1 << 32),
+                                               flags, data))
 
     def udp(self, src, sport, dst, dport, data):
-        udp = dpkt.udp.UDP(sport=sport, dport=dport, data=data)
-        udp.ulen = 8 + len(data)
-        ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=17, data=udp)
-        ip.len = 20 + len(bytes(udp))
-        eth = dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=ip)
-        self.t += 0.001
-        self.w.writepkt(bytes(eth), ts=self.t)
+        self._write(src, dst, 17, capwriter.udp(sport, dport, data))
 
     def flow(self, dst, dport, payload=b"", sport=40000, isn=1000, sisn=50000, reply=b"",
              segments=None, handshake=True, src=HUB):
         """A whole connection: handshake, client data (``segments``: [(offset, bytes)]
         in sending order, default one segment), the server's reply, FIN both ways."""
-        A, S, SA, PA, FA = (dpkt.tcp.TH_ACK, dpkt.tcp.TH_SYN, dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK,
-                            dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK)
+        A, S, SA, PA, FA = ACK, SYN, SYN | ACK, PSH | ACK, FIN | ACK
         if handshake:
             self.tcp(src, sport, dst, dport, isn, S)
             self.tcp(dst, dport, src, sport, sisn, SA, ack=isn + 1)
@@ -118,7 +125,7 @@ class PcapWriter:
         self.tcp(dst, dport, src, sport, sisn + 1 + len(reply), FA, ack=end + 1)
 
     def close(self):
-        self.f.close()
+        self.w.close()
         return self.path
 
 
@@ -207,7 +214,7 @@ def test_reassemble_first_copy_wins_and_before_start():
     assert reassemble([(105, b"late")], 100) == b""  # a gap first
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_split_client_hello_in_pcap(data):
     """A ClientHello in random segments, reordered, retransmitted (also repacketized):
@@ -223,8 +230,9 @@ def test_split_client_hello_in_pcap(data):
     segs = data.draw(st.permutations(segs))
     isn = data.draw(st.integers(0, (1 << 32) - 1))
     handshake = data.draw(st.booleans())
+    layout = data.draw(st.sampled_from(LAYOUTS))
     with tempfile.TemporaryDirectory() as d:
-        w = PcapWriter(os.path.join(d, "x.pcap"))
+        w = PcapWriter(os.path.join(d, "x.pcap"), layout)
         w.flow("10.0.0.80", 443, segments=segs, isn=isn, handshake=handshake, reply=b"\x16" * 99)
         report = cmd_verify.check([w.close()])
     (f,) = report["flows"]
@@ -269,12 +277,12 @@ def test_client_side(tmp_path):
     # SYN from the low port side: it is still the client.
     w.flow("10.0.0.90", 50000, req, sport=80)
     # Only a SYN-ACK seen (from 10.0.0.91:443) and data.
-    w.tcp("10.0.0.91", 443, HUB, 40001, 7000, dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK, ack=101)
-    w.tcp(HUB, 40001, "10.0.0.91", 443, 101, dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, req)
+    w.tcp("10.0.0.91", 443, HUB, 40001, 7000, SYN | ACK, ack=101)
+    w.tcp(HUB, 40001, "10.0.0.91", 443, 101, ACK | PSH, req)
     # No handshake at all: the higher port is the client, even though the server
     # side's packet came first.
-    w.tcp("10.0.0.92", 80, HUB, 40002, 9000, dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, b"HTTP/1.1 200")
-    w.tcp(HUB, 40002, "10.0.0.92", 80, 300, dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, req)
+    w.tcp("10.0.0.92", 80, HUB, 40002, 9000, ACK | PSH, b"HTTP/1.1 200")
+    w.tcp(HUB, 40002, "10.0.0.92", 80, 300, ACK | PSH, req)
     report = cmd_verify.check([w.close()])
     got = [(f["client"], f["server"], f["port"], f["name"]) for f in report["flows"]]
     assert got == [
@@ -287,9 +295,9 @@ def test_client_side(tmp_path):
 def test_fast_open_data_in_syn(tmp_path):
     ch = client_hello("mqtt.vendor.test")
     w = PcapWriter(tmp_path / "tfo.pcap")
-    w.tcp(HUB, 40000, "10.0.0.81", 8883, 500, dpkt.tcp.TH_SYN, ch[:200])
-    w.tcp("10.0.0.81", 8883, HUB, 40000, 9, dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK, ack=701)
-    w.tcp(HUB, 40000, "10.0.0.81", 8883, 701, dpkt.tcp.TH_ACK, ch[200:])
+    w.tcp(HUB, 40000, "10.0.0.81", 8883, 500, SYN, ch[:200])
+    w.tcp("10.0.0.81", 8883, HUB, 40000, 9, SYN | ACK, ack=701)
+    w.tcp(HUB, 40000, "10.0.0.81", 8883, 701, ACK, ch[200:])
     (f,) = cmd_verify.check([w.close()])["flows"]
     assert (f["kind"], f["name"], f["port"]) == ("tls", "mqtt.vendor.test", 8883)
 
@@ -297,10 +305,9 @@ def test_fast_open_data_in_syn(tmp_path):
 # ---- judging flows against a configuration ----------------------------------------------
 
 
-@pytest.fixture
-def mixed_pcap(tmp_path):
+def write_mixed(path, layout=LAYOUTS[0]):
     """Flows of every kind the judge tells apart."""
-    w = PcapWriter(tmp_path / "mixed.pcap")
+    w = PcapWriter(path, layout)
     w.flow("10.0.0.80", 443, client_hello("api.vendor.test"), sport=40001, reply=b"x" * 300)
     w.flow("10.0.0.99", 443, client_hello("tracker.ads.test"), sport=40002)
     w.flow("10.0.0.90", 80, b"GET /a HTTP/1.1\r\nHost: CDN.other.test:80\r\n\r\n", sport=40003)
@@ -310,6 +317,23 @@ def mixed_pcap(tmp_path):
     w.flow("10.0.0.81", 1883, b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c", sport=40007)  # no name
     w.flow("10.0.0.82", 443, sport=40008)  # connected, sent nothing
     return w.close()
+
+
+@pytest.fixture
+def mixed_pcap(tmp_path):
+    return write_mixed(tmp_path / "mixed.pcap")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS[1:], ids=lambda lay: "%s-%d" % lay)
+def test_every_capture_layout_gives_the_same_report(tmp_path, layout):
+    """pcap (us/ns) or pcapng, Ethernet, SLL, SLL2 or raw IP: one report."""
+    cfg = cmd_verify.load_config(write_config(tmp_path / "hub.json",
+                                              [plug(("api.vendor.test", 443))]))
+    want = cmd_verify.check([write_mixed(tmp_path / "eth.pcap")], cfg)
+    got = cmd_verify.check([write_mixed(tmp_path / "other", layout)], cfg)
+    assert len(got["flows"]) == 8 and got["ap_side_packets"] == 0
+    for key in ("flows", "violations", "plaintext_dns", "packets"):
+        assert got[key] == want[key]
 
 
 def test_flows_judged(mixed_pcap, tmp_path):
@@ -398,6 +422,74 @@ def test_bad_inputs(mixed_pcap, tmp_path):
     assert status == 2 and "cannot read" in err
     status, _, err = verify("--pcap", mixed_pcap, "--resolve", "nonsense")
     assert status == 2 and "NAME:IP" in err
+    status, _, err = verify("--pcap", mixed_pcap, "--ap-subnet", "nonsense")
+    assert status == 2 and "CIDR" in err
+    for junk in (b"hello, not a capture", b"\xd4\xc3\xb2\xa1" + bytes(8)):
+        (tmp_path / "junk.pcap").write_bytes(junk)
+        status, _, err = verify("--pcap", tmp_path / "junk.pcap")
+        assert status == 2 and "junk.pcap" in err and "Traceback" not in err
+    w = capwriter.Pcap(tmp_path / "radiotap.pcap", linktype=127)
+    w.close()
+    status, _, err = verify("--pcap", tmp_path / "radiotap.pcap")
+    assert status == 2 and "link type 127 is not supported" in err
+
+
+def test_cut_capture_is_read_up_to_the_cut(mixed_pcap, tmp_path):
+    with open(mixed_pcap, "rb") as f:
+        data = f.read()
+    (tmp_path / "cut.pcap").write_bytes(data[:-30])
+    status, report, _ = verify("--pcap", tmp_path / "cut.pcap")
+    assert status == 0 and len(report["flows"]) == 8
+    (damage,) = report["damaged"]
+    assert "cut.pcap" in damage and "the file ends inside the record" in damage
+    r = subprocess.run([VENV_BLINDS, "verify", "--pcap", str(tmp_path / "cut.pcap")],
+                       capture_output=True, text=True, timeout=60)
+    assert "WARNING damaged capture" in r.stdout
+
+
+DEV, AP = "192.168.4.11", "192.168.4.1"
+
+
+def test_ap_network_is_not_judged(tmp_path):
+    """A capture of all the hub's interfaces (SLL2, as `tcpdump -i any` writes) also
+    holds the WiFi side: DNS and streams between devices and the hub, and packets
+    devices sent to outside addresses, which reached the hub and went no further."""
+    w = PcapWriter(tmp_path / "any.pcap", ("pcap", capwriter.SLL2), pkttype=capwriter.HOST)
+    w.udp(DEV, 5000, AP, 53, b"\x12\x34" + bytes(10))  # the device asks the hub
+    w.pkttype = capwriter.OUTGOING
+    w.udp(AP, 53, DEV, 5000, b"\x12\x34" + bytes(10))
+    w.flow(AP, 443, client_hello("tracker.ads.test"), src=DEV, sport=50000)  # refused later
+    w.pkttype = capwriter.HOST
+    w.udp(DEV, 5001, "10.0.0.53", 53, b"\x12\x34" + bytes(10))  # tries to bypass: dropped
+    for _ in range(3):  # SYNs, never answered
+        w.tcp(DEV, 50001, "10.0.0.99", 443, 7, SYN)
+    w.pkttype = capwriter.OUTGOING
+    w.flow("10.0.0.80", 443, client_hello("api.vendor.test"), sport=40001)  # the relay
+    path = w.close()
+    cfg = write_config(tmp_path / "hub.json", [plug(("api.vendor.test", 443))])
+    status, report, _ = verify("--pcap", path, "--config", cfg)
+    assert status == 0, report["violations"]
+    assert [(f["client"], f["server"], f["name"]) for f in report["flows"]] == [
+        ("10.0.0.2:40001", "10.0.0.80:443", "api.vendor.test")]
+    assert report["ap_side_packets"] == report["packets"] - 6 and report["plaintext_dns"] == 0
+    assert report["ap_subnet"] == "192.168.4.0/24"
+    # A device's packet the hub sent on (no translation) crossed the uplink: judged.
+    w = PcapWriter(tmp_path / "leak.pcap", ("pcap", capwriter.SLL2))
+    w.udp(DEV, 5001, "10.0.0.53", 53, b"\x12\x34" + bytes(10))
+    w.flow("10.0.0.99", 443, client_hello("tracker.ads.test"), src=DEV, sport=50001)
+    status, report, _ = verify("--pcap", w.close(), "--config", cfg)
+    assert status == 1 and report["plaintext_dns"] == 1 and report["ap_side_packets"] == 0
+    assert [f["name"] for f in report["flows"]] == ["tracker.ads.test"]
+    # On Ethernet (no direction recorded) a device's packet to the outside is judged.
+    w = PcapWriter(tmp_path / "eth.pcap")
+    w.udp(DEV, 5001, "10.0.0.53", 53, b"\x12\x34" + bytes(10))
+    w.udp(DEV, 5002, AP, 53, b"\x12\x34" + bytes(10))
+    eth = w.close()
+    status, report, _ = verify("--pcap", eth)
+    assert status == 1 and report["plaintext_dns"] == 1 and report["ap_side_packets"] == 1
+    # Another AP subnet: the same packets are the uplink's.
+    status, report, _ = verify("--pcap", eth, "--ap-subnet", "172.16.0.0/12")
+    assert status == 1 and report["plaintext_dns"] == 2 and report["ap_side_packets"] == 0
 
 
 # ---- real captures in the test home --------------------------------------------------------
@@ -513,15 +605,13 @@ def test_real_split_client_hello(uplink):
     pcap, _ = uplink
     segs = []
     flow = None
-    for _, _, eth in cmd_verify.frames(pcap):
-        ip = eth.data
-        if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.tcp.TCP):
+    for p in pcapio.packets(pcap):
+        if p.proto != 6:
             continue
-        tcp = ip.data
-        if socket.inet_ntoa(ip.dst) == "10.0.0.82" and tcp.dport == 443 and tcp.data:
-            flow = flow or tcp.sport
-            if tcp.sport == flow:
-                segs.append(len(tcp.data))
-        if socket.inet_ntoa(ip.src) == "10.0.0.82" and tcp.data and flow:
+        if p.dst_ip == "10.0.0.82" and p.dport == 443 and p.payload:
+            flow = flow or p.sport
+            if p.sport == flow:
+                segs.append(len(p.payload))
+        if p.src_ip == "10.0.0.82" and p.payload and flow:
             break  # the server's first answer: the ClientHello is all in
     assert len(segs) >= 10 and max(segs) <= 16, segs

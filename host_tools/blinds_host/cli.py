@@ -1,7 +1,7 @@
 """The ``blinds`` command: a dispatch table of subcommands.
 
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and
-``run(args) -> int``. Modules keep heavy imports (scikit-learn, dpkt) inside
+``run(args) -> int``. Modules keep heavy imports (numpy, scikit-learn) inside
 ``run`` so that building the parser stays fast and one command's missing
 dependency never breaks the others.
 """

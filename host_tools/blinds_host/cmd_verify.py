@@ -20,15 +20,29 @@ bytes are reassembled in sequence order (retransmissions and reordering
 tolerated; the first copy of a byte wins) up to the first gap, at most
 ``FIRST_BYTES_MAX`` bytes, and given to the hub's own parsers
 (``blinds.relay.sni.SniParser``, then ``blinds.relay.httphost.HostParser``).
+
+Which packets are judged: the capture may be of the uplink alone (``tcpdump -i
+wan0``) or of every interface of the hub (``tcpdump -i any``, Linux cooked
+SLL/SLL2), which adds the WiFi side. Packets of the AP network are then not
+judged, only counted (``ap_side_packets``): those whose source and destination
+both lie in the AP subnet (a device and the hub), and, in a cooked capture,
+those a device sent to an outside address that arrived at the hub (the hub
+relays streams itself; such a packet crossed the uplink only if it shows again
+as sent by the hub, and is judged there). The AP subnet is the configuration's
+(``--config``), else ``--ap-subnet``, else 192.168.4.0/24 (the ESP32's
+default). Captures are read by :mod:`blinds_host.lab.pcapio`; one that ends
+inside a record is read up to there and says so in ``damaged``.
 """
 
+import ipaddress
 import json
 import socket
 
 from .errors import ConfigError, UsageError, read_input
-from .pcapfile import frames, ip_of
+from .lab import pcapio
 
 DNS_PORT = 53
+DEFAULT_AP_SUBNET = "192.168.4.0/24"  # the ESP32's soft-AP network unless configured
 MAX_SAMPLES = 10
 FIRST_BYTES_MAX = 16384  # as much as the hub's relay may buffer before naming a stream
 # Per-flow bounds on what is kept of the client's data for reassembly.
@@ -43,8 +57,19 @@ _TH_ACK = 0x10
 
 
 def add_parser(p):
-    p.add_argument("--pcap", required=True, nargs="+", help="uplink capture(s), pcap or pcapng")
+    p.epilog = ("Capture the uplink (tcpdump -i wan0), or every interface of the hub "
+                "(tcpdump -i any). The AP network's own packets are counted, not judged: "
+                "those between two addresses of the AP subnet, and, in a tcpdump -i any "
+                "capture, those a device sent to an outside address that reached the hub "
+                "but were not sent on by it. Exit status 0 when clean, 1 on a violation, "
+                "2 on unusable input.")
+    p.add_argument("--pcap", required=True, nargs="+",
+                   help="capture(s) of the uplink, or of all the hub's interfaces "
+                        "(tcpdump -i any), pcap or pcapng")
     p.add_argument("--config", help="the hub configuration (for per-flow checks)")
+    p.add_argument("--ap-subnet", metavar="CIDR",
+                   help="the devices' network, whose own packets are not judged (default: the "
+                        "configuration's AP subnet, else %s)" % DEFAULT_AP_SUBNET)
     p.add_argument("--resolve", action="append", default=[], metavar="NAME:IP",
                    help="name a server address for flows that carry no name (as the hub's "
                         "relay names them from the device's last DNS answer); repeatable")
@@ -130,14 +155,15 @@ class Flow:
         self.segments = {key[0]: [], key[1]: []}  # endpoint -> [(seq, data)]
         self.kept = {key[0]: 0, key[1]: 0}
 
-    def add(self, ts, src, tcp):
-        self.last_ts = max(self.last_ts, ts)
-        self.first_ts = min(self.first_ts, ts)
+    def add(self, src, pkt):
+        """Count TCP packet ``pkt`` (a :class:`pcapio.Packet`) sent by endpoint ``src``."""
+        self.last_ts = max(self.last_ts, pkt.ts)
+        self.first_ts = min(self.first_ts, pkt.ts)
         self.packets += 1
-        flags = tcp.flags
-        data = bytes(tcp.data)
+        flags = pkt.flags
+        data = pkt.payload
         self.payload[src] += len(data)
-        seq = tcp.seq
+        seq = pkt.seq
         if flags & _TH_SYN:
             if src not in self.isn:
                 self.isn[src] = seq
@@ -259,35 +285,61 @@ def _parse_resolve(items):
 # ---- the scan ----------------------------------------------------------------------
 
 
-def read_flows(paths):
-    """(report counters, [Flow]) for the captures ``paths``, in order of first packet."""
-    import dpkt
+def ap_network(cfg=None, cidr=None):
+    """The AP subnet: ``cidr`` if given, else the configuration's, else the default."""
+    if cidr is None and cfg is not None:
+        cidr = "%s/%s" % (cfg["ap"]["ip"], cfg["ap"]["netmask"])
+    try:
+        return ipaddress.ip_network(cidr or DEFAULT_AP_SUBNET, strict=False)
+    except ValueError:
+        raise UsageError("--ap-subnet wants a CIDR such as 192.168.4.0/24, got %r" % cidr)
 
-    report = {"pcap": list(paths), "packets": 0, "bytes": 0, "plaintext_dns": 0,
-              "plaintext_dns_samples": [], "violations": []}
+
+def _ap_side(pkt, ap):
+    """True for a packet of the AP network, which the uplink never carries (see above)."""
+    src = ipaddress.ip_address(pkt.src) in ap
+    dst = ipaddress.ip_address(pkt.dst) in ap
+    if src and dst:
+        return True
+    return src and pkt.pkttype is not None and pkt.pkttype != pcapio.PACKET_OUTGOING
+
+
+def read_flows(paths, ap=None):
+    """(report counters, [Flow]) for the captures ``paths``, in order of first packet.
+
+    ``ap``: the AP subnet (an ip_network), whose own packets are counted, not judged.
+    """
+    ap = ap or ap_network()
+    report = {"pcap": list(paths), "packets": 0, "bytes": 0, "ap_subnet": str(ap),
+              "ap_side_packets": 0, "plaintext_dns": 0, "plaintext_dns_samples": [],
+              "damaged": [], "violations": []}
     flows = {}
     for path in paths:
-        for ts, length, frame in frames(path):
+        capture = pcapio.Capture(path)
+        for pkt in capture:
             report["packets"] += 1
-            report["bytes"] += length
-            ip = ip_of(frame)
-            if ip is None:
+            report["bytes"] += pkt.wire_len
+            if not pkt.ip_ver or pkt.proto not in (6, 17):
                 continue
-            l4 = ip.data
-            if isinstance(l4, (dpkt.udp.UDP, dpkt.tcp.TCP)) and DNS_PORT in (l4.sport, l4.dport):
+            if _ap_side(pkt, ap):
+                report["ap_side_packets"] += 1
+                continue
+            if DNS_PORT in (pkt.sport, pkt.dport):
                 report["plaintext_dns"] += 1
                 if len(report["plaintext_dns_samples"]) < MAX_SAMPLES:
                     report["plaintext_dns_samples"].append({
-                        "ts": ts, "src": _addr(ip.src), "dst": _addr(ip.dst),
-                        "proto": "udp" if isinstance(l4, dpkt.udp.UDP) else "tcp",
-                        "sport": l4.sport, "dport": l4.dport})
-            if isinstance(l4, dpkt.tcp.TCP):
-                src, dst = (bytes(ip.src), l4.sport), (bytes(ip.dst), l4.dport)
+                        "ts": pkt.ts, "src": pkt.src_ip, "dst": pkt.dst_ip,
+                        "proto": "udp" if pkt.proto == 17 else "tcp",
+                        "sport": pkt.sport, "dport": pkt.dport})
+            if pkt.proto == 6:
+                src, dst = (pkt.src, pkt.sport), (pkt.dst, pkt.dport)
                 k = (src, dst) if src <= dst else (dst, src)
                 fl = flows.get(k)
                 if fl is None:
-                    fl = flows[k] = Flow((src, dst), ts)
-                fl.add(ts, src, l4)
+                    fl = flows[k] = Flow((src, dst), pkt.ts)
+                fl.add(src, pkt)
+        if capture.damage:
+            report["damaged"].append(capture.damage)
     return report, sorted(flows.values(), key=lambda f: f.first_ts)
 
 
@@ -314,9 +366,10 @@ def flow_record(fl, judge=None, names=None):
     }
 
 
-def check(paths, cfg=None, names=None):
-    """Scan captures; return the report dict. ``cfg``: a checked config, or None."""
-    report, flows = read_flows(paths)
+def check(paths, cfg=None, names=None, ap=None):
+    """Scan captures; return the report dict. ``cfg``: a checked config, or None;
+    ``ap``: the AP subnet (default: the configuration's, see :func:`ap_network`)."""
+    report, flows = read_flows(paths, ap or ap_network(cfg))
     judge = FlowJudge(cfg) if cfg is not None else None
     report["flows"] = [flow_record(f, judge, names) for f in flows]
     if report["plaintext_dns"]:
@@ -338,7 +391,7 @@ def check(paths, cfg=None, names=None):
 def run(args):
     cfg = load_config(args.config) if args.config else None
     names = _parse_resolve(args.resolve)
-    report = check(args.pcap, cfg, names)
+    report = check(args.pcap, cfg, names, ap_network(cfg, args.ap_subnet))
     if args.json:
         print(json.dumps(report))
     else:
@@ -349,6 +402,11 @@ def run(args):
             print("  %-8s %-22s -> %-22s %-6s %-30s up %d down %d" % (
                 verdict, f["client"], f["server"], f["kind"], f["name"] or "(no name)",
                 f["bytes_up"], f["bytes_down"]))
+        if report["ap_side_packets"]:
+            print("  (%d packets of the AP network %s not judged)" % (
+                report["ap_side_packets"], report["ap_subnet"]))
+        for d in report["damaged"]:
+            print("WARNING damaged capture: %s" % d)
         for v in report["violations"]:
             print("VIOLATION %s: %s (%d)" % (v["kind"], v["what"], v["count"]))
         print("clean" if report["ok"] else "NOT clean")

@@ -2,8 +2,9 @@
 
 Modules, each with one job:
 
-- ``pcapio``: a small reader for pcap and pcapng files (Ethernet, Linux cooked
-  SLL/SLL2, raw IP) into per-frame numpy columns.
+- ``pcapio``: the host tools' one capture reader, pcap and pcapng (Ethernet,
+  Linux cooked SLL/SLL2, raw IP), as decoded packets or per-frame numpy columns;
+  ``blinds verify`` and the simulator read captures through it too.
 - ``traces``: per-packet records attributed to devices, from captures or from the
   per-packet CSV format of the shared data sets, for a given view (``wifi``:
   what an eavesdropper on the WiFi sees; ``lastmile``: what the ISP sees).

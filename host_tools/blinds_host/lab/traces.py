@@ -299,10 +299,11 @@ def _from_capture(path, view, devmap):
     fr = pcapio.read_capture(path)
     name = os.path.basename(path)
     notes = []
-    if fr.truncated:
-        notes.append("%s: capture is truncated; read %d frames" % (name, len(fr)))
-    if fr.skipped:
-        notes.append("%s: skipped %d simple packet blocks (no timestamp)" % (name, fr.skipped))
+    if fr.damage:
+        notes.append(fr.damage)
+    if fr.untimed:
+        notes.append("%s: %d simple packet blocks carry no time (given the time before them)"
+                     % (name, fr.untimed))
     if not len(fr):
         return _Part(np.zeros(0), np.zeros(0, np.int64), np.array([], dtype=object),
                      np.zeros(0, np.int8), np.zeros(0, np.int64), np.array([], dtype=object),

@@ -156,43 +156,17 @@ def _from_capture(path, devmap):
 
 def dns_names(path):
     """ip -> name from the A records of DNS answers in a capture (the last answer wins)."""
-    import dpkt
+    from blinds.dns import msg as dnsmsg
 
     names = {}
-    try:
-        f = open(path, "rb")
-    except OSError:
-        return names
-    with f:
+    for pkt in pcapio.packets(path):
+        if pkt.proto != 17 or pkt.sport != 53:
+            continue
         try:
-            reader = dpkt.pcap.UniversalReader(f)
-        except (ValueError, dpkt.dpkt.Error):
-            return names
-        link = reader.datalink()
-        for _ts, buf in reader:
-            try:
-                if link == 1:
-                    ip = dpkt.ethernet.Ethernet(buf).data
-                elif link in (101, 12, 14):
-                    ip = dpkt.ip.IP(buf)
-                elif link == 113:
-                    ip = dpkt.sll.SLL(buf).data
-                else:
-                    return names
-                if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
-                    continue
-                if ip.data.sport != 53:
-                    continue
-                msg = dpkt.dns.DNS(ip.data.data)
-            except (dpkt.dpkt.Error, ValueError, IndexError, struct_error()):
-                continue
-            for an in msg.an:
-                if an.type == dpkt.dns.DNS_A and len(an.rdata) == 4:
-                    names[socket.inet_ntoa(an.rdata)] = an.name.lower().rstrip(".")
+            msg = dnsmsg.decode(pkt.payload)
+        except dnsmsg.DnsError:
+            continue
+        for name, rtype, _cls, _ttl, rdata in msg.answers:
+            if rtype == dnsmsg.T_A and len(rdata) == 4:
+                names[socket.inet_ntoa(rdata)] = name.lower().rstrip(".")
     return names
-
-
-def struct_error():
-    import struct
-
-    return struct.error
