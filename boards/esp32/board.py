@@ -40,8 +40,8 @@ class Board(Storage):
         self.ap = network.WLAN(network.AP_IF)
         self.ap.active(True)
         self.ap.config(essid=ap_cfg["ssid"], password=ap_cfg["passphrase"],
-                       authmode=network.AUTH_WPA2_PSK, max_clients=ap_cfg.get("max_clients", 8))
-        mask = ap_cfg.get("netmask", "255.255.255.0")
+                       authmode=network.AUTH_WPA2_PSK, max_clients=ap_cfg["max_clients"])
+        mask = ap_cfg["netmask"]
         self.ap.ifconfig((ap_cfg["ip"], mask, ap_cfg["ip"], ap_cfg["ip"]))
         up = cfg.get("uplink")
         self.sta = network.WLAN(network.STA_IF)
