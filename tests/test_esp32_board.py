@@ -63,9 +63,13 @@ def test_esp32_board_with_mock_radio(tmp_path):
     (tmp_path / "mock").mkdir()
     (tmp_path / "mock" / "network.py").write_text(MOCK_NETWORK)
     (tmp_path / "ca.pem").write_text("CA")
+    from blinds import config
+
     cfg = {"ap": {"ip": "192.168.4.1", "ssid": "blinds", "passphrase": "secret-passphrase", "max_clients": 6},
-           "uplink": {"ssid": "home", "passphrase": "home-passphrase"}}
-    (tmp_path / "hub.json").write_text(json.dumps(cfg))
+           "uplink": {"ssid": "home", "passphrase": "home-passphrase"},
+           "dns": {"upstreams": [{"type": "dot", "ip": "10.0.0.53", "name": "r.test", "ca_file": "ca.pem"}]}}
+    # The board is handed the normalised config, as the hub hands it.
+    (tmp_path / "hub.json").write_text(json.dumps(config.check(cfg)))
     src = SCRIPT % {"mock": tmp_path / "mock", "cfg": tmp_path / "hub.json", "state": tmp_path / "state"}
     env = dict(os.environ, MICROPYPATH=build("esp32") + ":.frozen")
     r = subprocess.run([micropython_bin(), "-X", "heapsize=256k", "-c", src], capture_output=True, text=True,
