@@ -455,7 +455,7 @@ def bench_bulk_throughput(nbytes=64 * MIB, rounds=3, home=None, dev=1, heap=None
                                          "allow": [{"host": BULK_NAME, "port": BULK_PORT}]}],
                                default_policy="block_all")
             if buffer_size is not None:
-                cfg["relay"] = {"buffer_size": buffer_size}
+                cfg["relay"]["buffer_size"] = buffer_size
             if heap is None:
                 heap, _code = esp32_heap(h, cfg)
             prime_arp(h, [dev])
@@ -720,7 +720,7 @@ def bench_stream_heap(home=None, n_devices=4, per_device=4, seconds=6.0, interva
             devices.append(e)
         cfg = h.hub_config(devices=devices, default_policy="block_all")
         if buffer_size is not None:
-            cfg["relay"] = {"buffer_size": buffer_size}
+            cfg["relay"]["buffer_size"] = buffer_size
         prime_arp(h, devs)
         try:
             roomy = _hold_run(h, cfg, roomy_heap, devs, per_device, seconds, interval_ms, msg_bytes)

@@ -110,8 +110,8 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
             home.add_server_ip(ip)
         if not routed:
             cfg = home.hub_config(devices=hub_devices(sched, defense), default_policy="block_all")
-            cfg["relay"] = {"ports": sched["relay_ports"], "idle_timeout_s": HUB_IDLE_TIMEOUT_S,
-                            "max_streams": 64}
+            cfg["relay"].update({"ports": sched["relay_ports"], "idle_timeout_s": HUB_IDLE_TIMEOUT_S,
+                                 "max_streams": 64})
             home.start_hub(cfg)
         caps = {v: home.capture(v, "%s.pcap" % v) for v in ("wifi", "lastmile")}
         run_s = sched["duration"] / speed
