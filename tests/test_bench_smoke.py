@@ -1,16 +1,20 @@
 """Smoke test of the DNS and stream-relay benchmarks: each runs briefly in one
 shared home and returns a result of the documented shape with finite, positive
-figures.
+figures; and of the runner: selection, the JSON document, and a clean stop on
+SIGINT/SIGTERM (the home closed, exit status 130/143).
 Whether a goal is met is for `make bench` to report, not for this test."""
 
 import io
 import json
 import math
+import signal
 import subprocess
 import sys
 
 import pytest
 from conftest import need_home
+
+from blinds_host.bench.clients import MIB
 
 COMMON = {"name", "value", "unit", "goal", "goal_met"}
 
@@ -38,7 +42,7 @@ def check_common(res, name):
 
 
 def test_cached_qps(home8):
-    from blinds_host import bench_dns
+    from blinds_host.bench import dns as bench_dns
 
     res = bench_dns.bench_cached_qps(seconds=1, n_names=10, home=home8)
     check_common(res, "dns_cached_qps")
@@ -55,7 +59,7 @@ def test_cached_qps(home8):
 
 
 def test_miss_latency(home8):
-    from blinds_host import bench_dns
+    from blinds_host.bench import dns as bench_dns
 
     res = bench_dns.bench_miss_latency(n=6, batch=3, home=home8)
     check_common(res, "dns_miss_added_latency")
@@ -69,7 +73,7 @@ def test_miss_latency(home8):
 
 
 def test_heap(home8):
-    from blinds_host import bench_dns
+    from blinds_host.bench import dns as bench_dns
 
     res = bench_dns.bench_heap(home=home8, cached=16, default_heap=None, deadline_s=3)
     check_common(res, "dns_heap_8dev_64names")
@@ -81,9 +85,9 @@ def test_heap(home8):
 
 
 def test_relay_bulk_throughput(home8):
-    from blinds_host import bench_relay
+    from blinds_host.bench import relay as bench_relay
 
-    res = bench_relay.bench_bulk_throughput(nbytes=2 * bench_relay.MIB, rounds=1, home=home8,
+    res = bench_relay.bench_bulk_throughput(nbytes=2 * MIB, rounds=1, home=home8,
                                             diagnostic_buffer_size=None)
     check_common(res, "relay_bulk_throughput")
     assert res["all_complete"], res
@@ -91,14 +95,14 @@ def test_relay_bulk_throughput(home8):
         d = res[side]
         assert positive(d["hub_mb_s"]) and positive(d["socat_mb_s"]), d
         assert d["ratio"] == pytest.approx(d["hub_mb_s"] / d["socat_mb_s"], rel=1e-2)
-        assert [r["bytes"] for r in d["hub_runs"]] == [2 * bench_relay.MIB], d
+        assert [r["bytes"] for r in d["hub_runs"]] == [2 * MIB], d
     assert res["value"] == min(res["server_to_device"]["ratio"], res["device_to_server"]["ratio"])
     assert res["hub_relayed"] == 2, res  # one stream each way, through the hub
     assert home8.hub_proc is None and not [k for k in home8.procs if k.startswith("bench-")]
 
 
 def test_relay_connect_latency(home8):
-    from blinds_host import bench_relay
+    from blinds_host.bench import relay as bench_relay
 
     res = bench_relay.bench_connect_latency(n=6, batch=3, home=home8)
     check_common(res, "relay_connect_added_latency")
@@ -110,7 +114,7 @@ def test_relay_connect_latency(home8):
 
 
 def test_relay_stream_heap(home8):
-    from blinds_host import bench_relay
+    from blinds_host.bench import relay as bench_relay
 
     res = bench_relay.bench_stream_heap(home=home8, n_devices=2, per_device=2, seconds=1.0,
                                         diagnostic_buffer_size=None)
@@ -121,22 +125,87 @@ def test_relay_stream_heap(home8):
 
 
 def test_runner_registry_and_only(tmp_path):
-    """--only selects by name; the registry is a plain list of (name, function)."""
+    """--only selects by subject or by name; each subject lists (name, function)."""
     from blinds_host import bench
+    from blinds_host.bench import harness
 
-    names = [n for n, _ in bench.BENCHMARKS]
-    assert names[:6] == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names",
-                         "relay_bulk_throughput", "relay_connect_added_latency", "relay_heap_16streams"]
-    assert all(callable(f) for _, f in bench.BENCHMARKS)
-    assert [n for n, _ in bench.select(["dns_heap_8dev_64names,dns_cached_qps"])] == [
+    reg = bench.registry()
+    names = [n for _, n, _ in reg]
+    assert names == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names",
+                     "relay_bulk_throughput", "relay_connect_added_latency", "relay_heap_16streams",
+                     "replay_fidelity", "knn_grid_10h"]
+    assert [s for s, _, _ in reg] == ["dns"] * 3 + ["relay"] * 3 + ["sim", "lab"]
+    assert all(callable(f) for _, _, f in reg)
+    assert [n for n, _ in harness.select(reg, ["dns_heap_8dev_64names,dns_cached_qps"])] == [
         "dns_heap_8dev_64names", "dns_cached_qps"]
+    assert [n for n, _ in harness.select(reg, ["relay,dns_cached_qps", "dns"])] == names[3:6] + [
+        "dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names"]
+    assert len(harness.select(reg, None)) == len(reg)
     with pytest.raises(SystemExit):
-        bench.select(["no_such_benchmark"])
-    doc = bench.run([("fake", lambda: {"name": "fake", "value": 1.0, "unit": "x", "goal": ">= 1",
-                                       "goal_met": True})], out=None, log=io.StringIO())
+        harness.select(reg, ["no_such_benchmark"])
+    doc = harness.run([("fake", lambda: {"name": "fake", "value": 1.0, "unit": "x", "goal": ">= 1",
+                                         "goal_met": True})], out=None, log=io.StringIO())
     assert doc["results"][0]["name"] == "fake" and "seconds_taken" in doc["results"][0]
     m = doc["machine"]
     assert m["nproc"] >= 1 and len(m["loadavg_start"]) == 3 and m["python"] and m["micropython"]
     r = subprocess.run([sys.executable, "-m", "blinds_host.bench", "--list"], capture_output=True,
                        text=True, check=False)
-    assert r.returncode == 0 and "dns_cached_qps" in r.stdout, r.stderr
+    assert r.returncode == 0 and "dns_cached_qps" in r.stdout and "knn_grid_10h" in r.stdout, r.stderr
+
+
+def test_figures():
+    """The statistics every benchmark reports, against direct computation."""
+    from blinds_host.bench import harness
+
+    xs = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert harness.percentile(xs, 0) == 1.0 and harness.percentile(xs, 100) == 5.0
+    assert harness.percentile(xs, 50) == 3.0 and harness.percentile(xs, 95) == pytest.approx(4.8)
+    assert harness.percentile([], 50) is None
+    s = harness.summary(xs)
+    assert (s["n"], s["median_ms"], s["mean_ms"], s["min_ms"], s["max_ms"]) == (5, 3.0, 3.0, 1.0, 5.0)
+    assert harness.summary([])["median_ms"] is None
+    assert harness.difference(2.5, 1.0) == 1.5 and harness.difference(None, 1.0) is None
+    assert harness.ratio(1.0, 4.0) == 0.25 and harness.ratio(1.0, 0, empty=0.0) == 0.0
+    assert harness.kb(2048) == 2.0
+    assert harness.data_kb({"live": 3072}, "live", 1024) == 2.0
+    assert harness.data_kb({}, "live", 1024) is None
+
+
+# The run that a signal stops: a home is built, the fake benchmark reports
+# where, then waits to be stopped.
+_STOPPED_RUN = """
+import sys, time
+from blinds_host.bench import harness
+
+def wait_in_a_home():
+    with harness.home_for(None, 1) as h:
+        print(h.hub_ns, h.wd, flush=True)
+        time.sleep(120)
+
+sys.exit(harness.main([("fake", "wait_in_a_home", wait_in_a_home)], ["--out", sys.argv[1]]))
+"""
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_closes_the_home(tmp_path, signum, status):
+    """SIGINT or SIGTERM mid-run: the home is closed, the partial document
+    written, and the exit status says which signal."""
+    need_home()
+    out = tmp_path / "bench.json"
+    p = subprocess.Popen([sys.executable, "-c", _STOPPED_RUN, str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        ns, wd = p.stdout.readline().split()
+        assert ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                    check=True).stdout
+        p.send_signal(signum)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == status, err
+    assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                    check=True).stdout
+    assert "interrupted" in err and wd in err  # the logs of the stopped run are kept, and named
+    doc = json.loads(out.read_text())
+    assert doc["incomplete"] is True and doc["results"] == []

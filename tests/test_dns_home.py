@@ -2,7 +2,6 @@
 a DoH front upstream, tcpdump on the uplink checked with ``blinds verify``."""
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -138,7 +138,7 @@ def test_events_smart_plug_scripted_actions():
 
 def test_bench_knn_grid_on_ten_hours():
     _shared("iot_sentinel", "packets.csv.gz")
-    from blinds_host.bench_lab import bench_knn_grid
+    from blinds_host.bench.lab import bench_knn_grid
 
     res = bench_knn_grid()
     assert res["name"] == "knn_grid_10h" and res["configs"] == 48

@@ -5,7 +5,6 @@ namespace, tcpdump on the uplink."""
 import hashlib
 import json
 import os
-import ssl
 import subprocess
 import sys
 import time

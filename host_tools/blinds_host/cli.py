@@ -9,24 +9,111 @@ dependency never breaks the others.
 import argparse
 import importlib
 import sys
+import textwrap
 
 from .errors import BlindsError
 
+DESCRIPTION = """Blinds is a privacy hub for the smart home: your devices reach the internet
+only through it, their DNS leaves the home encrypted, and each device may reach
+only the names you allow. These commands run and check the hub, and measure
+what an eavesdropper on your WiFi or your internet link can still learn."""
+
+EPILOG = """first steps:
+  sudo blinds demo                    the hub in a simulated home, in a few minutes
+  blinds config check hub.json        check a configuration
+  blinds run --config hub.json        try it on this computer
+  blinds status                       see what the running hub is doing
+
+blinds COMMAND --help tells more about each command."""
+
 # command name -> (module, one-line help)
 COMMANDS = {
-    "run": ("blinds_host.cmd_run", "run the hub firmware on the MicroPython unix port"),
-    "status": ("blinds_host.cmd_status", "show a running hub's status and DNS decision log"),
-    "config": ("blinds_host.cmd_config", "check a hub configuration"),
-    "verify": ("blinds_host.cmd_verify", "check an uplink capture for leaks"),
-    "policy": ("blinds_host.cmd_policy", "propose and compare allowlists from learned flows"),
-    "attack": ("blinds_host.cmd_attack", "run traffic-analysis attacks on captures"),
-    "demo": ("blinds_host.cmd_demo", "start the test home and show what each view sees"),
-    "sim": ("blinds_host.cmd_sim", "replay recorded or synthetic devices through the hub, attack both views"),
+    "run": ("blinds_host.cmd_run", "run the hub on this computer, with an ESP32's memory"),
+    "status": ("blinds_host.cmd_status",
+               "show what a running hub is doing: counters and recent DNS decisions"),
+    "config": ("blinds_host.cmd_config", "check a hub configuration before you use it"),
+    "verify": ("blinds_host.cmd_verify",
+               "check a capture of your internet link for anything that should not leave"),
+    "policy": ("blinds_host.cmd_policy",
+               "write a device's allowlist from what it was seen doing, or test one"),
+    "attack": ("blinds_host.cmd_attack",
+               "measure what captured traffic gives away: which device is which, and when "
+               "it is used"),
+    "demo": ("blinds_host.cmd_demo", "see the hub at work in a simulated home (a few minutes)"),
+    "sim": ("blinds_host.cmd_sim",
+            "replay your recorded devices through the hub and measure what still leaks"),
+}
+
+# command name -> (what it does, for its user; examples)
+HELP = {
+    "run": ("""Run the hub on this computer, with the memory an ESP32 gives it, to try a
+configuration before you flash it. The hub answers DNS and relays the devices'
+connections on the access-point address of the configuration, which must be
+one of this computer's addresses (the test home of `make demo` arranges that).
+It keeps its status and what it learned in the --state folder. Ctrl-C stops it.""",
+            """example:
+  blinds run --config hub.json --state state
+  blinds status --state state               (in another terminal)"""),
+    "status": ("""Show what a running hub is doing: whether it is serving or refusing (and
+why), its memory, DNS counters and resolvers, and per device how many names
+were allowed and blocked, with the most recent decisions. Reads the status the
+hub keeps in its --state folder, or an ESP32 hub's over its serial port.""",
+               """examples:
+  blinds status --state state
+  blinds status --port /dev/ttyUSB0 --log 50"""),
+    "config": ("""Check hub configuration files the way the hub itself will, and also what
+only this computer can check: that each encrypted-DNS resolver's CA file
+exists and holds certificates. Each problem is named with its place in the
+file. Exit status 0 when every file is valid, 2 otherwise.""",
+               """example:
+  blinds config check hub.json"""),
+    "verify": ("""Check a capture of your home's internet link for what must never leave the
+home: DNS in plain text and, given the hub's configuration, any connection to
+a name that no device is allowed to reach. Exit status 0 when the capture is
+clean, 1 on any violation, 2 if the input cannot be used.""",
+               """example:
+  tcpdump -i eth0 -w uplink.pcap        (on the internet side of the hub)
+  blinds verify --pcap uplink.pcap --config hub.json"""),
+    "policy": ("""Write a device's allowlist from what it was seen doing. Give the device the
+`learn` policy for a while: the hub lets it reach anything and records each
+name and port it used. `propose` prints an allowlist from that record;
+`diff` shows what a given allowlist would have blocked.""",
+               """examples:
+  blinds policy propose --device plug --state state --wildcards > plug.json
+  blinds policy diff --device plug --allow plug.json --state state"""),
+    "attack": ("""Measure what an eavesdropper learns from captured traffic: which device is
+which (from traffic rates, or from packet sizes) and when someone uses a
+device. Run it on captures with and without the hub to see what the hub
+hides. Inputs are pcap/pcapng captures with a map of device MAC addresses,
+or per-packet CSV files.""",
+               """example:
+  blinds attack knn --pcap wifi.pcap --devices devices.csv"""),
+    "demo": ("""See the hub at work: a simulated home of five devices is built on this
+computer and a few minutes of its traffic are replayed three times, with no
+hub, with the hub hiding DNS, and with the hub enforcing allowlists. The
+table shows, for an eavesdropper on the WiFi and one on the internet link,
+how well they tell the devices apart, and what each defense costs in traffic
+and delay; an HTML report goes with it. Needs root; takes a few minutes.""",
+             """example:
+  sudo blinds demo"""),
+    "sim": ("""Replay recorded devices (or the built-in synthetic ones) in a simulated home,
+once per defense, and measure what an eavesdropper on the WiFi and one on the
+internet link can still tell, what the defense costs in traffic, and how much
+delay it adds. The results go to OUT/results.json and OUT/report.html. Needs
+root.""",
+            """example:
+  sudo blinds sim --devices-from packets.csv.gz --duration 600 --out sim-out"""),
 }
 
 
+def _fill(text):
+    """Each paragraph of ``text`` wrapped to 78 columns."""
+    return "\n\n".join(textwrap.fill(" ".join(par.split()), 78) for par in text.split("\n\n"))
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="blinds", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="blinds", description=_fill(DESCRIPTION), epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (modname, help_text) in COMMANDS.items():
@@ -36,7 +123,9 @@ def build_parser():
             if e.name != modname:
                 raise
             continue  # a command not built yet
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        description, epilog = HELP.get(name, (help_text, None))
+        p = sub.add_parser(name, help=help_text, description=_fill(description), epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_parser(p)
         p.set_defaults(_run=mod.run)
     return parser

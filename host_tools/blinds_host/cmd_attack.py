@@ -85,14 +85,22 @@ def add_parser(p):
     sub = p.add_subparsers(dest="attack", metavar="ATTACK")
     sub.required = True
     knn = sub.add_parser("knn", help="device identification by k-NN on traffic rates "
-                                     "(Apthorpe et al. 2017)")
+                                     "(Apthorpe et al. 2017)",
+                         description="How well an eavesdropper tells your devices apart from "
+                                     "their traffic rates alone (the k-NN attack of \"Closing the "
+                                     "Blinds\", Apthorpe et al. 2017): accuracy against chance.")
     _identification(knn, with_k=True)
     knn.set_defaults(_attack=_run_identification)
     sizes = sub.add_parser("sizes", help="device identification by packet sizes and bursts "
-                                         "(random forest)")
+                                         "(random forest)",
+                           description="How well a stronger eavesdropper tells your devices "
+                                       "apart from packet sizes, bursts and timing (a random "
+                                       "forest): accuracy against chance.")
     _identification(sizes, with_k=False)
     sizes.set_defaults(_attack=_run_identification)
-    ev = sub.add_parser("events", help="behaviour inference: which windows hold a user event")
+    ev = sub.add_parser("events", help="behaviour inference: which windows hold a user event",
+                        description="How well an eavesdropper tells when someone uses a device "
+                                    "(a window holding a user event) from its traffic.")
     _common(ev)
     ev.add_argument("--events", required=True, metavar="EVENTS.csv",
                     help="events table: ts,device,label (or device,phase,start_ts,end_ts)")

@@ -206,9 +206,11 @@ def identify(records, s, w, k=None, split="cv", classes="device", drop_silent=Fa
         return res
     n_classes = len(p.classes)
     if attack == "knn":
-        scorer = lambda xtr, ytr, xte: knn_votes(xtr, ytr, xte, k, n_classes)
+        def scorer(xtr, ytr, xte):
+            return knn_votes(xtr, ytr, xte, k, n_classes)
     else:
-        scorer = lambda xtr, ytr, xte: forest_scores(xtr, ytr, xte, n_classes, seed)
+        def scorer(xtr, ytr, xte):
+            return forest_scores(xtr, ytr, xte, n_classes, seed)
     got, tested, fold_acc = evaluate(p.x, p.y, p.start, n_classes, split, scorer, seed)
     y_t = p.y[tested]
     share = np.bincount(y_t, minlength=n_classes) / len(y_t)

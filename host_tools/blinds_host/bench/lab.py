@@ -17,12 +17,10 @@ full cost of the attack on a 10-hour home of 34 devices; the accuracy on this
 stitched home says little (most devices are silent most of the time), so the
 benchmark reports time and sizes only.
 
-Run as ``python -m blinds_host.bench_lab``: prints one JSON document.
+Run as ``python -m blinds_host.bench --only lab``.
 """
 
-import json
 import os
-import sys
 import time
 
 HOME_S = 10 * 3600
@@ -34,8 +32,8 @@ def stitched_home(data_dir=None, home_s=HOME_S):
     """The stitched 10-hour, 34-device home as :class:`~blinds_host.lab.traces.Records`."""
     import numpy as np
 
-    from .lab import traces
-    from .paths import SHARED_DATA
+    from ..lab import traces
+    from ..paths import SHARED_DATA
 
     data_dir = data_dir or SHARED_DATA
     paths = [os.path.join(data_dir, d, "packets.csv.gz") for d in DATASETS]
@@ -65,8 +63,8 @@ def stitched_home(data_dir=None, home_s=HOME_S):
 
 def bench_knn_grid(data_dir=None):
     """Time the 48-configuration k-NN grid on the stitched 10-hour home; returns a dict."""
-    from .lab import attacks, pcapio
-    from .paths import SHARED_DATA
+    from ..lab import attacks, pcapio
+    from ..paths import SHARED_DATA
 
     data_dir = data_dir or SHARED_DATA
     result = {"name": "knn_grid_10h", "configs": 48, "goal_s": GOAL_S}
@@ -93,7 +91,7 @@ def bench_knn_grid(data_dir=None):
         "windows_per_w": windows,
         "input": "34 devices of ssi_smart_plug, lifecycle_nku and iot_sentinel CSVs, each "
                  "device's captures laid end to end from one start, first 10 h "
-                 "(see bench_lab docstring)",
+                 "(see blinds_host.bench.lab)",
     })
     passive = os.path.join(data_dir, "ssi_smart_plug", "passive.pcap")
     if os.path.exists(passive):
@@ -104,11 +102,13 @@ def bench_knn_grid(data_dir=None):
     return result
 
 
-def main():
+def knn_grid_10h():
+    """The k-NN attack grid (48 configurations) on a 10-hour, 34-device home."""
     res = bench_knn_grid()
-    print(json.dumps(res, indent=1))
-    return 0 if res.get("seconds") is not None else 1
+    secs = res.get("seconds")
+    res.update(value=secs, unit="s", goal="<= %g s" % GOAL_S,
+               goal_met=bool(res.get("ok", secs is not None and secs <= GOAL_S)))
+    return res
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+BENCHMARKS = [("knn_grid_10h", knn_grid_10h)]

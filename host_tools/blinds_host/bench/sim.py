@@ -7,22 +7,21 @@ and measures per device the correlation of the replayed 1-s byte-rate series on
 the WiFi view with the recording's. Value: the lowest correlation; goal >= 0.9.
 Needs root (namespaces).
 
-    python -m blinds_host.bench_sim
+    python -m blinds_host.bench --only sim
 """
 
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
+from ..paths import SHARED_DATA
+
 GOAL = 0.9
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
 
 
 def _plug_csv():
-    for base in (os.environ.get("BLINDS_DATA"), DATA):
+    for base in (os.environ.get("BLINDS_DATA"), SHARED_DATA):
         if base:
             path = os.path.join(base, "lifecycle_nku", "packets.csv.gz")
             if os.path.exists(path):
@@ -31,9 +30,10 @@ def _plug_csv():
 
 
 def bench_replay_fidelity():
-    from . import netns
-    from .errors import EnvironmentProblem
-    from .sim import runner
+    """Lowest 1-s WiFi byte-rate correlation, replayed through the hub vs recorded."""
+    from .. import netns
+    from ..errors import EnvironmentProblem
+    from ..sim import runner
 
     t_start = time.time()
     res = {"name": "sim_replay_fidelity", "unit": "correlation", "goal": ">= %g" % GOAL}
@@ -66,7 +66,5 @@ def bench_replay_fidelity():
     return res
 
 
-if __name__ == "__main__":
-    r = bench_replay_fidelity()
-    print(json.dumps(r, indent=1))
-    sys.exit(0 if r["goal_met"] else 1)
+
+BENCHMARKS = [("replay_fidelity", bench_replay_fidelity)]
