@@ -33,6 +33,13 @@ def add_parser(p):
 
 
 def run(args):
+    """Run it so that Ctrl-C or SIGTERM stops it cleanly (exit 130 / 143; see lifecycle)."""
+    from . import lifecycle
+
+    return lifecycle.run_stoppable("blinds demo", _run, args)
+
+
+def _run(args):
     from . import cmd_sim, netns
     from .sim import report, runner
 

@@ -14,10 +14,21 @@ eavesdropper sees (MAC, length, time). ``wan0`` is the uplink: a capture on it
 is the last-mile observer's (ISP's) view.
 
 The same object serves the pytest fixtures, ``blinds demo`` and the simulator.
+
+Leaving nothing behind: every name a home gives the host (namespaces, the
+veths on their way into them, ``/etc/netns`` folders) starts with
+``bl<letter><owner PID>-``, and an owner record in ``/run/blinds/homes`` keeps
+the owner's start time. :meth:`Home.close` stops every process group the home
+started and removes its names, and a signal cannot cut it in half
+(:func:`lifecycle.shielded`). A home whose owner died without closing it
+(``kill -9``, a crash) is removed by :func:`sweep_stale`, which every
+:meth:`Home.start` runs first; a home whose owner still runs is never touched.
 """
 
+import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,7 +37,7 @@ import sys
 import tempfile
 import time
 
-from . import netns, pki
+from . import lifecycle, netns, pki
 from .errors import EnvironmentProblem
 from .netns import sh
 
@@ -35,6 +46,13 @@ HUB_WAN_IP = "10.0.0.2"
 INET_IP = "10.0.0.1"
 RESOLVER_IP = "10.0.0.53"
 RESOLVER_NAME = "resolver.test"
+
+# bl + a letter (one per home of the owner) + the owner's PID + "-": with
+# 7-digit PIDs and "d15a" the longest veth name is 15 characters (IFNAMSIZ).
+PREFIX_RE = re.compile(r"^bl([a-z])([0-9]+)-")
+OWNER_DIR = "/run/blinds/homes"
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_LIVE = set()   # homes started by this process and not closed yet
 
 
 def device_mac(i):
@@ -94,7 +112,7 @@ class Home:
 
     _count = 0
 
-    def __init__(self, n_devices=3, workdir=None, prefix=None, zone=None):
+    def __init__(self, n_devices=3, workdir=None, prefix=None, zone=None, say=None):
         netns.require_root()
         for tool in ("unbound", "openssl"):
             if not shutil.which(tool):
@@ -103,11 +121,14 @@ class Home:
                 )
         self.n = n_devices
         Home._count += 1
-        self.prefix = prefix or "bl%d%s-" % (os.getpid() % 100000, "abcdefghijklmnopqrstuvwxyz"[Home._count % 26])
+        self.prefix = prefix or "bl%s%d-" % (_LETTERS[Home._count % 26], os.getpid())
+        self.own_wd = workdir is None   # a temporary folder of ours: removed by close()
         self.wd = workdir or tempfile.mkdtemp(prefix="blinds-home-")
         os.makedirs(self.wd, exist_ok=True)
         self.zone = zone if zone is not None else default_zone()
+        self.say = say or _say
         self.procs = {}
+        self.captures = []
         self.hub_proc = None
         self.hub_state = os.path.join(self.wd, "hub-state")
         self._started = False
@@ -136,7 +157,12 @@ class Home:
         self.close()
 
     def start(self):
+        """Remove stale homes, then build this one and start its peers."""
+        for line in sweep_stale():
+            self.say(line)
+        _LIVE.add(self)
         try:
+            _write_owner(self.prefix, self.wd, self.own_wd)
             self._build_network()
             self._make_pki()
             self._start_unbound()
@@ -215,7 +241,7 @@ class Home:
     def stop_peer(self, name):
         proc = self.procs.pop(name, None)
         if proc:
-            _stop(proc)
+            lifecycle.stop_processes([(name, proc, signal.SIGTERM)])
 
     def restart_peer(self, name):
         if name == "unbound":
@@ -314,8 +340,9 @@ class Home:
             return ""
 
     def stop_hub(self):
+        """Stop the hub (SIGTERM: it saves its learned flows and status first)."""
         if self.hub_proc:
-            _stop(self.hub_proc)
+            lifecycle.stop_processes([("hub", self.hub_proc, signal.SIGTERM)])
             self.hub_proc = None
 
     # -- observation ------------------------------------------------------------
@@ -334,11 +361,29 @@ class Home:
                               capture_output=True, text=True, timeout=timeout, check=check)
 
     def close(self):
-        self.stop_hub()
-        for name in list(self.procs):
-            self.stop_peer(name)
-        for ns in [self.hub_ns, self.inet_ns] + [self.dev_ns(i) for i in range(1, self.n + 1)]:
-            netns.del_ns(ns)
+        """Stop everything this home started and remove it; return what was done (one line).
+
+        Every process group gets its signal at once (tcpdump SIGINT, to finish
+        its file; the rest SIGTERM), then SIGKILL after a shared grace period;
+        then the namespaces go, with their veths and bridge. Safe to call
+        again; a signal that comes meanwhile waits until it is done.
+        """
+        with lifecycle.shielded():
+            procs = [("tcpdump-%s" % c.iface, c.proc, signal.SIGINT) for c in self.captures]
+            if self.hub_proc:
+                procs.append(("hub", self.hub_proc, signal.SIGTERM))
+            procs += [(name, p, signal.SIGTERM) for name, p in self.procs.items()]
+            stopped = lifecycle.stop_processes(procs)
+            self.hub_proc, self.procs, self.captures = None, {}, []
+            removed = remove_names(self.prefix, self.wd if self.own_wd else None)
+            _LIVE.discard(self)
+        if not stopped and not removed[0]:
+            return ""
+        text = "home %s: %s%s" % (
+            self.prefix, "stopped %s; " % ", ".join(stopped) if stopped else "",
+            _removed_text(*removed))
+        lifecycle.note(text)
+        return text
 
 
 class Capture:
@@ -346,8 +391,10 @@ class Capture:
         self.path = path
         if not shutil.which("tcpdump"):
             raise EnvironmentProblem("tcpdump is not installed; run `make deps`")
-        self.proc = home.popen(home.hub_ns, ["tcpdump", "-i", iface, "-U", "--immediate-mode", "-n", "-w", path],
-                               "tcpdump-" + iface)
+        self.iface = iface
+        self.proc = home.popen(home.hub_ns, ["tcpdump", "-i", iface, "-U", "--immediate-mode",
+                                             "-n", "-w", path], "tcpdump-" + iface)
+        home.captures.append(self)  # home.close() stops it if nobody else does
         # tcpdump opens the file once it listens; wait for that.
         deadline = time.time() + 10
         while time.time() < deadline and not os.path.exists(path):
@@ -356,26 +403,127 @@ class Capture:
 
     def stop(self):
         time.sleep(0.3)
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                _stop(self.proc)
+        lifecycle.stop_processes([("tcpdump", self.proc, signal.SIGINT)], grace_s=5.0)
         return self.path
 
 
-def _stop(proc):
-    if proc.poll() is None:
+# -- leftovers ------------------------------------------------------------------------
+
+def _say(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def _proc_start(pid):
+    """The start time (clock ticks since boot) of a running process, or None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):  # dead, not yet reaped
+        return None
+    return fields[19]
+
+
+def _owner_path(prefix):
+    return os.path.join(OWNER_DIR, prefix.rstrip("-") + ".json")
+
+
+def _write_owner(prefix, wd, own_wd):
+    os.makedirs(OWNER_DIR, exist_ok=True)
+    with open(_owner_path(prefix), "w") as f:
+        json.dump({"pid": os.getpid(), "started": _proc_start(os.getpid()), "wd": wd,
+                   "own_wd": own_wd}, f)
+
+
+def _read_owner(prefix):
+    try:
+        with open(_owner_path(prefix)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _names_of_homes():
+    """prefix -> owner PID for every home with a trace on this host."""
+    names = netns.list_ns() + netns.list_links()
+    for d in ("/etc/netns", OWNER_DIR):
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
+            names += os.listdir(d)
+        except OSError:
+            pass
+    out = {}
+    for name in names:
+        if name.endswith(".json"):
+            name = name[:-5] + "-"
+        m = PREFIX_RE.match(name)
+        if m:
+            out[m.group(0)] = int(m.group(2))
+    return out
+
+
+def owner_alive(prefix):
+    """Whether the process that built the home ``prefix`` still runs (the same process:
+    a recycled PID with another start time does not count)."""
+    m = PREFIX_RE.match(prefix)
+    if not m:
+        raise ValueError("not a home prefix: %r" % prefix)
+    started = _proc_start(int(m.group(2)))
+    recorded = _read_owner(prefix).get("started")
+    return started is not None and (recorded is None or recorded == started)
+
+
+def remove_names(prefix, wd=None):
+    """Remove every namespace, root-namespace link and record named ``prefix...``.
+
+    Returns (namespaces removed, processes killed in them).
+    """
+    spaces = [ns for ns in netns.list_ns() if ns.startswith(prefix)]
+    killed = sum(netns.del_ns(ns) for ns in spaces)
+    for link in netns.list_links():
+        if link.startswith(prefix):  # a veth caught on its way into a namespace
+            netns.sh("ip", "link", "del", link, check=False)
+    try:
+        for d in os.listdir("/etc/netns"):
+            if d.startswith(prefix):
+                shutil.rmtree(os.path.join("/etc/netns", d), ignore_errors=True)
+    except OSError:
+        pass
+    if wd:
+        shutil.rmtree(wd, ignore_errors=True)
+    try:
+        os.remove(_owner_path(prefix))
+    except OSError:
+        pass
+    return len(spaces), killed
+
+
+def _removed_text(spaces, killed):
+    return "removed %d namespace(s) with their veths and bridge%s" % (
+        spaces, "; killed %d process(es) left in them" % killed if killed else "")
+
+
+def sweep_stale():
+    """Remove every home whose owner is gone; return one line per home removed.
+
+    Homes of running processes (this one included) are left alone.
+    """
+    done = []
+    for prefix, pid in sorted(_names_of_homes().items()):
+        if owner_alive(prefix):
+            continue
+        rec = _read_owner(prefix)
+        with lifecycle.shielded():
+            removed = remove_names(prefix, rec.get("wd") if rec.get("own_wd") else None)
+        done.append("removed a stale home %s (its owner, PID %d, is gone): %s"
+                    % (prefix, pid, _removed_text(*removed)))
+    return done
+
+
+@atexit.register
+def _close_live_homes():
+    for h in list(_LIVE):
+        h.close()
 
 
 def _host_tools_dir():
