@@ -37,6 +37,15 @@ def add_parser(p):
                    help="import the .py sources instead of compiled .mpy (costs heap)")
 
 
+def build_parser():
+    """A parser of this command's arguments alone (for callers that build its argv)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="blinds run")
+    add_parser(p)
+    return p
+
+
 def command(args):
     """The argv that runs the firmware, and its environment."""
     main = os.path.join(BOARDS, args.board, "main.py")

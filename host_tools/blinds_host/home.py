@@ -130,6 +130,7 @@ class Home:
         self.procs = {}
         self.captures = []
         self.hub_proc = None
+        self.hub_stop_signal = signal.SIGINT
         self.hub_state = os.path.join(self.wd, "hub-state")
         self._started = False
 
@@ -226,7 +227,8 @@ class Home:
         with open(self.path("unbound.conf"), "w") as f:
             f.write(conf)
         sh("unbound-checkconf", self.path("unbound.conf"))
-        self.procs["unbound"] = self.popen(self.inet_ns, ["unbound", "-d", "-c", self.path("unbound.conf")], "unbound")
+        self.procs["unbound"] = self.popen(
+            self.inet_ns, ["unbound", "-d", "-c", self.path("unbound.conf")], "unbound")
         self.wait_port(self.inet_ns, RESOLVER_IP, 853, what="unbound DoT")
 
     def _start_doh_front(self):
@@ -249,11 +251,15 @@ class Home:
         elif name == "doh":
             self._start_doh_front()
 
-    def popen(self, ns, argv, logname, **kw):
-        """Start a long-running process in namespace ``ns``; output goes to ``logname.log``."""
+    def popen(self, ns, argv, logname, env=None, **kw):
+        """Start a long-running process in namespace ``ns``; output goes to ``logname.log``.
+
+        It leads its own session (so its process group can be stopped as one).
+        """
         log = open(self.path(logname + ".log"), "ab")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [_host_tools_dir(), env.get("PYTHONPATH")] if p)
+        env = dict(os.environ if env is None else env)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in [_host_tools_dir(), env.get("PYTHONPATH")] if p)
         return subprocess.Popen(
             ["ip", "netns", "exec", ns] + argv, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, start_new_session=True, **kw
@@ -261,9 +267,11 @@ class Home:
 
     def wait_port(self, ns, ip, port, what, timeout_s=15.0):
         deadline = time.time() + timeout_s
-        probe = "import socket,sys; socket.create_connection((%r,%d),timeout=0.5).close()" % (ip, port)
+        probe = ("import socket,sys; socket.create_connection((%r,%d),timeout=0.5).close()"
+                 % (ip, port))
         while time.time() < deadline:
-            r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe], capture_output=True)
+            r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe],
+                               capture_output=True)
             if r.returncode == 0:
                 return
             time.sleep(0.1)
@@ -291,11 +299,16 @@ class Home:
             "default_policy": default_policy,
         }
 
-    def start_hub(self, config, heap="256k", wait=True, keep_state=False):
+    def start_hub(self, config, heap="256k", wait=True, keep_state=False, via_cli=False):
         """Write ``config`` and start the firmware in the hub namespace.
 
         The hub's state folder starts empty unless ``keep_state`` (a restart).
+        ``hub_proc`` is the MicroPython port itself (its CPU time is the hub's),
+        stopped with SIGINT; with ``via_cli`` it is ``blinds run``, as a user or
+        systemd starts it, stopped with SIGTERM.
         """
+        from . import cmd_run
+
         self.stop_hub()
         cfg_path = self.path("hub.json")
         with open(cfg_path, "w") as f:
@@ -307,9 +320,15 @@ class Home:
             os.remove(os.path.join(self.hub_state, "status.json"))  # the last run's
         except FileNotFoundError:
             pass
-        cmd = [sys.executable, "-m", "blinds_host.cli", "run", "--config", cfg_path,
-               "--state", self.hub_state, "--heap", heap]
-        self.hub_proc = self.popen(self.hub_ns, cmd, "hub")
+        args = ["--config", cfg_path, "--state", self.hub_state, "--heap", heap]
+        if via_cli:
+            self.hub_proc = self.popen(
+                self.hub_ns, [sys.executable, "-m", "blinds_host.cli", "run"] + args, "hub")
+            self.hub_stop_signal = signal.SIGTERM
+        else:
+            argv, env = cmd_run.command(cmd_run.build_parser().parse_args(args))
+            self.hub_proc = self.popen(self.hub_ns, argv, "hub", env=env)
+            self.hub_stop_signal = signal.SIGINT  # the port's KeyboardInterrupt
         if wait:
             self.wait_hub()
         return self.hub_proc
@@ -324,8 +343,8 @@ class Home:
     def wait_hub(self, timeout_s=20.0, state=None):
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            st = self.hub_status()
-            if st and (st.get("state") == state if state else st.get("state") in ("running", "refusing")):
+            st = self.hub_status() or {}
+            if st.get("state") == state if state else st.get("state") in ("running", "refusing"):
                 return st
             if self.hub_proc and self.hub_proc.poll() is not None:
                 break
@@ -340,9 +359,9 @@ class Home:
             return ""
 
     def stop_hub(self):
-        """Stop the hub (SIGTERM: it saves its learned flows and status first)."""
+        """Stop the hub; it saves its learned flows and writes its status first."""
         if self.hub_proc:
-            lifecycle.stop_processes([("hub", self.hub_proc, signal.SIGTERM)])
+            lifecycle.stop_processes([("hub", self.hub_proc, self.hub_stop_signal)])
             self.hub_proc = None
 
     # -- observation ------------------------------------------------------------
@@ -371,7 +390,7 @@ class Home:
         with lifecycle.shielded():
             procs = [("tcpdump-%s" % c.iface, c.proc, signal.SIGINT) for c in self.captures]
             if self.hub_proc:
-                procs.append(("hub", self.hub_proc, signal.SIGTERM))
+                procs.append(("hub", self.hub_proc, self.hub_stop_signal))
             procs += [(name, p, signal.SIGTERM) for name, p in self.procs.items()]
             stopped = lifecycle.stop_processes(procs)
             self.hub_proc, self.procs, self.captures = None, {}, []

@@ -150,7 +150,7 @@ def shielded():
     finally:
         for s, h in old.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
-        for signum in dict.fromkeys(held):
+        for signum in held:
             _deliver(signum, old[signum])
 
 
