@@ -175,15 +175,25 @@ def test_sim_stops_cleanly_and_keeps_finished_defenses(sig, tmp_path):
 
 @pytest.mark.parametrize("sig", SIGS)
 def test_demo_stops_cleanly(sig, tmp_path):
+    """SIGINT to a demo writing to a folder of its own (removed if nothing finished),
+    SIGTERM to one given --out (kept)."""
     need_home()
-    out = tmp_path / "demo"
-    cmd = Command([BLINDS, "demo", "--duration", "20", "--speed", "4", "--defense", "none",
-                   "--out", str(out)])
+    given_out = sig == signal.SIGTERM
+    argv = [BLINDS, "demo", "--duration", "20", "--speed", "4", "--defense", "none"]
+    cmd = Command(argv + (["--out", str(tmp_path / "demo")] if given_out else []))
     try:
-        stop_at_random(cmd, sig, "building the home", 6.0, seed(), str(out))
+        cmd.wait_for("output in ")
+        out = next(x for x in cmd.lines if "output in " in x).rsplit("output in ", 1)[1]
+        why = stop_at_random(cmd, sig, "building the home", 6.0, seed(), out)
     finally:
         cmd.kill()
     assert "home bl" in cmd.output and "removed 7 namespace(s)" in cmd.output, cmd.output
+    if given_out:
+        assert os.path.isdir(out), why
+    else:
+        finished = os.path.exists(os.path.join(out, "results.json"))
+        assert finished or not os.path.exists(out), (why, cmd.output)
+        assert finished or "removed %s" % out in cmd.output, (why, cmd.output)
 
 
 # -- blinds run --------------------------------------------------------------------------

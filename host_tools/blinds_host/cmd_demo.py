@@ -10,6 +10,7 @@ Namespaces need root.
 """
 
 import os
+import shutil
 import sys
 import tempfile
 
@@ -40,7 +41,7 @@ def run(args):
 
 
 def _run(args):
-    from . import cmd_sim, netns
+    from . import cmd_sim, lifecycle, netns
     from .sim import report, runner
 
     try:
@@ -57,9 +58,16 @@ def _run(args):
     say("Blinds demo: a synthetic home of 5 devices; %g s of traffic per defense replayed in "
         "%g s (%s); output in %s" % (args.duration, args.duration / args.speed,
                                     ", ".join(defenses), out))
-    results, path_json, path_html = runner.simulate(
-        out=out, defenses=defenses, synthetic=True, duration=args.duration, speed=args.speed,
-        progress=say)
+    try:
+        results, path_json, path_html = runner.simulate(
+            out=out, defenses=defenses, synthetic=True, duration=args.duration,
+            speed=args.speed, progress=say)
+    except lifecycle.Interrupted:
+        if not args.out and not os.path.exists(os.path.join(out, "results.json")):
+            with lifecycle.shielded():  # a folder of ours with nothing finished in it
+                shutil.rmtree(out, ignore_errors=True)
+            lifecycle.note("removed %s (no defense had finished)" % out)
+        raise
     if args.json:
         import json
 
