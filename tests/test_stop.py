@@ -156,7 +156,7 @@ def test_sim_stops_cleanly_and_keeps_finished_defenses(sig, tmp_path):
     cmd = Command([BLINDS, "sim", *SHORT_SIM, "--defense", "none,dns", "--out", str(out)])
     try:
         if sig == signal.SIGINT:
-            why = stop_at_random(cmd, sig, "[none] building the home", 8.0, seed(), str(out))
+            why = stop_at_random(cmd, sig, "[none] building the home", 6.0, seed(), str(out))
             assert not (out / "results.json").exists(), why
             return
         why = stop_at_random(cmd, sig, "[dns] building the home", 7.0, seed(), str(out))
@@ -303,6 +303,8 @@ def test_run_saves_learned_flows_and_status_on_stop(cloud, sig):
     assert sorted(learned(cloud)) == [("api.vendor.test", 443, 1), ("fw.vendor.test", 80, 1)]
     assert cloud.hub_status()["state"] == "stopped"
     assert "hub: stopped" in cloud.hub_log()
+    if sig is not None:
+        assert "blinds run: stopped by %s" % signal.Signals(sig).name in cloud.hub_log()
     assert not processes_mentioning(cloud.path("hub.json"))
 
 

@@ -67,4 +67,4 @@ def command(args):
 def run(args):
     argv, env = command(args)
     sys.stdout.flush()
-    return lifecycle.run_child(argv, env=env)
+    return lifecycle.run_child(argv, env=env, name="blinds run")

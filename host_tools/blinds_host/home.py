@@ -426,6 +426,11 @@ class Capture:
         return self.path
 
 
+def _stop(proc):
+    """Stop one process group (SIGTERM, then SIGKILL); kept for the benchmarks' callers."""
+    lifecycle.stop_processes([("process", proc, signal.SIGTERM)])
+
+
 # -- leftovers ------------------------------------------------------------------------
 
 def _say(text):

@@ -211,12 +211,14 @@ def _child_setup():
         pass  # not Linux: a stop request still reaches it through us
 
 
-def run_child(argv, env=None, grace_s=CHILD_GRACE_S):
+def run_child(argv, env=None, grace_s=CHILD_GRACE_S, name=None):
     """Run ``argv``; on SIGINT, SIGTERM or SIGHUP send it one SIGINT and wait.
 
     Returns its exit status, or 128 + the signal if we were asked to stop (if
-    it has not finished ``grace_s`` after the request, it is killed).
+    it has not finished ``grace_s`` after the request, it is killed). ``name``
+    (for messages) defaults to the program's.
     """
+    name = name or os.path.basename(argv[0])
     got, child = [], []
 
     def forward(signum, frame):
@@ -241,12 +243,17 @@ def run_child(argv, env=None, grace_s=CHILD_GRACE_S):
             if got and deadline is None:
                 deadline = time.monotonic() + grace_s
             if deadline is not None and time.monotonic() > deadline:
-                print("%s did not stop within %g s of SIGINT: killed" % (argv[0], grace_s),
-                      file=sys.stderr, flush=True)
+                print("%s: %s did not stop within %g s of SIGINT: killed" % (
+                    name, os.path.basename(argv[0]), grace_s), file=sys.stderr, flush=True)
                 _killpg(proc.pid, signal.SIGKILL)
                 rc = proc.wait()
                 break
     finally:
         for s, h in old.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
-    return 128 + got[0] if got else rc
+    if not got:
+        return rc
+    print("%s: stopped by %s (passed on as SIGINT; %s exited with %d)" % (
+        name, signal.Signals(got[0]).name, os.path.basename(argv[0]), rc),
+        file=sys.stderr, flush=True)
+    return 128 + got[0]
