@@ -47,7 +47,7 @@ def pytest_configure(config):
 
     _HANDLERS.update(lifecycle.install())
     if _home_unavailable() is None:
-        from blinds_host.home import sweep_stale
+        from blinds_host.leftovers import sweep_stale
 
         for line in sweep_stale():
             print(line, file=sys.stderr)

@@ -432,21 +432,21 @@ def test_owner_alive_needs_the_same_process():
     """A home's owner counts as alive only with the start time it had: a recycled PID
     does not keep a stale home."""
     need_home()
-    from blinds_host import home
+    from blinds_host import leftovers
 
-    prefix = "blz%d-" % os.getpid()
-    assert home.owner_alive(prefix)
-    home._write_owner(prefix, "/nonexistent", False)
+    prefix = leftovers.prefix_for("z")
+    assert leftovers.owner_alive(prefix)
+    leftovers.write_owner(prefix, "/nonexistent", False)
     try:
-        assert home.owner_alive(prefix)
-        with open(home._owner_path(prefix)) as f:
-            rec = json.load(f)
+        assert leftovers.owner_alive(prefix)
+        rec = leftovers.read_owner(prefix)
         rec["started"] = str(int(rec["started"]) + 1)
-        with open(home._owner_path(prefix), "w") as f:
+        with open(leftovers.owner_path(prefix), "w") as f:
             json.dump(rec, f)
-        assert not home.owner_alive(prefix)
+        assert not leftovers.owner_alive(prefix)
         dead = subprocess.Popen(["true"])
         dead.wait()
-        assert not home.owner_alive("blz%d-" % dead.pid)
+        assert not leftovers.owner_alive(leftovers.prefix_for("z", dead.pid))
     finally:
-        os.remove(home._owner_path(prefix))
+        if os.path.exists(leftovers.owner_path(prefix)):
+            os.remove(leftovers.owner_path(prefix))

@@ -15,20 +15,17 @@ is the last-mile observer's (ISP's) view.
 
 The same object serves the pytest fixtures, ``blinds demo`` and the simulator.
 
-Leaving nothing behind: every name a home gives the host (namespaces, the
-veths on their way into them, ``/etc/netns`` folders) starts with
-``bl<letter><owner PID>-``, and an owner record in ``/run/blinds/homes`` keeps
-the owner's start time. :meth:`Home.close` stops every process group the home
-started and removes its names, and a signal cannot cut it in half
-(:func:`lifecycle.shielded`). A home whose owner died without closing it
-(``kill -9``, a crash) is removed by :func:`sweep_stale`, which every
-:meth:`Home.start` runs first; a home whose owner still runs is never touched.
+Leaving nothing behind: every name a home gives the host starts with
+``bl<letter><owner PID>-`` (see :mod:`blinds_host.leftovers`).
+:meth:`Home.close` stops every process group the home started and removes its
+names, and a signal cannot cut it in half (:func:`lifecycle.shielded`). Every
+:meth:`Home.start` first removes the homes whose owner died without closing
+them (``kill -9``, a crash); a home whose owner still runs is never touched.
 """
 
 import atexit
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -37,7 +34,7 @@ import sys
 import tempfile
 import time
 
-from . import lifecycle, netns, pki
+from . import leftovers, lifecycle, netns, pki
 from .errors import EnvironmentProblem
 from .netns import sh
 
@@ -47,10 +44,6 @@ INET_IP = "10.0.0.1"
 RESOLVER_IP = "10.0.0.53"
 RESOLVER_NAME = "resolver.test"
 
-# bl + a letter (one per home of the owner) + the owner's PID + "-": with
-# 7-digit PIDs and "d15a" the longest veth name is 15 characters (IFNAMSIZ).
-PREFIX_RE = re.compile(r"^bl([a-z])([0-9]+)-")
-OWNER_DIR = "/run/blinds/homes"
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _LIVE = set()   # homes started by this process and not closed yet
 
@@ -121,7 +114,7 @@ class Home:
                 )
         self.n = n_devices
         Home._count += 1
-        self.prefix = prefix or "bl%s%d-" % (_LETTERS[Home._count % 26], os.getpid())
+        self.prefix = prefix or leftovers.prefix_for(_LETTERS[Home._count % 26])
         self.own_wd = workdir is None   # a temporary folder of ours: removed by close()
         self.wd = workdir or tempfile.mkdtemp(prefix="blinds-home-")
         os.makedirs(self.wd, exist_ok=True)
@@ -159,11 +152,11 @@ class Home:
 
     def start(self):
         """Remove stale homes, then build this one and start its peers."""
-        for line in sweep_stale():
+        for line in leftovers.sweep_stale():
             self.say(line)
         _LIVE.add(self)
         try:
-            _write_owner(self.prefix, self.wd, self.own_wd)
+            leftovers.write_owner(self.prefix, self.wd, self.own_wd)
             self._build_network()
             self._make_pki()
             self._start_unbound()
@@ -394,13 +387,13 @@ class Home:
             procs += [(name, p, signal.SIGTERM) for name, p in self.procs.items()]
             stopped = lifecycle.stop_processes(procs)
             self.hub_proc, self.procs, self.captures = None, {}, []
-            removed = remove_names(self.prefix, self.wd if self.own_wd else None)
+            removed = leftovers.remove_names(self.prefix, self.wd if self.own_wd else None)
             _LIVE.discard(self)
         if not stopped and not removed[0]:
             return ""
         text = "home %s: %s%s" % (
             self.prefix, "stopped %s; " % ", ".join(stopped) if stopped else "",
-            _removed_text(*removed))
+            leftovers.removed_text(*removed))
         lifecycle.note(text)
         return text
 
@@ -431,117 +424,8 @@ def _stop(proc):
     lifecycle.stop_processes([("process", proc, signal.SIGTERM)])
 
 
-# -- leftovers ------------------------------------------------------------------------
-
 def _say(text):
     print(text, file=sys.stderr, flush=True)
-
-
-def _proc_start(pid):
-    """The start time (clock ticks since boot) of a running process, or None if it is gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in ("Z", "X"):  # dead, not yet reaped
-        return None
-    return fields[19]
-
-
-def _owner_path(prefix):
-    return os.path.join(OWNER_DIR, prefix.rstrip("-") + ".json")
-
-
-def _write_owner(prefix, wd, own_wd):
-    os.makedirs(OWNER_DIR, exist_ok=True)
-    with open(_owner_path(prefix), "w") as f:
-        json.dump({"pid": os.getpid(), "started": _proc_start(os.getpid()), "wd": wd,
-                   "own_wd": own_wd}, f)
-
-
-def _read_owner(prefix):
-    try:
-        with open(_owner_path(prefix)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
-def _names_of_homes():
-    """prefix -> owner PID for every home with a trace on this host."""
-    names = netns.list_ns() + netns.list_links()
-    for d in ("/etc/netns", OWNER_DIR):
-        try:
-            names += os.listdir(d)
-        except OSError:
-            pass
-    out = {}
-    for name in names:
-        if name.endswith(".json"):
-            name = name[:-5] + "-"
-        m = PREFIX_RE.match(name)
-        if m:
-            out[m.group(0)] = int(m.group(2))
-    return out
-
-
-def owner_alive(prefix):
-    """Whether the process that built the home ``prefix`` still runs (the same process:
-    a recycled PID with another start time does not count)."""
-    m = PREFIX_RE.match(prefix)
-    if not m:
-        raise ValueError("not a home prefix: %r" % prefix)
-    started = _proc_start(int(m.group(2)))
-    recorded = _read_owner(prefix).get("started")
-    return started is not None and (recorded is None or recorded == started)
-
-
-def remove_names(prefix, wd=None):
-    """Remove every namespace, root-namespace link and record named ``prefix...``.
-
-    Returns (namespaces removed, processes killed in them).
-    """
-    spaces = [ns for ns in netns.list_ns() if ns.startswith(prefix)]
-    killed = sum(netns.del_ns(ns) for ns in spaces)
-    for link in netns.list_links():
-        if link.startswith(prefix):  # a veth caught on its way into a namespace
-            netns.sh("ip", "link", "del", link, check=False)
-    try:
-        for d in os.listdir("/etc/netns"):
-            if d.startswith(prefix):
-                shutil.rmtree(os.path.join("/etc/netns", d), ignore_errors=True)
-    except OSError:
-        pass
-    if wd:
-        shutil.rmtree(wd, ignore_errors=True)
-    try:
-        os.remove(_owner_path(prefix))
-    except OSError:
-        pass
-    return len(spaces), killed
-
-
-def _removed_text(spaces, killed):
-    return "removed %d namespace(s) with their veths and bridge%s" % (
-        spaces, "; killed %d process(es) left in them" % killed if killed else "")
-
-
-def sweep_stale():
-    """Remove every home whose owner is gone; return one line per home removed.
-
-    Homes of running processes (this one included) are left alone.
-    """
-    done = []
-    for prefix, pid in sorted(_names_of_homes().items()):
-        if owner_alive(prefix):
-            continue
-        rec = _read_owner(prefix)
-        with lifecycle.shielded():
-            removed = remove_names(prefix, rec.get("wd") if rec.get("own_wd") else None)
-        done.append("removed a stale home %s (its owner, PID %d, is gone): %s"
-                    % (prefix, pid, _removed_text(*removed)))
-    return done
 
 
 @atexit.register
