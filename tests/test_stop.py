@@ -1,11 +1,12 @@
 """Stopping cleanly (issue 12): SIGINT and SIGTERM end `blinds sim`, `blinds demo` and
 `blinds run` within 5 s with 130 / 143 and leave no namespace, veth or process of
-theirs; a home left by `kill -9` is removed by the next `blinds sim`, a live one is not.
+theirs; a home left by `kill -9` is removed by the next `blinds sim`, a live one is not;
+a pytest stopped while a test holds the home fixture leaves no home either.
 
 Real processes throughout: the commands run as the user runs them, in their own
 session, and get the signal at a random moment after their set-up has begun (the
 moment is in the failure message). The lifecycle primitives are checked in child
-Python processes that signal themselves. About a minute and a half.
+Python processes that signal themselves. About a minute.
 """
 
 import json
@@ -361,6 +362,37 @@ def test_kill_9_leftovers_removed_by_next_sim_live_home_kept(tmp_path):
         for c in (live, crashed, nxt):
             if c:
                 c.kill()
+
+
+# -- the pytest fixtures -----------------------------------------------------------------
+
+VICTIM = os.path.join(os.path.dirname(__file__), "stop_victim.py")
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider"]
+
+
+@pytest.mark.parametrize("sig", SIGS + [pytest.param(signal.SIGKILL, id="SIGKILL")])
+def test_pytest_stopped_in_a_test_leaves_no_home(sig):
+    """A pytest interrupted (SIGINT, SIGTERM) while a test holds the home fixture tears
+    it down; one killed outright leaves it, and the next session's start removes it."""
+    need_home()
+    victim = Command(PYTEST + [VICTIM])
+    try:
+        victim.wait_for("home up")
+        wd = next(x for x in victim.lines if x.startswith("home up")).split()[3]
+        owner = victim.proc.pid
+        assert len(owned_by(namespaces(), owner)) == 5
+        if sig == signal.SIGKILL:
+            victim.kill()
+            assert owned_by(namespaces(), owner) and processes_mentioning(wd)  # left behind
+            r = subprocess.run(PYTEST + ["--collect-only", VICTIM], capture_output=True,
+                               text=True, timeout=60)
+            assert r.returncode == 0, r.stdout + r.stderr
+        else:
+            rc, took = victim.stop(sig)
+            assert rc == 2 and took <= STOP_S, (rc, took, victim.output)  # pytest: interrupted
+    finally:
+        victim.kill()
+    assert_nothing_left(owner, wd, signal.Signals(sig).name)
 
 
 # -- the lifecycle primitives, in processes that signal themselves -------------------------
