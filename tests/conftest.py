@@ -3,6 +3,12 @@
 Namespace tests need root and the packages of tools/install-deps.sh. Outside
 CI they skip with the reason when those are missing; in CI (CI=true) a missing
 part is a failure, so nothing skips there.
+
+Nothing outlives the session: SIGTERM and SIGHUP interrupt it as Ctrl-C does
+(fixtures tear down; a second request cannot cut a home's removal in half), a
+home closes in ``finally`` (a test timeout raised in the test tears down the
+same way), and at the start of each session the homes of runs that were killed
+outright (kill -9, pytest-timeout's thread method) are removed.
 """
 
 import os
@@ -33,6 +39,28 @@ def need_home():
         pytest.skip(why)
 
 
+_HANDLERS = {}
+
+
+def pytest_configure(config):
+    from blinds_host import lifecycle
+
+    _HANDLERS.update(lifecycle.install())
+    if _home_unavailable() is None:
+        from blinds_host.leftovers import sweep_stale
+
+        for line in sweep_stale():
+            print(line, file=sys.stderr)
+
+
+def pytest_unconfigure(config):
+    from blinds_host import lifecycle
+
+    if _HANDLERS:
+        lifecycle.uninstall(dict(_HANDLERS))
+        _HANDLERS.clear()
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     need_home()
@@ -40,6 +68,8 @@ def home(tmp_path_factory):
 
     wd = str(tmp_path_factory.mktemp("home"))
     h = Home(n_devices=3, workdir=wd)
-    h.start()
-    yield h
-    h.close()
+    try:
+        h.start()
+        yield h
+    finally:
+        h.close()

@@ -22,7 +22,8 @@ def main(argv):
         else:
             print("usage: main.py --config FILE --state DIR")
             sys.exit(2)
-    hub.run(Board(config, state))
+    if hub.run(Board(config, state)):
+        sys.exit(130)  # stopped by SIGINT, after saving what must be kept
 
 
 main(sys.argv)

@@ -355,5 +355,31 @@ class Hub:
             self.heap_peak = max(self.heap_peak, gc.mem_alloc())
 
 
+    # -- stopping ---------------------------------------------------------------------
+    def shutdown(self):
+        # A stop request (SIGINT on the unix port, which `blinds run` sends on
+        # SIGTERM too; Ctrl-C or a soft reset on the ESP32): keep what must
+        # survive, then say in the status that the hub stopped.
+        self.state = "stopped"
+        self.reason = "stop requested"
+        if self.learner is not None and self.learner.dirty:
+            try:
+                self.learner.save()
+            except (OSError, MemoryError) as e:
+                self.board.log("hub: cannot save learned flows: %r" % (e,))
+        try:
+            self.board.save_json("status.json", self.status())
+        except (OSError, MemoryError) as e:
+            self.board.log("hub: cannot write status: %r" % (e,))
+        self.board.log("hub: stopped")
+
+
 def run(board):
-    asyncio.run(Hub(board).main())
+    # Returns True if the hub was stopped by a request (KeyboardInterrupt).
+    hub = Hub(board)
+    try:
+        asyncio.run(hub.main())
+    except KeyboardInterrupt:
+        hub.shutdown()
+        return True
+    return False

@@ -10,6 +10,7 @@ Namespaces need root.
 """
 
 import os
+import shutil
 import sys
 import tempfile
 
@@ -33,7 +34,14 @@ def add_parser(p):
 
 
 def run(args):
-    from . import cmd_sim, netns
+    """Run it so that Ctrl-C or SIGTERM stops it cleanly (exit 130 / 143; see lifecycle)."""
+    from . import lifecycle
+
+    return lifecycle.run_stoppable("blinds demo", _run, args)
+
+
+def _run(args):
+    from . import cmd_sim, lifecycle, netns
     from .sim import report, runner
 
     try:
@@ -50,9 +58,16 @@ def run(args):
     say("Blinds demo: a synthetic home of 5 devices; %g s of traffic per defense replayed in "
         "%g s (%s); output in %s" % (args.duration, args.duration / args.speed,
                                     ", ".join(defenses), out))
-    results, path_json, path_html = runner.simulate(
-        out=out, defenses=defenses, synthetic=True, duration=args.duration, speed=args.speed,
-        progress=say)
+    try:
+        results, path_json, path_html = runner.simulate(
+            out=out, defenses=defenses, synthetic=True, duration=args.duration,
+            speed=args.speed, progress=say)
+    except lifecycle.Interrupted:
+        if not args.out and not os.path.exists(os.path.join(out, "results.json")):
+            with lifecycle.shielded():  # a folder of ours with nothing finished in it
+                shutil.rmtree(out, ignore_errors=True)
+            lifecycle.note("removed %s (no defense had finished)" % out)
+        raise
     if args.json:
         import json
 

@@ -7,11 +7,19 @@ heap because it cannot freeze our modules; the hub reports that code share
 ("heap.code") so data figures can be read on their own. The process runs in the
 current network namespace; the AP address of the configuration must be on one
 of its interfaces (the test home arranges that).
+
+Stopping: the unix port has no signal module, but turns SIGINT into
+KeyboardInterrupt, on which the hub saves its learned flows and writes its
+status ("stopped"). So this command runs the port as a child in its own process
+group and passes SIGINT, SIGTERM or SIGHUP on to it as one SIGINT, then exits
+with 128 + the signal (130, 143, 129); the port gets SIGINT as well if this
+process dies.
 """
 
 import os
 import sys
 
+from . import lifecycle
 from .build import build
 from .errors import UsageError
 from .paths import BOARDS, micropypath, micropython_bin
@@ -27,6 +35,15 @@ def add_parser(p):
     p.add_argument("--board", default="unix", help="board layer to run with (default unix)")
     p.add_argument("--source", action="store_true",
                    help="import the .py sources instead of compiled .mpy (costs heap)")
+
+
+def build_parser():
+    """A parser of this command's arguments alone (for callers that build its argv)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="blinds run")
+    add_parser(p)
+    return p
 
 
 def command(args):
@@ -50,4 +67,4 @@ def command(args):
 def run(args):
     argv, env = command(args)
     sys.stdout.flush()
-    os.execve(argv[0], argv, env)
+    return lifecycle.run_child(argv, env=env, name="blinds run")

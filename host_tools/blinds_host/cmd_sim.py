@@ -66,6 +66,13 @@ def options(args):
 
 
 def run(args):
+    """Run it so that Ctrl-C or SIGTERM stops it cleanly (exit 130 / 143; see lifecycle)."""
+    from . import lifecycle
+
+    return lifecycle.run_stoppable("blinds sim", _run, args)
+
+
+def _run(args):
     from .sim import report, runner
 
     opts = options(args)

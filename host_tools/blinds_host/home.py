@@ -14,8 +14,16 @@ eavesdropper sees (MAC, length, time). ``wan0`` is the uplink: a capture on it
 is the last-mile observer's (ISP's) view.
 
 The same object serves the pytest fixtures, ``blinds demo`` and the simulator.
+
+Leaving nothing behind: every name a home gives the host starts with
+``bl<letter><owner PID>-`` (see :mod:`blinds_host.leftovers`).
+:meth:`Home.close` stops every process group the home started and removes its
+names, and a signal cannot cut it in half (:func:`lifecycle.shielded`). Every
+:meth:`Home.start` first removes the homes whose owner died without closing
+them (``kill -9``, a crash); a home whose owner still runs is never touched.
 """
 
+import atexit
 import json
 import os
 import shutil
@@ -26,7 +34,7 @@ import sys
 import tempfile
 import time
 
-from . import netns, pki
+from . import leftovers, lifecycle, netns, pki
 from .errors import EnvironmentProblem
 from .netns import sh
 
@@ -39,6 +47,9 @@ INET_IP = "10.0.0.1"
 INTERNET_PREFIX = "10.0.0.0/16"
 RESOLVER_IP = "10.0.0.53"
 RESOLVER_NAME = "resolver.test"
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_LIVE = set()   # homes started by this process and not closed yet
 
 
 def device_mac(i):
@@ -98,7 +109,7 @@ class Home:
 
     _count = 0
 
-    def __init__(self, n_devices=3, workdir=None, prefix=None, zone=None):
+    def __init__(self, n_devices=3, workdir=None, prefix=None, zone=None, say=None):
         netns.require_root()
         for tool in ("unbound", "openssl"):
             if not shutil.which(tool):
@@ -107,12 +118,16 @@ class Home:
                 )
         self.n = n_devices
         Home._count += 1
-        self.prefix = prefix or "bl%d%s-" % (os.getpid() % 100000, "abcdefghijklmnopqrstuvwxyz"[Home._count % 26])
+        self.prefix = prefix or leftovers.prefix_for(_LETTERS[Home._count % 26])
+        self.own_wd = workdir is None   # a temporary folder of ours: removed by close()
         self.wd = workdir or tempfile.mkdtemp(prefix="blinds-home-")
         os.makedirs(self.wd, exist_ok=True)
         self.zone = zone if zone is not None else default_zone()
+        self.say = say or _say
         self.procs = {}
+        self.captures = []
         self.hub_proc = None
+        self.hub_stop_signal = signal.SIGINT
         self.hub_state = os.path.join(self.wd, "hub-state")
         self._started = False
 
@@ -140,7 +155,12 @@ class Home:
         self.close()
 
     def start(self):
+        """Remove stale homes, then build this one and start its peers."""
+        for line in leftovers.sweep_stale():
+            self.say(line)
+        _LIVE.add(self)
         try:
+            leftovers.write_owner(self.prefix, self.wd, self.own_wd)
             self._build_network()
             self._make_pki()
             self._start_unbound()
@@ -204,7 +224,8 @@ class Home:
         with open(self.path("unbound.conf"), "w") as f:
             f.write(conf)
         sh("unbound-checkconf", self.path("unbound.conf"))
-        self.procs["unbound"] = self.popen(self.inet_ns, ["unbound", "-d", "-c", self.path("unbound.conf")], "unbound")
+        self.procs["unbound"] = self.popen(
+            self.inet_ns, ["unbound", "-d", "-c", self.path("unbound.conf")], "unbound")
         self.wait_port(self.inet_ns, RESOLVER_IP, 853, what="unbound DoT")
 
     def _start_doh_front(self):
@@ -219,7 +240,7 @@ class Home:
     def stop_peer(self, name):
         proc = self.procs.pop(name, None)
         if proc:
-            _stop(proc)
+            lifecycle.stop_processes([(name, proc, signal.SIGTERM)])
 
     def restart_peer(self, name):
         if name == "unbound":
@@ -227,11 +248,15 @@ class Home:
         elif name == "doh":
             self._start_doh_front()
 
-    def popen(self, ns, argv, logname, **kw):
-        """Start a long-running process in namespace ``ns``; output goes to ``logname.log``."""
+    def popen(self, ns, argv, logname, env=None, **kw):
+        """Start a long-running process in namespace ``ns``; output goes to ``logname.log``.
+
+        It leads its own session (so its process group can be stopped as one).
+        """
         log = open(self.path(logname + ".log"), "ab")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [_host_tools_dir(), env.get("PYTHONPATH")] if p)
+        env = dict(os.environ if env is None else env)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in [_host_tools_dir(), env.get("PYTHONPATH")] if p)
         return subprocess.Popen(
             ["ip", "netns", "exec", ns] + argv, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, start_new_session=True, **kw
@@ -239,9 +264,11 @@ class Home:
 
     def wait_port(self, ns, ip, port, what, timeout_s=15.0):
         deadline = time.time() + timeout_s
-        probe = "import socket,sys; socket.create_connection((%r,%d),timeout=0.5).close()" % (ip, port)
+        probe = ("import socket,sys; socket.create_connection((%r,%d),timeout=0.5).close()"
+                 % (ip, port))
         while time.time() < deadline:
-            r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe], capture_output=True)
+            r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe],
+                               capture_output=True)
             if r.returncode == 0:
                 return
             time.sleep(0.1)
@@ -272,11 +299,16 @@ class Home:
             "hub": {"status_interval_s": 1},
         }
 
-    def start_hub(self, config, heap="256k", wait=True, keep_state=False):
+    def start_hub(self, config, heap="256k", wait=True, keep_state=False, via_cli=False):
         """Write ``config`` and start the firmware in the hub namespace.
 
         The hub's state folder starts empty unless ``keep_state`` (a restart).
+        ``hub_proc`` is the MicroPython port itself (its CPU time is the hub's),
+        stopped with SIGINT; with ``via_cli`` it is ``blinds run``, as a user or
+        systemd starts it, stopped with SIGTERM.
         """
+        from . import cmd_run
+
         self.stop_hub()
         cfg_path = self.path("hub.json")
         with open(cfg_path, "w") as f:
@@ -288,9 +320,15 @@ class Home:
             os.remove(os.path.join(self.hub_state, "status.json"))  # the last run's
         except FileNotFoundError:
             pass
-        cmd = [sys.executable, "-m", "blinds_host.cli", "run", "--config", cfg_path,
-               "--state", self.hub_state, "--heap", heap]
-        self.hub_proc = self.popen(self.hub_ns, cmd, "hub")
+        args = ["--config", cfg_path, "--state", self.hub_state, "--heap", heap]
+        if via_cli:
+            self.hub_proc = self.popen(
+                self.hub_ns, [sys.executable, "-m", "blinds_host.cli", "run"] + args, "hub")
+            self.hub_stop_signal = signal.SIGTERM
+        else:
+            argv, env = cmd_run.command(cmd_run.build_parser().parse_args(args))
+            self.hub_proc = self.popen(self.hub_ns, argv, "hub", env=env)
+            self.hub_stop_signal = signal.SIGINT  # the port's KeyboardInterrupt
         if wait:
             self.wait_hub()
         return self.hub_proc
@@ -305,8 +343,8 @@ class Home:
     def wait_hub(self, timeout_s=20.0, state=None):
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            st = self.hub_status()
-            if st and (st.get("state") == state if state else st.get("state") in ("running", "refusing")):
+            st = self.hub_status() or {}
+            if st.get("state") == state if state else st.get("state") in ("running", "refusing"):
                 return st
             if self.hub_proc and self.hub_proc.poll() is not None:
                 break
@@ -321,8 +359,9 @@ class Home:
             return ""
 
     def stop_hub(self):
+        """Stop the hub; it saves its learned flows and writes its status first."""
         if self.hub_proc:
-            _stop(self.hub_proc)
+            lifecycle.stop_processes([("hub", self.hub_proc, self.hub_stop_signal)])
             self.hub_proc = None
 
     # -- observation ------------------------------------------------------------
@@ -341,11 +380,29 @@ class Home:
                               capture_output=True, text=True, timeout=timeout, check=check)
 
     def close(self):
-        self.stop_hub()
-        for name in list(self.procs):
-            self.stop_peer(name)
-        for ns in [self.hub_ns, self.inet_ns] + [self.dev_ns(i) for i in range(1, self.n + 1)]:
-            netns.del_ns(ns)
+        """Stop everything this home started and remove it; return what was done (one line).
+
+        Every process group gets its signal at once (tcpdump SIGINT, to finish
+        its file; the rest SIGTERM), then SIGKILL after a shared grace period;
+        then the namespaces go, with their veths and bridge. Safe to call
+        again; a signal that comes meanwhile waits until it is done.
+        """
+        with lifecycle.shielded():
+            procs = [("tcpdump-%s" % c.iface, c.proc, signal.SIGINT) for c in self.captures]
+            if self.hub_proc:
+                procs.append(("hub", self.hub_proc, self.hub_stop_signal))
+            procs += [(name, p, signal.SIGTERM) for name, p in self.procs.items()]
+            stopped = lifecycle.stop_processes(procs)
+            self.hub_proc, self.procs, self.captures = None, {}, []
+            removed = leftovers.remove_names(self.prefix, self.wd if self.own_wd else None)
+            _LIVE.discard(self)
+        if not stopped and not removed[0]:
+            return ""
+        text = "home %s: %s%s" % (
+            self.prefix, "stopped %s; " % ", ".join(stopped) if stopped else "",
+            leftovers.removed_text(*removed))
+        lifecycle.note(text)
+        return text
 
 
 class Capture:
@@ -353,8 +410,10 @@ class Capture:
         self.path = path
         if not shutil.which("tcpdump"):
             raise EnvironmentProblem("tcpdump is not installed; run `make deps`")
-        self.proc = home.popen(home.hub_ns, ["tcpdump", "-i", iface, "-U", "--immediate-mode", "-n", "-w", path],
-                               "tcpdump-" + iface)
+        self.iface = iface
+        self.proc = home.popen(home.hub_ns, ["tcpdump", "-i", iface, "-U", "--immediate-mode",
+                                             "-n", "-w", path], "tcpdump-" + iface)
+        home.captures.append(self)  # home.close() stops it if nobody else does
         # tcpdump opens the file once it listens; wait for that.
         deadline = time.time() + 10
         while time.time() < deadline and not os.path.exists(path):
@@ -363,26 +422,23 @@ class Capture:
 
     def stop(self):
         time.sleep(0.3)
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                _stop(self.proc)
+        lifecycle.stop_processes([("tcpdump", self.proc, signal.SIGINT)], grace_s=5.0)
         return self.path
 
 
 def _stop(proc):
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
+    """Stop one process group (SIGTERM, then SIGKILL); kept for the benchmarks' callers."""
+    lifecycle.stop_processes([("process", proc, signal.SIGTERM)])
+
+
+def _say(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+@atexit.register
+def _close_live_homes():
+    for h in list(_LIVE):
+        h.close()
 
 
 def _host_tools_dir():

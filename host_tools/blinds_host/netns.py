@@ -50,14 +50,20 @@ def set_resolver(name, ip):
 
 
 def del_ns(name):
+    """Kill what still runs in namespace ``name`` and delete it; return how many were killed.
+
+    Its interfaces go with it (a veth's peer too, wherever that is).
+    """
     shutil.rmtree(os.path.join("/etc/netns", name), ignore_errors=True)
-    pids = sh("ip", "netns", "pids", name, check=False).split()
-    for pid in pids:
+    killed = 0
+    for pid in sh("ip", "netns", "pids", name, check=False).split():
         try:
             os.kill(int(pid), 9)
+            killed += 1
         except (ProcessLookupError, ValueError):
             pass
     sh("ip", "netns", "del", name, check=False)
+    return killed
 
 
 def list_ns():
@@ -65,8 +71,22 @@ def list_ns():
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
+def list_links():
+    """Names of the network interfaces of the current (root) namespace."""
+    out = sh("ip", "-o", "link", "show", check=False)
+    # "7: name@peer: <...>" or "7: name: <...>"
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()
+            if line.count(":") >= 2]
+
+
+IFNAMSIZ = 15  # longest interface name Linux takes
+
+
 def veth(a, a_ns, b, b_ns, a_mac=None):
     """Create a veth pair a<->b and move each end into its namespace."""
+    for name in (a, b):
+        if len(name) > IFNAMSIZ:
+            raise ValueError("interface name %r is longer than %d characters" % (name, IFNAMSIZ))
     sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
     if a_mac:
         sh("ip", "link", "set", a, "address", a_mac)

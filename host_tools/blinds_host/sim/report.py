@@ -54,6 +54,16 @@ def table(results):
     return rows
 
 
+def interrupted_note(results):
+    """One sentence if the run was stopped before every defense finished, else None."""
+    stop = results.get("interrupted")
+    if not stop:
+        return None
+    return ("The run was interrupted (%s): these results cover the defenses that finished (%s); "
+            "not run to the end: %s." % (stop["signal"], ", ".join(stop["finished"]) or "none",
+                                         ", ".join(stop["not_finished"]) or "none"))
+
+
 def format_table(rows):
     head = ["defense", "view", "knn", "sizes", "chance", "KB/s", "overhead KB/s",
             "p95 added ms: set-up", "data"]
@@ -116,6 +126,8 @@ def render(r):
                  "1-s samples, 10-fold cross-validation</p>" % (
                      _e(r["generated"]), _e(r["source"]), len(devices), r["duration"],
                      r["speed"], r["w"]))
+    if interrupted_note(r):
+        parts.append("<p class='bad'>%s</p>" % _e(interrupted_note(r)))
     parts.append(_summary(r))
     parts.append("<h2>Who can tell the devices apart?</h2>")
     parts.append("<p>Accuracy of identifying which device a window of traffic belongs to "

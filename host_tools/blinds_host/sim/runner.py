@@ -15,6 +15,10 @@
 Each run builds a fresh home (namespaces, unbound with the schedule's names, the
 cloud replayer on the schedule's addresses), captures both views (``wifi`` on
 br0, ``lastmile`` on wan0) and starts one device replayer per device namespace.
+
+Stopped by a signal (:mod:`blinds_host.lifecycle`), a run removes its home as it
+unwinds, and :func:`simulate` still writes results.json and report.html for
+the defenses that finished, marked as interrupted.
 """
 
 import json
@@ -24,6 +28,7 @@ import sys
 import time
 
 from .. import home as home_mod
+from .. import lifecycle
 from ..errors import UsageError
 from ..home import HUB_WAN_IP, RESOLVER_IP, Home
 from ..netns import sh
@@ -38,8 +43,8 @@ MAX_ALLOW = 128
 class SimHome(Home):
     """The test home, with a plain router instead of the hub when ``routed``."""
 
-    def __init__(self, n_devices, workdir, zone, routed=False):
-        super().__init__(n_devices=n_devices, workdir=workdir, zone=zone)
+    def __init__(self, n_devices, workdir, zone, routed=False, say=None):
+        super().__init__(n_devices=n_devices, workdir=workdir, zone=zone, say=say)
         self.routed = routed
 
     def _build_network(self):
@@ -98,10 +103,10 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
     shutil.rmtree(wd, ignore_errors=True)
     n = len(sched["devices"])
     routed = defense == "none"
-    home = SimHome(n, wd, dict(sched["zone"], **{home_mod.RESOLVER_NAME: RESOLVER_IP}),
-                   routed=routed)
-    info = {"defense": defense, "outdir": outdir, "speed": speed, "n_devices": n}
     say = progress or (lambda msg: None)
+    home = SimHome(n, wd, dict(sched["zone"], **{home_mod.RESOLVER_NAME: RESOLVER_IP}),
+                   routed=routed, say=say)
+    info = {"defense": defense, "outdir": outdir, "speed": speed, "n_devices": n}
     try:
         say("[%s] building the home (%d devices, %d servers)" % (
             defense, n, len(S.server_addresses(sched))))
@@ -251,11 +256,17 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
         sum(d["sessions"] for d in sched["devices"]), sched["duration"], speed, sched_path))
     runs = {}
     w = window or analysis.pick_window(sched["duration"] / speed)
-    for defense in defenses:
-        run = run_defense(sched_path, sched, defense, os.path.join(out, defense), speed=speed,
-                          progress=say)
-        say("[%s] analysing the captures" % defense)
-        runs[defense] = analysis.analyse(run, sched, w=w, seed=seed)
+    stopped = None
+    try:
+        for defense in defenses:
+            run = run_defense(sched_path, sched, defense, os.path.join(out, defense), speed=speed,
+                              progress=say)
+            say("[%s] analysing the captures" % defense)
+            runs[defense] = analysis.analyse(run, sched, w=w, seed=seed)
+    except lifecycle.Interrupted as e:
+        if not runs:
+            raise
+        stopped = e
     results = {
         "generated": report.now(), "source": source_name, "synthetic": bool(synthetic),
         "duration": sched["duration"], "speed": speed, "start": start, "w": w,
@@ -266,6 +277,14 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
                     for d in sched["devices"]],
         "recorded_series": {d["name"]: d["series"] for d in sched["devices"]},
         "runs": runs,
+        "interrupted": None if stopped is None else {
+            "signal": stopped.signame, "finished": list(runs),
+            "not_finished": [d for d in defenses if d not in runs]},
     }
-    path_json, path_html = report.write(results, out)
+    with lifecycle.shielded():
+        path_json, path_html = report.write(results, out)
+    if stopped is not None:
+        lifecycle.note("kept the finished defenses (%s): %s, %s" % (
+            ", ".join(runs), path_json, path_html))
+        raise stopped
     return results, path_json, path_html
