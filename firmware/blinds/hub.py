@@ -367,10 +367,7 @@ class Hub:
                 self.learner.save()
             except (OSError, MemoryError) as e:
                 self.board.log("hub: cannot save learned flows: %r" % (e,))
-        try:
-            self.board.save_json("status.json", self.status())
-        except (OSError, MemoryError) as e:
-            self.board.log("hub: cannot write status: %r" % (e,))
+        self.write_status(force=True)
         self.board.log("hub: stopped")
 
 
