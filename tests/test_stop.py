@@ -212,7 +212,7 @@ def cloud(home):
 
 def learn_config(home):
     cfg = home.hub_config(devices=[{"mac": LEARNER, "name": "learner", "policy": "learn"}])
-    cfg["relay"] = {"half_close_ms": 200}  # a stream is learned when it ends: end it soon
+    cfg["relay"]["half_close_ms"] = 200  # a stream is learned when it ends: end it soon
     return cfg
 
 
