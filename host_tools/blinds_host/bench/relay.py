@@ -175,7 +175,7 @@ def bench_bulk_throughput(nbytes=64 * MIB, rounds=3, home=None, dev=1, heap=None
             runs, before, after, log = _bulk_session(h, cfg, heap, dev, ip, nbytes, rounds)
             diag = None
             if diagnostic_buffer_size:
-                dcfg = dict(cfg, relay={"buffer_size": diagnostic_buffer_size})
+                dcfg = dict(cfg, relay=dict(cfg["relay"], buffer_size=diagnostic_buffer_size))
                 diag = _bulk_session(h, dcfg, heap, dev, ip, nbytes, 1)
         finally:
             h.stop_peer(srv)
@@ -441,7 +441,7 @@ def bench_stream_heap(home=None, n_devices=4, per_device=4, seconds=6.0, interva
             capped = _hold_run(h, cfg, cap, *hold)
             diag = None
             if diagnostic_buffer_size:
-                dcfg = dict(cfg, relay={"buffer_size": diagnostic_buffer_size})
+                dcfg = dict(cfg, relay=dict(cfg["relay"], buffer_size=diagnostic_buffer_size))
                 diag = _hold_run(h, dcfg, roomy_heap, *hold)
         finally:
             h.stop_peer(srv)
