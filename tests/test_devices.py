@@ -90,7 +90,8 @@ def test_conflict_then_settle():
     # after the hold time the table has settled
     d.hold_ms = 0
     for dev in d.slots:
-        dev.hold_until = None
+        if dev is not None:
+            dev.hold_until = None
     assert d.who(b"a") is plug
 
 

@@ -20,23 +20,26 @@ from blinds.compat import ticks_add, ticks_diff, ticks_ms
 
 
 class Device:
-    __slots__ = ("mac", "name", "idx", "known", "ip", "ip_ms", "hold_until", "seen_s", "streams",
-                 "counts")
+    # Class attributes are the defaults: an instance holds only what was set
+    # on it (MicroPython ignores __slots__; every instance attribute costs).
+    ip = None
+    ip_ms = 0
+    hold_until = None
+    seen_s = 0
+    streams = 0  # relayed streams open now
+    counts = None  # counter name -> int, made at the first count
+    gen = 0  # how many MACs this slot has held (the decision log tells them apart)
 
     def __init__(self, idx, known):
         self.idx = idx
         self.known = known
         self.mac = None
         self.name = "?"
-        self.ip = None
-        self.ip_ms = 0
-        self.hold_until = None
-        self.seen_s = 0
-        self.streams = 0  # relayed streams open now
-        self.counts = {}  # counter name -> int; a handful of keys per device
 
     def count(self, key, n=1):
         c = self.counts
+        if c is None:
+            c = self.counts = {}
         c[key] = c.get(key, 0) + n
 
 
@@ -54,7 +57,8 @@ class Devices:
         self.n_unknown = cfg["hub"]["unknown_devices"]
         self.hold_ms = cfg["hub"]["identity_hold_s"] * 1000
         n = self.n_known + self.n_unknown
-        self.slots = [Device(i, i < self.n_known) for i in range(n)]
+        # Unknown slots get their object when first used.
+        self.slots = [Device(i, True) if i < self.n_known else None for i in range(n)]
         self.by_mac = {}
         self.by_ip = {}  # address key -> the device that used it last
         for i in range(self.n_known):
@@ -128,7 +132,9 @@ class Devices:
         # A MAC the config does not name: the least recently seen unknown slot.
         u = self.tail
         dev = self.slots[self.n_known + u]
-        if dev.mac is not None:
+        if dev is None:
+            dev = self.slots[self.n_known + u] = Device(self.n_known + u, False)
+        elif dev.mac is not None:
             self.evictions += 1
             del self.by_mac[dev.mac]
             if dev.ip is not None and self.by_ip.get(dev.ip) is dev:
@@ -140,7 +146,8 @@ class Devices:
         dev.ip = None
         dev.hold_until = None
         dev.streams = 0
-        dev.counts = {}
+        dev.counts = None
+        dev.gen += 1
         self.by_mac[mac] = dev
         self._touch(u)
         return dev
@@ -160,8 +167,13 @@ class Devices:
         self.head = u
 
     # -- what others ask ---------------------------------------------------------
-    def name_of(self, idx):
-        return self.slots[idx].name if 0 <= idx < len(self.slots) else "?"
+    def name_of(self, idx, gen=None):
+        # The name of the device in slot idx (if gen is given: only while the
+        # slot still holds the device of that generation).
+        d = self.slots[idx] if 0 <= idx < len(self.slots) else None
+        if d is None or (gen is not None and d.gen & 0xFFFF != gen):
+            return "?"
+        return d.name
 
     def seen(self, dev, now_s):
         dev.seen_s = int(now_s)
@@ -169,11 +181,12 @@ class Devices:
     def status(self):
         devs = []
         for d in self.slots:
-            if d.mac is not None:
+            if d is not None and d.mac is not None:
                 e = {"name": d.name, "mac": d.mac, "known": d.known,
                      "policy": self.policy.policy_of(d.mac), "last_seen_s": d.seen_s,
                      "streams": d.streams}
-                e.update(d.counts)
+                if d.counts:
+                    e.update(d.counts)
                 devs.append(e)
         return {"slots": len(self.slots), "unknown_slots": self.n_unknown,
                 "evictions": self.evictions, "conflicts": self.conflicts, "devices": devs}

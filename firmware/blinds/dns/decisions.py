@@ -15,7 +15,6 @@ from blinds.compat import const
 MAX_NAMES = const(96)  # (device, name) counters kept across all devices
 _COUNT_MAX = const(0x1FFFFFFF)
 _NAME_CAP = const(64)  # bytes of a name kept in the ring (longer ones are cut)
-_DEV_CAP = const(32)  # bytes of a device name kept in the ring
 
 ALLOW = "allow"
 BLOCK = "block"
@@ -28,9 +27,10 @@ class DecisionLog:
     def __init__(self, size, n_slots, max_names=MAX_NAMES):
         self.size = size
         self.t = array("i", [0] * size)
-        self.meta = array("H", [0] * (size * 4))  # device name length, qtype, action, name length
+        # Per entry: device slot + 1 (0: none), the slot's generation, qtype,
+        # action, name length.
+        self.meta = array("H", [0] * (size * 5))
         self.nbuf = bytearray(size * _NAME_CAP)
-        self.dbuf = bytearray(size * _DEV_CAP)
         self.pos = 0
         self.total = 0
         self.max_names = max_names
@@ -43,18 +43,16 @@ class DecisionLog:
         # dev: a blinds.devices.Device (idx < 0: no table of its own) or None.
         i = self.pos
         self.t[i] = int(t_s)
-        m = i * 4
-        dname = dev.name if dev is not None else "?"
-        d = min(len(dname), _DEV_CAP)
-        o = i * _DEV_CAP
-        self.dbuf[o:o + d] = dname.encode()[:d]
-        self.meta[m] = d
-        self.meta[m + 1] = qtype
-        self.meta[m + 2] = _ACTIONS.index(action)
+        m = i * 5
+        known = dev is not None and dev.idx >= 0
+        self.meta[m] = dev.idx + 1 if known else 0
+        self.meta[m + 1] = dev.gen & 0xFFFF if known else 0
+        self.meta[m + 2] = qtype
+        self.meta[m + 3] = _ACTIONS.index(action)
         n = min(len(name), _NAME_CAP)
         o = i * _NAME_CAP
         self.nbuf[o:o + n] = name.encode()[:n]  # a transient copy, not a kept one
-        self.meta[m + 3] = n
+        self.meta[m + 4] = n
         self.pos = (i + 1) % self.size
         self.total += 1
         if dev is None or dev.idx < 0:
@@ -89,25 +87,26 @@ class DecisionLog:
         self.totals[2 * idx] = 0
         self.totals[2 * idx + 1] = 0
 
-    def recent(self):
-        # Oldest first: [t, device, name, qtype, action].
+    def recent(self, name_of):
+        # Oldest first: [t, device, name, qtype, action]. name_of(slot, gen):
+        # the device's name, "?" once its slot went to another MAC.
         out = []
         n = min(self.total, self.size)
         start = (self.pos - n) % self.size
         for j in range(n):
             i = (start + j) % self.size
-            m = i * 4
+            m = i * 5
             o = i * _NAME_CAP
-            name = bytes(self.nbuf[o:o + self.meta[m + 3]]).decode()
-            o = i * _DEV_CAP
-            dev = bytes(self.dbuf[o:o + self.meta[m]]).decode()
-            out.append([self.t[i], dev, name, self.meta[m + 1], _ACTIONS[self.meta[m + 2]]])
+            name = bytes(self.nbuf[o:o + self.meta[m + 4]]).decode()
+            slot = self.meta[m]
+            dev = name_of(slot - 1, self.meta[m + 1]) if slot else "?"
+            out.append([self.t[i], dev, name, self.meta[m + 2], _ACTIONS[self.meta[m + 3]]])
         return out
 
     def snapshot(self, name_of):
         # name_of(slot) -> the device's name now.
         return {"total": self.total, "names_dropped": self.names_dropped,
-                "devices": _Devices(self, name_of), "recent": self.recent()}
+                "devices": _Devices(self, name_of), "recent": self.recent(name_of)}
 
 
 class _Devices:
