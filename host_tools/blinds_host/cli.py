@@ -42,6 +42,8 @@ COMMANDS = {
     "demo": ("blinds_host.cmd_demo", "see the hub at work in a simulated home (a few minutes)"),
     "sim": ("blinds_host.cmd_sim",
             "replay your recorded devices through the hub and measure what still leaks"),
+    "provision": ("blinds_host.cmd_provision",
+                  "give an ESP32 hub its uplink Wi-Fi over USB serial (Improv Wi-Fi)"),
 }
 
 # command name -> (what it does, for its user; examples)
@@ -103,6 +105,13 @@ delay it adds. The results go to OUT/results.json and OUT/report.html. Needs
 root.""",
             """example:
   sudo blinds sim --devices-from packets.csv.gz --duration 600 --out sim-out"""),
+    "provision": ("""Give an ESP32 hub the Wi-Fi network it uses as its uplink, over the USB
+cable, with Improv Wi-Fi (the protocol ESPHome and WLED use). The hub tries to
+join the network and says whether it could. --dry-run prints the frames that
+would be sent, one per line in hex, and opens no port.""",
+                  """examples:
+  blinds provision --port /dev/ttyUSB0 --ssid home --passphrase my-wifi-passphrase
+  blinds provision --dry-run --ssid home --passphrase secret"""),
 }
 
 
