@@ -3,11 +3,13 @@
 # same interface as boards/unix/board.py; exercised on hardware, not in CI
 # (there is no radio here).
 import asyncio
+import sys
 import time
 
 import network
 
 from blinds.storage import Storage
+from fwcheck import too_old
 from limits import LIMITS
 
 _STA_CONNECT_MS = 20000
@@ -25,6 +27,8 @@ class Board(Storage):
     default_ap_ip = "192.168.4.1"
     limits = LIMITS
     max_sockets = LIMITS["max_sockets"]
+    # sys.version: "3.4.0; MicroPython v1.29.0-preview.26.g2f16bf430a on 2026-04-10"
+    firmware_version = sys.version.split("MicroPython ")[-1]
 
     def __init__(self, config_path="/hub.json", state_dir="/state"):
         Storage.__init__(self, config_path, state_dir)
@@ -36,6 +40,12 @@ class Board(Storage):
 
     # -- network -----------------------------------------------------------
     async def start_network(self, cfg):
+        try:
+            why = too_old(self.firmware_version)
+        except ValueError:
+            why = "cannot tell the firmware's version from %r" % self.firmware_version
+        if why:
+            raise BoardError(why)
         ap_cfg = cfg["ap"]
         self.ap = network.WLAN(network.AP_IF)
         self.ap.active(True)
@@ -67,11 +77,15 @@ class Board(Storage):
         return mac
 
     def _read_stations(self):
-        # v1.28 returns [(mac,), ...]; newer firmware (mac, ip). Without the IP
-        # the hub cannot tell devices apart, so it treats them as unknown (the
-        # default policy): fail closed.
+        # From v1.29.0-preview.26: [(mac, ip or None)] (older firmware gives
+        # (mac,) and is refused at boot). A station without an address yet is
+        # unknown (the default policy): fail closed.
         table = {}
-        for st in self.ap.status("stations"):
+        ap = self.ap
+        if ap is None:
+            return
+        # the stubs type status(param) as int; with "stations" it is a list
+        for st in ap.status("stations"):  # pyright: ignore[reportGeneralTypeIssues]
             if len(st) >= 2 and st[1]:
                 mac = ":".join("%02x" % b for b in st[0])
                 table[st[1]] = mac
@@ -89,10 +103,10 @@ class Board(Storage):
         return [(mac, ip) for ip, mac in self.leases.items()]
 
     def wait_readable(self, sock):
-        yield asyncio.core._io_queue.queue_read(sock)
+        yield asyncio.core._io_queue.queue_read(sock)  # pyright: ignore  (MicroPython asyncio)
 
     def wait_writable(self, sock):
-        yield asyncio.core._io_queue.queue_write(sock)
+        yield asyncio.core._io_queue.queue_write(sock)  # pyright: ignore  (MicroPython asyncio)
 
     # -- clock and log -----------------------------------------------------------
     def time_s(self):
