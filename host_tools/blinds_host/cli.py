@@ -44,6 +44,8 @@ COMMANDS = {
             "replay your recorded devices through the hub and measure what still leaks"),
     "provision": ("blinds_host.cmd_provision",
                   "give an ESP32 hub its uplink Wi-Fi over USB serial (Improv Wi-Fi)"),
+    "image": ("blinds_host.cmd_image",
+              "build a hub image for an ESP32 from a MicroPython firmware and a configuration"),
 }
 
 # command name -> (what it does, for its user; examples)
@@ -112,6 +114,14 @@ would be sent, one per line in hex, and opens no port.""",
                   """examples:
   blinds provision --port /dev/ttyUSB0 --ssid home --passphrase my-wifi-passphrase
   blinds provision --dry-run --ssid home --passphrase secret"""),
+    "image": ("""Build one file to flash onto an ESP32: the MicroPython firmware you give,
+with the hub's modules compiled to bytecode and your configuration in a
+filesystem image placed where the firmware's partition table says. Firmware
+too old for the hub is refused. --partitions prints the firmware's partition
+table as JSON lines.""",
+              """examples:
+  blinds image --firmware ESP32_GENERIC_S3-SPIRAM_OCT.bin --config hub.json -o hub-image.bin
+  blinds image --firmware ESP32_GENERIC.bin --partitions"""),
 }
 
 
