@@ -46,6 +46,7 @@ COMMANDS = {
                   "give an ESP32 hub its uplink Wi-Fi over USB serial (Improv Wi-Fi)"),
     "image": ("blinds_host.cmd_image",
               "build a hub image for an ESP32 from a MicroPython firmware and a configuration"),
+    "flash": ("blinds_host.cmd_flash", "write a hub image onto an ESP32 over USB (esptool)"),
 }
 
 # command name -> (what it does, for its user; examples)
@@ -122,6 +123,13 @@ table as JSON lines.""",
               """examples:
   blinds image --firmware ESP32_GENERIC_S3-SPIRAM_OCT.bin --config hub.json -o hub-image.bin
   blinds image --firmware ESP32_GENERIC.bin --partitions"""),
+    "flash": ("""Write a hub image from `blinds image` onto an ESP32 connected by USB, with
+esptool: the chip is detected (it must be the one the image is for), the flash
+erased, written with a progress display, and verified; then the board
+restarts as a hub. --dry-run prints the equivalent esptool commands.""",
+              """examples:
+  blinds flash --port /dev/ttyUSB0 --image hub-image.bin
+  blinds flash --port /dev/ttyACM0 --dry-run"""),
 }
 
 
