@@ -47,6 +47,8 @@ COMMANDS = {
     "image": ("blinds_host.cmd_image",
               "build a hub image for an ESP32 from a MicroPython firmware and a configuration"),
     "flash": ("blinds_host.cmd_flash", "write a hub image onto an ESP32 over USB (esptool)"),
+    "deploy": ("blinds_host.cmd_deploy",
+               "copy the hub's code and configuration onto an ESP32 running MicroPython"),
 }
 
 # command name -> (what it does, for its user; examples)
@@ -130,6 +132,13 @@ restarts as a hub. --dry-run prints the equivalent esptool commands.""",
               """examples:
   blinds flash --port /dev/ttyUSB0 --image hub-image.bin
   blinds flash --port /dev/ttyACM0 --dry-run"""),
+    "deploy": ("""Copy the hub onto an ESP32 that already runs a recent MicroPython, with
+mpremote: the compiled modules, main.py, your configuration and the files it
+names. Only files that changed are copied; the hub's state on the board is
+kept. The board then soft-resets and starts the hub.""",
+               """examples:
+  blinds deploy --port /dev/ttyACM0 --config hub.json
+  blinds deploy --port /dev/ttyUSB0 --dry-run"""),
 }
 
 
