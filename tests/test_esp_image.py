@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from blinds_host.errors import read_input
+from blinds_host import pki
 from blinds_host.esp import firmware, image, imageboot, partitions
 from blinds_host.paths import micropython_bin
 from test_dns_home import devices, dig
@@ -32,8 +33,8 @@ def _fw(tmp_path, chip, parts=None, name="fw.bin"):
 
 def _config(tmp_path, cfg=None):
     (tmp_path / "certs").mkdir(exist_ok=True)
-    (tmp_path / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nAA==\n"
-                                               "-----END CERTIFICATE-----\n")
+    if not (tmp_path / "certs" / "ca.pem").exists():
+        pki.make_ca(str(tmp_path / "certs"), "ca", "Image Test CA")
     cfg = cfg or {"ap": {"ip": AP_IP, "ssid": "blinds", "passphrase": "correct horse battery"},
                   "dns": {"upstreams": [{"type": "dot", "ip": "10.0.0.53", "name": "r.test",
                                          "ca_file": "certs/ca.pem"}]}}
@@ -140,6 +141,16 @@ def test_romfs_too_small_refused(tmp_path):
     fw = _fw(tmp_path, "esp32s3", parts)
     with pytest.raises(image.ImageError, match="do not fit the romfs"):
         image.build_image(fw, _config(tmp_path), str(tmp_path / "o.bin"))
+
+
+def test_invalid_config_refused(tmp_path):
+    fw = _fw(tmp_path, "esp32s3")
+    cfg = _config(tmp_path)
+    (tmp_path / "bad.json").write_text(open(cfg).read().replace('"blinds"', '""'))
+    r = subprocess.run([sys.executable, "-m", "blinds_host.cli", "image", "--firmware", fw.path,
+                        "--config", str(tmp_path / "bad.json"), "-o", str(tmp_path / "o.bin")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "$.ap.ssid" in r.stderr and not (tmp_path / "o.bin").exists()
 
 
 def test_cli_builds_image(tmp_path):

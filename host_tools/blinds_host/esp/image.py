@@ -68,11 +68,16 @@ def check_mpy(mpy, version):
 def hub_files(config_path):
     """{path in the image: bytes}: the configuration, with each ``*_file`` it names
     copied under files/ and the reference rewritten to match."""
+    from blinds import config
+
+    from ..cmd_config import check_file
+    from ..errors import ConfigError
+
     base = os.path.dirname(os.path.abspath(config_path))
-    try:
-        cfg = json.loads(read_input(config_path).decode())
-    except ValueError as e:
-        raise UsageError("%s is not valid JSON: %s" % (config_path, e))
+    problems = check_file(config_path, board=BOARD)
+    if problems:
+        raise ConfigError(problems)
+    cfg = config.load_text(read_input(config_path))
     files = {}
 
     def walk(node):
