@@ -27,6 +27,7 @@ STA_IF = 0
 AUTH_WPA2_PSK = 3
 calls = []
 STATIONS = []
+ACCEPT = None  # (ssid, password) the MOCK's uplink network takes; None: any
 class WLAN:
     def __init__(self, interface_id=STA_IF):
         self.iface = interface_id
@@ -41,7 +42,10 @@ class WLAN:
             return ("192.168.4.1", "255.255.255.0", "192.168.4.1", "192.168.4.1")
     def connect(self, ssid=None, password=None, *, bssid=None):
         calls.append(("connect", ssid, password))
-        self._connected = True
+        self._connected = ACCEPT is None or (ssid, password) == ACCEPT
+    def disconnect(self):
+        calls.append(("disconnect", self.iface))
+        self._connected = False
     def isconnected(self):
         return self._connected
     def status(self, param=None):
@@ -143,17 +147,17 @@ def test_board_type_checks_against_esp32_stubs(tmp_path):
     pyright = os.path.join(os.path.dirname(sys.executable), "pyright")
     if not os.path.exists(pyright):
         pytest.fail("pyright is not installed (pip install -e '.[test]')")
-    for f in ("board.py", "fwcheck.py", "limits.py", "improv_ble.py"):
+    for f in ("board.py", "fwcheck.py", "limits.py", "improv_ble.py", "improv_setup.py"):
         shutil.copy(os.path.join(BOARDS, "esp32", f), tmp_path / f)
     (tmp_path / "pyrightconfig.json").write_text(json.dumps({
-        "include": ["board.py", "fwcheck.py"], "extraPaths": [FIRMWARE, stubs],
+        "include": ["board.py", "fwcheck.py", "improv_setup.py"], "extraPaths": [FIRMWARE, stubs],
         "typeshedPath": stubs, "pythonVersion": "3.11", "typeCheckingMode": "basic",
         "reportMissingModuleSource": "none"}))
     r = subprocess.run([pyright, "-p", str(tmp_path / "pyrightconfig.json"), "--outputjson"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path,
                        env=dict(os.environ, PYRIGHT_PYTHON_IGNORE_WARNINGS="1"))
     report = json.loads(r.stdout)
-    assert report["summary"]["filesAnalyzed"] == 2
+    assert report["summary"]["filesAnalyzed"] == 3
     errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
     assert errors == [], errors
     # the check has teeth: a call the stubs do not allow is reported
@@ -190,6 +194,8 @@ def test_mock_network_matches_the_stubs():
     for node in mock.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
             name = node.targets[0].id
+            if name == "ACCEPT":
+                continue  # the MOCK's own knob, not part of the module
             assert consts[name] == node.value.value, name
             checked += 1
         if isinstance(node, ast.ClassDef):
@@ -205,3 +211,60 @@ def test_mock_network_matches_the_stubs():
                 assert any(kw <= {a.arg for a in s.kwonlyargs} for s in methods[f.name]), f.name
                 checked += 1
     assert checked >= 9
+
+
+# -- first boot: Improv provisioning on the board, MOCK radio and MOCK aioble ------------
+
+SETUP = '''
+import sys, json
+sys.path.insert(0, "%(mock)s")
+import network, aioble
+network.ACCEPT = ("home-net", "correct horse")
+import improv_setup
+improv_setup.JOIN_MS = 300
+from board import Board
+b = Board("%(cfg)s", "%(state)s")
+cfg = json.loads(b.read_config())
+class Out:
+    def __init__(self):
+        self.data = bytearray()
+    def write(self, d):
+        self.data += d
+out = Out()
+done = improv_setup.ensure_uplink(b, cfg, ("Blinds", "0.1", "esp32", "hub"), stdout=out)
+again = improv_setup.ensure_uplink(b, cfg, ("Blinds", "0.1", "esp32", "hub"), stdout=out)
+print(json.dumps({"done": done, "again": again, "out": out.data.hex(), "calls": network.calls,
+                  "ble": aioble.log, "saved": b.saved_uplink()}))
+'''
+
+
+def test_first_boot_provisions_over_serial(tmp_path):
+    from blinds.provision import improv as iv
+    from blinds_host.esp.improv_serial import frames
+
+    from test_improv_hub import MOCK_AIOBLE, MOCK_BLUETOOTH
+
+    mock = tmp_path / "mock"
+    mock.mkdir()
+    (mock / "network.py").write_text(MOCK_NETWORK)
+    (mock / "aioble.py").write_text(MOCK_AIOBLE)
+    (mock / "bluetooth.py").write_text(MOCK_BLUETOOTH)
+    (tmp_path / "hub.json").write_text(json.dumps({"ap": {"ssid": "blinds"}}))
+    src = SETUP % {"mock": mock, "cfg": tmp_path / "hub.json", "state": tmp_path / "state"}
+    env = dict(os.environ, MICROPYPATH=build("esp32") + ":.frozen")
+    wrong = frames("home-net", "wrong")[1]
+    stdin = b"boot noise" + frames("home-net", "correct horse")[0] + wrong
+    r = subprocess.run([micropython_bin(), "-X", "heapsize=256k", "-c", src], capture_output=True,
+                       env=env, timeout=120, input=stdin + frames("home-net", "correct horse")[1])
+    assert r.returncode == 0, (r.stdout + r.stderr).decode()
+    res = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert res["done"] is True and res["again"] is False
+    assert res["saved"] == {"ssid": "home-net", "passphrase": "correct horse"}
+    got = iv.FrameReader().feed(bytes.fromhex(res["out"]))
+    assert (iv.TYPE_ERROR, bytes([iv.ERR_UNABLE_TO_CONNECT])) in got  # the wrong passphrase
+    assert got[-2:] == [(iv.TYPE_STATE, bytes([iv.STATE_PROVISIONED])),
+                        (iv.TYPE_RESULT, iv.result(iv.CMD_WIFI_SETTINGS, [""]))]
+    assert ["connect", "home-net", "wrong"] in res["calls"]
+    assert res["calls"][-1] == ["connect", "home-net", "correct horse"]
+    # BLE advertised while waiting and was switched off once provisioned
+    assert res["ble"][0][0] == "advertise" and res["ble"][-1] == ["stop"]

@@ -92,7 +92,7 @@ def test_image_layout_read_back_by_micropython(tmp_path, chip, parts):
                                    + ([] if fw.romfs() else ["lib"]))
     assert seen["files"] == ["ca.pem"]
     assert seen["hub"]["dns"]["upstreams"][0]["ca_file"] == "files/ca.pem"
-    assert "hub.run(Board(" in seen["main"]
+    assert "improv_setup.ensure_uplink(" in seen["main"] and "hub.run(board)" in seen["main"]
     if fw.romfs():
         assert data[fw.romfs().offset - fw.base:][:3] == b"\xd2\xcd\x31"  # ROMFS header
         assert "hub.mpy" in seen["rom"] and seen["imported_from"].startswith("/rom/lib/")

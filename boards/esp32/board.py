@@ -3,6 +3,7 @@
 # same interface as boards/unix/board.py; exercised on hardware, not in CI
 # (there is no radio here).
 import asyncio
+import json
 import sys
 import time
 
@@ -53,7 +54,7 @@ class Board(Storage):
                        authmode=network.AUTH_WPA2_PSK, max_clients=ap_cfg["max_clients"])
         mask = ap_cfg["netmask"]
         self.ap.ifconfig((ap_cfg["ip"], mask, ap_cfg["ip"], ap_cfg["ip"]))
-        up = cfg.get("uplink")
+        up = cfg.get("uplink") or self.saved_uplink()
         self.sta = network.WLAN(network.STA_IF)
         self.sta.active(True)
         if up:
@@ -63,6 +64,11 @@ class Board(Storage):
             if time.ticks_diff(time.ticks_ms(), t0) > _STA_CONNECT_MS:
                 raise BoardError("uplink did not connect within %d ms" % _STA_CONNECT_MS)
             await asyncio.sleep_ms(200)
+
+    def saved_uplink(self):
+        # what Improv provisioning stored (improv_setup.py), if the config has none
+        data = self.load("uplink.json")
+        return json.loads(data) if data else None
 
     def peer_ip(self, addr):
         return addr[0]
