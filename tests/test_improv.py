@@ -138,6 +138,13 @@ def test_reader_finds_frames_in_console_output(parts, chunks):
     assert len(r.buf) == 0
 
 
+def test_reader_skips_the_word_in_console_text():
+    r = iv.FrameReader()
+    f = spec_frame(1, b"\x02")
+    assert r.feed(b"log: IMPROVED things\n" + f) == [(1, b"\x02")]
+    assert r.skipped == len(b"log: IMPROVED things\n") and r.bad == 0
+
+
 def test_advertisement_layout():
     adv = iv.advertisement(iv.STATE_AUTHORIZED, iv.CAP_DEVICE_INFO | iv.CAP_IDENTIFY)
     assert len(adv) == 31
@@ -198,7 +205,8 @@ def run(case):
 def _cases():
     cases = [["wifi", "MyWirelessAP", "mysecurepassword", False],
              ["wifi", "caf\u00e9 \u2603", "p\u00e4ss", True],
-             ["adv", 2, 3, "blinds-1234"], ["adv", 4, 7, "x" * 40]]
+             ["adv", 2, 3, "blinds-1234"], ["adv", 4, 7, "x" * 40],
+             ["reader", [b"log: IMPROVED\n".hex() + spec_frame(2, b"\x03").hex()]]]
     for i in range(0, 256, 37):
         data = bytes(range(i, min(256, i + 40)))
         f = spec_frame(1 + i % 4, data)

@@ -160,6 +160,11 @@ class FrameReader:
             if i:
                 self.skipped += i
                 buf[:] = buf[i:]
+            if len(buf) > 6 and buf[6] != VERSION:
+                # "IMPROV" in console text, not a frame: skip past it
+                self.skipped += 6
+                buf[:] = buf[6:]
+                continue
             if len(buf) < _HEAD_LEN:
                 return out
             size = _HEAD_LEN + buf[8] + 1
