@@ -68,7 +68,8 @@ def _read_back(tmp_path, fw, out):
     argv = imageboot.boot_argv(out, fw, tmp_path / "state")
     boot = tmp_path / "boot.py"
     boot.write_text(argv[-1])
-    fs, rom = fw.filesystem(), fw.romfs()
+    fs = fw.filesystem()
+    rom = fw.romfs() if image.ROMFS_QSTR in fw.app_image() else None
     src = LIST % {"boot": str(boot), "image": out, "fs_start": fs.offset - fw.base,
                   "fs_blocks": fs.size // 4096, "rom_start": rom.offset - fw.base if rom else 0,
                   "rom_size": rom.size if rom else 0}
@@ -99,6 +100,17 @@ def test_image_layout_read_back_by_micropython(tmp_path, chip, parts):
         assert "romfs 0x1e0000" in summary
     else:
         assert "hub.mpy" in seen["lib"]
+
+
+def test_romfs_partition_without_romfs_support(tmp_path):
+    """A romfs partition in a firmware built without ROMFS: the modules go to /lib."""
+    p = tmp_path / "fw.bin"
+    p.write_bytes(make_firmware("esp32s3", romfs=False))
+    fw = partitions.load(str(p))
+    out = str(tmp_path / "img.bin")
+    summary = image.build_image(fw, _config(tmp_path), out)
+    assert "no ROMFS support" in summary
+    assert "hub.mpy" in _read_back(tmp_path, fw, out)["lib"]
 
 
 def test_merge_matches_esptools_own_command(tmp_path):

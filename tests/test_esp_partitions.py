@@ -50,8 +50,9 @@ S3_PARTS = [("nvs", 1, 2, 0x9000, 0x6000), ("phy_init", 1, 1, 0xF000, 0x1000),
 
 
 def make_firmware(chip="esp32s3", version="v1.29.0-preview.40.g0123abcd", parts=S3_PARTS,
-                  table_at=0x8000, md5=True, flash_code=2, app_size=0x3000):
-    """A firmware file as the MicroPython build lays it out for ``chip``."""
+                  table_at=0x8000, md5=True, flash_code=2, app_size=0x3000, romfs=True):
+    """A firmware file as the MicroPython build lays it out for ``chip``; ``romfs``:
+    built with ROMFS support (the qstr rom_ioctl is in it)."""
     base = BASES[chip]
     table = b"".join(entry(*p) for p in parts)
     if md5:
@@ -59,7 +60,8 @@ def make_firmware(chip="esp32s3", version="v1.29.0-preview.40.g0123abcd", parts=
     app = next(p for p in parts if p[1] == 0)
     banner = ("MicroPython %s on 2026-05-01; Generic %s module with %s\0"
               % (version, chip.upper(), chip.upper())).encode()
-    app_img = (image_header(CHIP_IDS[chip]) + b"\0" * 8 + banner).ljust(app_size, b"\x5a")
+    app_img = (image_header(CHIP_IDS[chip]) + b"\0" * 8 + banner
+               + (b"\0rom_ioctl\0" if romfs else b"")).ljust(app_size, b"\x5a")
     out = bytearray(b"\xff" * (app[3] - base + len(app_img)))
     out[0:25] = image_header(CHIP_IDS[chip], flash_code)
     out[table_at - base:table_at - base + len(table)] = table

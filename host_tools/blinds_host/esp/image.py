@@ -5,10 +5,10 @@ From a MicroPython firmware file and a hub configuration:
 1. The firmware's version is read and checked (too old: refused).
 2. Every hub module (firmware/blinds and boards/esp32) is compiled with
    mpy-cross; the .mpy format must be one the firmware reads.
-3. If the firmware has a ``romfs`` partition (MicroPython >= 1.25 layouts), the
-   compiled modules go into a ROMFS image for it, under ``lib/``: MicroPython
-   runs them in place from flash, so bytecode takes no GC heap. Otherwise they
-   go to ``/lib`` on the filesystem.
+3. If the firmware has a ``romfs`` partition and ROMFS support (MicroPython
+   >= 1.25 built with MICROPY_VFS_ROM), the compiled modules go into a ROMFS
+   image for it, under ``lib/``: MicroPython runs them in place from flash, so
+   bytecode takes no GC heap. Otherwise they go to ``/lib`` on the filesystem.
 4. The filesystem partition gets a LittleFS image (littlefs-python, with the
    parameters of MicroPython's ``vfs.VfsLfs2``): ``/main.py``, ``/hub.json``,
    the files the configuration names (``ca_file``) under ``/files``, an empty
@@ -32,6 +32,9 @@ LFS_READ = 32
 LFS_PROG = 32
 LFS_LOOKAHEAD = 32
 FILES_DIR = "files"
+# The name vfs.rom_ioctl is in the firmware's qstr pool only if it was built
+# with ROMFS (MICROPY_VFS_ROM); stock ESP32 builds are not, up to v1.28.
+ROMFS_QSTR = b"rom_ioctl"
 
 
 class ImageError(BlindsError):
@@ -165,6 +168,10 @@ def plan(fw, config_path, flash_size=None):
     parts = [(fw.base, fw.data)]
     lines = ["%s for %s (%s)" % (version, fw.chip, fw.path)]
     rom = fw.romfs()
+    if rom is not None and ROMFS_QSTR not in fw.app_image():
+        lines.append("the firmware has a romfs partition but no ROMFS support (no "
+                     "vfs.rom_ioctl): modules go to /lib")
+        rom = None
     if rom is not None:
         romfs = romfs_image(mods)
         if len(romfs) > rom.size:

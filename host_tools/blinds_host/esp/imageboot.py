@@ -11,6 +11,7 @@ the image and keeps its state in ``state_dir`` on the host.
 import os
 
 from ..paths import BOARDS, micropython_bin
+from . import image
 
 BOOT = r'''
 import sys, vfs
@@ -60,7 +61,7 @@ hub.run(Board("/flash/hub.json", %(state)r))
 def boot_argv(image_path, fw, state_dir, heap="512k", flash_size=None):
     """The argv that boots the hub from ``image_path`` (built from firmware ``fw``)."""
     fs = fw.filesystem(flash_size)
-    rom = fw.romfs()
+    rom = fw.romfs() if image.ROMFS_QSTR in fw.app_image() else None
     src = BOOT % {
         "image": os.path.abspath(image_path), "board": os.path.join(BOARDS, "unix"),
         "fs_start": fs.offset - fw.base, "fs_blocks": fs.size // 4096,
