@@ -28,6 +28,10 @@ AUTH_WPA2_PSK = 3
 calls = []
 STATIONS = []
 ACCEPT = None  # (ssid, password) the MOCK's uplink network takes; None: any
+# what scan() sees: (ssid, bssid, channel, RSSI, security, hidden)
+SCAN = [(b"home-net", b"\\x02\\x00\\x00\\x00\\x00\\x09", 6, -48, 3, False),
+        (b"", b"\\x02\\x00\\x00\\x00\\x00\\x0a", 1, -70, 0, True),
+        (b"cafe", b"\\x02\\x00\\x00\\x00\\x00\\x0b", 11, -80, 0, False)]
 class WLAN:
     def __init__(self, interface_id=STA_IF):
         self.iface = interface_id
@@ -46,6 +50,9 @@ class WLAN:
     def disconnect(self):
         calls.append(("disconnect", self.iface))
         self._connected = False
+    def scan(self):
+        calls.append(("scan", self.iface))
+        return SCAN
     def isconnected(self):
         return self._connected
     def status(self, param=None):
@@ -253,7 +260,8 @@ def test_first_boot_provisions_over_serial(tmp_path):
     src = SETUP % {"mock": mock, "cfg": tmp_path / "hub.json", "state": tmp_path / "state"}
     env = dict(os.environ, MICROPYPATH=build("esp32") + ":.frozen")
     wrong = frames("home-net", "wrong")[1]
-    stdin = b"boot noise" + frames("home-net", "correct horse")[0] + wrong
+    scan = iv.frame(iv.TYPE_RPC, iv.rpc(iv.CMD_SCAN))
+    stdin = b"boot noise" + frames("home-net", "correct horse")[0] + scan + wrong
     r = subprocess.run([micropython_bin(), "-X", "heapsize=256k", "-c", src], capture_output=True,
                        env=env, timeout=120, input=stdin + frames("home-net", "correct horse")[1])
     assert r.returncode == 0, (r.stdout + r.stderr).decode()
@@ -262,6 +270,8 @@ def test_first_boot_provisions_over_serial(tmp_path):
     assert res["saved"] == {"ssid": "home-net", "passphrase": "correct horse"}
     got = iv.FrameReader().feed(bytes.fromhex(res["out"]))
     assert (iv.TYPE_ERROR, bytes([iv.ERR_UNABLE_TO_CONNECT])) in got  # the wrong passphrase
+    results = [iv.parse_result(d) for t, d in got if t == iv.TYPE_RESULT]
+    assert results[:3] == [(4, ["home-net", "-48", "YES"]), (4, ["cafe", "-80", "NO"]), (4, [])]
     assert got[-2:] == [(iv.TYPE_STATE, bytes([iv.STATE_PROVISIONED])),
                         (iv.TYPE_RESULT, iv.result(iv.CMD_WIFI_SETTINGS, [""]))]
     assert ["connect", "home-net", "wrong"] in res["calls"]

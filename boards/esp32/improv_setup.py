@@ -8,10 +8,12 @@ import sys
 import time
 
 import network
+from blinds.compat import const
 from blinds.provision.responder import Responder, SerialImprov
 
 JOIN_MS = 30000  # as ESPHome: give up after 30 s with "unable to connect"
 UPLINK_FILE = "uplink.json"
+_SCAN_MAX = const(16)  # networks reported to an Improv "scan"
 
 
 def needs_uplink(board, cfg):
@@ -31,6 +33,22 @@ async def _join(sta, ssid, password):
     return ""
 
 
+def _scanner(sta):
+    # Improv "scan" (ESP Web Tools asks for it): blocks ~2 s, only while provisioning.
+    def scan():
+        sta.active(True)
+        out = []
+        for ssid, _bssid, _channel, rssi, security, hidden in sta.scan():
+            if ssid and not hidden and len(out) < _SCAN_MAX:
+                try:
+                    out.append((ssid.decode(), rssi, security != 0))
+                except UnicodeError:
+                    pass  # an SSID Improv cannot carry as text
+        return out
+
+    return scan
+
+
 async def _serial(responder, stream, write):
     s = SerialImprov(responder, write)
     while responder.credentials is None:
@@ -47,13 +65,13 @@ async def _provision(board, info, name, stdin, stdout):
     async def join(ssid, password):
         return await _join(sta, ssid, password)
 
-    serial = Responder(join, info)
+    serial = Responder(join, info, scan=_scanner(sta))
     tasks = [asyncio.create_task(_serial(serial, asyncio.StreamReader(stdin), stdout.write))]
     ble = None
     try:
         from improv_ble import BleImprov
 
-        ble = Responder(join, info, ble=True)
+        ble = Responder(join, info, scan=_scanner(sta), ble=True)
         tasks.append(asyncio.create_task(BleImprov(ble, name).run()))
     except ImportError:
         board.log("improv: no aioble, serial only")
