@@ -7,9 +7,13 @@ from blinds import config, hub
 from board import Board
 
 board = Board("/hub.json", "/state")
-cfg = config.load_text(board.read_config())
-improv_setup.ensure_uplink(
-    board, cfg, ("Blinds", "0.1", sys.implementation._machine, cfg.get("ap", {}).get("ssid", "blinds")),
-    name=cfg.get("ap", {}).get("ssid", "blinds"))
+try:
+    cfg = config.load_text(board.read_config())
+except (OSError, config.ConfigError):
+    cfg = None  # hub.run reports a missing or broken configuration itself
+if cfg is not None:
+    name = cfg.get("ap", {}).get("ssid", "blinds")
+    improv_setup.ensure_uplink(board, cfg, ("Blinds", "0.1", sys.implementation._machine, name),
+                               name=name)
 del cfg
 hub.run(board)
