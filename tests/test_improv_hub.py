@@ -81,6 +81,18 @@ def test_provision_without_a_hub_names_the_port(tmp_path):
     assert r.returncode == 1 and str(tmp_path / "ttyNONE") in r.stderr
 
 
+def test_provision_with_nothing_answering_names_the_port():
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    name = os.ttyname(slave)
+    try:
+        r = _provision(name, *GOOD)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert r.returncode == 1 and "no Improv answer on %s" % name in r.stderr
+
+
 def test_dry_run_prints_frames():
     r = subprocess.run([sys.executable, "-m", "blinds_host.cli", "provision", "--dry-run",
                         "--ssid", "MyWirelessAP", "--passphrase", "mysecurepassword"],
