@@ -3,11 +3,14 @@
 # same interface as boards/unix/board.py; exercised on hardware, not in CI
 # (there is no radio here).
 import asyncio
+import json
+import sys
 import time
 
 import network
 
 from blinds.storage import Storage
+from fwcheck import too_old
 from limits import LIMITS
 
 _STA_CONNECT_MS = 20000
@@ -25,6 +28,8 @@ class Board(Storage):
     default_ap_ip = "192.168.4.1"
     limits = LIMITS
     max_sockets = LIMITS["max_sockets"]
+    # sys.version: "3.4.0; MicroPython v1.29.0-preview.26.g2f16bf430a on 2026-04-10"
+    firmware_version = sys.version.split("MicroPython ")[-1]
 
     def __init__(self, config_path="/hub.json", state_dir="/state"):
         Storage.__init__(self, config_path, state_dir)
@@ -36,6 +41,12 @@ class Board(Storage):
 
     # -- network -----------------------------------------------------------
     async def start_network(self, cfg):
+        try:
+            why = too_old(self.firmware_version)
+        except ValueError:
+            why = "cannot tell the firmware's version from %r" % self.firmware_version
+        if why:
+            raise BoardError(why)
         ap_cfg = cfg["ap"]
         self.ap = network.WLAN(network.AP_IF)
         self.ap.active(True)
@@ -43,7 +54,7 @@ class Board(Storage):
                        authmode=network.AUTH_WPA2_PSK, max_clients=ap_cfg["max_clients"])
         mask = ap_cfg["netmask"]
         self.ap.ifconfig((ap_cfg["ip"], mask, ap_cfg["ip"], ap_cfg["ip"]))
-        up = cfg.get("uplink")
+        up = cfg.get("uplink") or self.saved_uplink()
         self.sta = network.WLAN(network.STA_IF)
         self.sta.active(True)
         if up:
@@ -53,6 +64,11 @@ class Board(Storage):
             if time.ticks_diff(time.ticks_ms(), t0) > _STA_CONNECT_MS:
                 raise BoardError("uplink did not connect within %d ms" % _STA_CONNECT_MS)
             await asyncio.sleep_ms(200)
+
+    def saved_uplink(self):
+        # what Improv provisioning stored (improv_setup.py), if the config has none
+        data = self.load("uplink.json")
+        return json.loads(data) if data else None
 
     def peer_ip(self, addr):
         return addr[0]
@@ -67,11 +83,15 @@ class Board(Storage):
         return mac
 
     def _read_stations(self):
-        # v1.28 returns [(mac,), ...]; newer firmware (mac, ip). Without the IP
-        # the hub cannot tell devices apart, so it treats them as unknown (the
-        # default policy): fail closed.
+        # From v1.29.0-preview.26: [(mac, ip or None)] (older firmware gives
+        # (mac,) and is refused at boot). A station without an address yet is
+        # unknown (the default policy): fail closed.
         table = {}
-        for st in self.ap.status("stations"):
+        ap = self.ap
+        if ap is None:
+            return
+        # the stubs type status(param) as int; with "stations" it is a list
+        for st in ap.status("stations"):  # pyright: ignore[reportGeneralTypeIssues]
             if len(st) >= 2 and st[1]:
                 mac = ":".join("%02x" % b for b in st[0])
                 table[st[1]] = mac
@@ -89,10 +109,10 @@ class Board(Storage):
         return [(mac, ip) for ip, mac in self.leases.items()]
 
     def wait_readable(self, sock):
-        yield asyncio.core._io_queue.queue_read(sock)
+        yield asyncio.core._io_queue.queue_read(sock)  # pyright: ignore  (MicroPython asyncio)
 
     def wait_writable(self, sock):
-        yield asyncio.core._io_queue.queue_write(sock)
+        yield asyncio.core._io_queue.queue_write(sock)  # pyright: ignore  (MicroPython asyncio)
 
     # -- clock and log -----------------------------------------------------------
     def time_s(self):

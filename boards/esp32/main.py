@@ -1,5 +1,19 @@
-# Entry point on the ESP32: /hub.json on the flash, state in /state.
-from board import Board
-from blinds import hub
+# Entry point on the ESP32: /hub.json on the flash, state in /state. Without an
+# uplink (in hub.json or provisioned before), Improv Wi-Fi asks for one first.
+import sys
 
-hub.run(Board("/hub.json", "/state"))
+import improv_setup
+from blinds import config, hub
+from board import Board
+
+board = Board("/hub.json", "/state")
+try:
+    cfg = config.load_text(board.read_config())
+except (OSError, config.ConfigError):
+    cfg = None  # hub.run reports a missing or broken configuration itself
+if cfg is not None:
+    name = cfg.get("ap", {}).get("ssid", "blinds")
+    improv_setup.ensure_uplink(board, cfg, ("Blinds", "0.1", sys.implementation._machine, name),
+                               name=name)
+del cfg
+hub.run(board)

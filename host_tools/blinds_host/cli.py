@@ -42,6 +42,13 @@ COMMANDS = {
     "demo": ("blinds_host.cmd_demo", "see the hub at work in a simulated home (a few minutes)"),
     "sim": ("blinds_host.cmd_sim",
             "replay your recorded devices through the hub and measure what still leaks"),
+    "provision": ("blinds_host.cmd_provision",
+                  "give an ESP32 hub its uplink Wi-Fi over USB serial (Improv Wi-Fi)"),
+    "image": ("blinds_host.cmd_image",
+              "build a hub image for an ESP32 from a MicroPython firmware and a configuration"),
+    "flash": ("blinds_host.cmd_flash", "write a hub image onto an ESP32 over USB (esptool)"),
+    "deploy": ("blinds_host.cmd_deploy",
+               "copy the hub's code and configuration onto an ESP32 running MicroPython"),
 }
 
 # command name -> (what it does, for its user; examples)
@@ -103,6 +110,35 @@ delay it adds. The results go to OUT/results.json and OUT/report.html. Needs
 root.""",
             """example:
   sudo blinds sim --devices-from packets.csv.gz --duration 600 --out sim-out"""),
+    "provision": ("""Give an ESP32 hub the Wi-Fi network it uses as its uplink, over the USB
+cable, with Improv Wi-Fi (the protocol ESPHome and WLED use). The hub tries to
+join the network and says whether it could. --dry-run prints the frames that
+would be sent, one per line in hex, and opens no port.""",
+                  """examples:
+  blinds provision --port /dev/ttyUSB0 --ssid home --passphrase my-wifi-passphrase
+  blinds provision --dry-run --ssid home --passphrase secret"""),
+    "image": ("""Build one file to flash onto an ESP32: the MicroPython firmware you give,
+with the hub's modules compiled to bytecode and your configuration in a
+filesystem image placed where the firmware's partition table says. Firmware
+too old for the hub is refused. --partitions prints the firmware's partition
+table as JSON lines.""",
+              """examples:
+  blinds image --firmware ESP32_GENERIC_S3-SPIRAM_OCT.bin --config hub.json -o hub-image.bin
+  blinds image --firmware ESP32_GENERIC.bin --partitions"""),
+    "flash": ("""Write a hub image from `blinds image` onto an ESP32 connected by USB, with
+esptool: the chip is detected (it must be the one the image is for), the flash
+erased, written with a progress display, and verified; then the board
+restarts as a hub. --dry-run prints the equivalent esptool commands.""",
+              """examples:
+  blinds flash --port /dev/ttyUSB0 --image hub-image.bin
+  blinds flash --port /dev/ttyACM0 --dry-run"""),
+    "deploy": ("""Copy the hub onto an ESP32 that already runs a recent MicroPython, with
+mpremote: the compiled modules, main.py, your configuration and the files it
+names. Only files that changed are copied; the hub's state on the board is
+kept. The board then soft-resets and starts the hub.""",
+               """examples:
+  blinds deploy --port /dev/ttyACM0 --config hub.json
+  blinds deploy --port /dev/ttyUSB0 --dry-run"""),
 }
 
 

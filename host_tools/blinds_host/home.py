@@ -333,6 +333,18 @@ class Home:
             self.wait_hub()
         return self.hub_proc
 
+    def start_hub_argv(self, argv, wait=True):
+        """Start the hub with a command of the caller's (e.g. booting a built ESP32
+        image, blinds_host.esp.imageboot) on an empty state folder; wait_hub and
+        hub_status work as after start_hub."""
+        self.stop_hub()
+        shutil.rmtree(self.hub_state, ignore_errors=True)
+        os.makedirs(self.hub_state, exist_ok=True)
+        self.hub_proc = self.popen(self.hub_ns, argv, "hub")
+        if wait:
+            self.wait_hub()
+        return self.hub_proc
+
     def hub_status(self):
         try:
             with open(os.path.join(self.hub_state, "status.json")) as f:

@@ -1,0 +1,1 @@
+"""ESP32 host tools: firmware images, partition tables, flashing, Improv provisioning."""
