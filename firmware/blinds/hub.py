@@ -326,10 +326,10 @@ class Hub:
         if not force and self._last_write is not None and \
                 ticks_diff(now, self._last_write) < self.status_interval_ms:
             return False
-        mark = self._mark()
-        if not force and mark == self._last_mark:
-            return False
         try:
+            mark = self._mark()
+            if not force and mark == self._last_mark:
+                return False
             self.status_writes += 1
             self.board.save_json("status.json", self.status())
         except (OSError, MemoryError) as e:
@@ -345,8 +345,12 @@ class Hub:
 
     async def _status_loop(self):
         while True:
-            self._heap_tick()
-            self.write_status()
+            try:
+                self._heap_tick()
+                self.write_status()
+            except MemoryError:  # even its log line found no room: try next tick
+                self.status_errors += 1
+                gc.collect()
             await asyncio.sleep_ms(_TICK_MS)
 
     def _heap_tick(self):

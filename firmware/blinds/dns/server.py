@@ -250,6 +250,12 @@ class DnsServer:
             out = bytearray(512)
             n = await self.finish(q, job, out)
             self._send(sock, memoryview(out)[:n], addr)
+        except MemoryError:
+            self.stats["dropped"] += 1  # the device retries
+            self.stats["oom"] += 1
+        except Exception as e:  # noqa: BLE001 - one query, never the server
+            self.stats["errors"] += 1
+            self.board.log("dns: lookup dropped: %r" % (e,))
         finally:
             self.inflight -= 1
 
