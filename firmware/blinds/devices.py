@@ -85,6 +85,12 @@ class Devices:
             return None
         now = ticks_ms()
         last = self.by_ip.get(ip)
+        if last is not None and last.mac == mac and last.hold_until is None:
+            # The common case: the same device as last time, no conflict.
+            last.ip_ms = now
+            if not last.known:
+                self._touch(last.idx - self.n_known)
+            return last
         if last is not None and last.mac != mac:
             # Another MAC than the one that used this address: a handover if
             # the previous user has been quiet for the hold time, else a
