@@ -117,8 +117,17 @@ def _cuts(data):
     return out
 
 
-_LENT = bytearray(16384)  # lent to the parsers: the largest MAX_BYTES/MAX_HEAD
 _JUNK = b"\xff" * 256
+_LENT = []  # one buffer lent to the stream parsers, made by runner()
+
+
+def _lend(size):
+    if not _LENT or len(_LENT[0]) < size:
+        _LENT[:] = [None]
+        import gc
+
+        gc.collect()  # a 16 KB block needs one free run of the heap
+        _LENT[0] = bytearray(size)
 
 
 def _stream(cls, data, limit, fields):
@@ -127,10 +136,11 @@ def _stream(cls, data, limit, fields):
     # each kept must be exactly the first bytes it was fed.
     whole = cls()
     whole.feed(data)
-    mv = memoryview(_LENT)
-    for j in range(0, len(_LENT), len(_JUNK)):
+    lent = _LENT[0]
+    mv = memoryview(lent)
+    for j in range(0, len(lent), len(_JUNK)):
         mv[j : j + len(_JUNK)] = _JUNK  # a parser reading past what it kept sees junk
-    part = cls(_LENT)
+    part = cls(lent)
     i = 0
     for k in _cuts(data):
         chunk = memoryview(data)[i : i + k]
@@ -259,6 +269,10 @@ def runner(name):
     """The callable that runs one input (bytes) through target `name`."""
     path, fn = TARGETS[name]
     mod = module(path)
+    if fn is sni:
+        _lend(mod.SniParser.MAX_BYTES)
+    elif fn is http_head:
+        _lend(mod.HostParser.MAX_HEAD)
 
     def run(data):
         fn(mod, data)
