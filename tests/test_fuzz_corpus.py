@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-
 from blinds_host.build import mpy_cross_bin
 from mpy import run_mp
 
@@ -93,8 +92,8 @@ def targets_mpy(tmp_path_factory):
     """targets.py compiled as the firmware is (run_mp(mpy=True)): compiling
     sources on the port would take much of the capped heap."""
     d = tmp_path_factory.mktemp("fuzz-mpy")
-    subprocess.run([mpy_cross_bin(), "-o", str(d / "targets.mpy"), os.path.join(FUZZ, "targets.py")],
-                   check=True)
+    src = os.path.join(FUZZ, "targets.py")
+    subprocess.run([mpy_cross_bin(), "-o", str(d / "targets.mpy"), src], check=True)
     return str(d)
 
 
