@@ -94,6 +94,9 @@ def fuzz(name, runs, max_time, work, merge):
             "-artifact_prefix=%s/" % wd]
     if max_time:
         args.append("-max_total_time=%d" % max_time)
+    words = os.path.join(HERE, name + ".dict")  # tokens worth trying (libFuzzer -dict)
+    if os.path.exists(words):
+        args.append("-dict=" + words)
     log = os.path.join(wd, "fuzz.log")
     t0 = time.time()
     rc = _child(name, args, log)
