@@ -67,14 +67,21 @@ def run_one(name, fuzzer_args):
                 "%d bytes for a %d-byte input (bound %d)" % (used, len(data), bound)
             )
 
-    atheris.Setup([sys.argv[0]] + fuzzer_args, one)
+    # libFuzzer re-runs argv[0] for -merge=1: the wrapper _child() made.
+    atheris.Setup([os.environ.get("FUZZ_ARGV0", sys.argv[0])] + fuzzer_args, one)
     atheris.Fuzz()
 
 
 def _child(name, args, log):
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", name] + args
+    # Through an executable wrapper, which libFuzzer can run again by itself.
+    wrapper = os.path.join(os.path.dirname(log), "run-target")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nFUZZ_ARGV0="$0" exec %s %s --one %s "$@"\n'
+                % (sys.executable, os.path.abspath(__file__), name))
+    os.chmod(wrapper, 0o755)
     with open(log, "w") as f:
-        res = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
+        res = subprocess.run([wrapper] + args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                             check=False)
     return res.returncode
 
 
