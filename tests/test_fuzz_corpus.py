@@ -126,6 +126,7 @@ def test_targets_catch_a_broken_contract():
         def buffered(self):
             return memoryview(bytes(self.consumed) + b"!")[: self.consumed]
 
+    targets.runner("sni")  # lends the buffer the target uses
     with pytest.raises(targets.Violation):
         targets._stream(Leaky, b"\x16\x03\x01\x00\x05abc", Leaky.MAX_BYTES, ())
 
@@ -147,3 +148,12 @@ def test_short_atheris_run(tmp_path):
     for r in results:
         assert r["exit"] == 0 and r["crashes"] == [], r
         assert r["runs"] == CI_RUNS, r
+
+
+def test_allocation_bound_bites():
+    import fuzz
+
+    one = fuzz.bounded(lambda data: bytearray(100000 * len(data)), 4096, 64)
+    one(b"")
+    with pytest.raises(fuzz.AllocationExceeded):
+        one(b"x")

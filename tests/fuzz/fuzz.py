@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+import tracemalloc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -45,16 +46,11 @@ class AllocationExceeded(AssertionError):
     """One input made a target allocate more than its bound."""
 
 
-def run_one(name, fuzzer_args):
-    """Fuzz target `name` in this process (never returns: libFuzzer exits)."""
-    import tracemalloc
-
-    import atheris
-
-    with atheris.instrument_imports(include=["blinds"]):
-        run = targets.runner(name)
-    base, per_byte = ALLOC[name]
-    tracemalloc.start()
+def bounded(run, base, per_byte):
+    """Wrap run(data) so that it raises AllocationExceeded when one input makes it
+    allocate (at its peak, traced by tracemalloc) over base + per_byte * len(data)."""
+    if not tracemalloc.is_tracing():
+        tracemalloc.start()
 
     def one(data):
         tracemalloc.reset_peak()
@@ -67,6 +63,16 @@ def run_one(name, fuzzer_args):
                 "%d bytes for a %d-byte input (bound %d)" % (used, len(data), bound)
             )
 
+    return one
+
+
+def run_one(name, fuzzer_args):
+    """Fuzz target `name` in this process (never returns: libFuzzer exits)."""
+    import atheris
+
+    with atheris.instrument_imports(include=["blinds"]):
+        run = targets.runner(name)
+    one = bounded(run, *ALLOC[name])
     # libFuzzer re-runs argv[0] for -merge=1: the wrapper _child() made.
     atheris.Setup([os.environ.get("FUZZ_ARGV0", sys.argv[0])] + fuzzer_args, one)
     atheris.Fuzz()
