@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 from blinds_host.build import mpy_cross_bin
@@ -157,3 +158,19 @@ def test_allocation_bound_bites():
     one(b"")
     with pytest.raises(fuzz.AllocationExceeded):
         one(b"x")
+
+
+def test_dns_target_catches_a_wrong_reply():
+    from blinds import dnsmsg
+
+    fake = types.SimpleNamespace(**{k: getattr(dnsmsg, k) for k in dir(dnsmsg)})
+
+    def wrong_rcode(out, q, qend, rcode, answers=()):
+        return dnsmsg.build_reply(out, q, qend, rcode ^ 1, answers)
+
+    fake.build_reply = wrong_rcode
+    with open(os.path.join(CORPUS, "dns_query", "dig-a"), "rb") as f:
+        query = f.read()
+    targets.dns_query(dnsmsg, query)
+    with pytest.raises(targets.Violation):
+        targets.dns_query(fake, query)
