@@ -87,10 +87,10 @@ def _free_port(kind):
     return port
 
 
-def catch_udp(cmd):
+def catch_udp(cmd, addr=("127.0.0.1", 0)):
     """Run a client pointed at a UDP listener; return the first datagram it sends."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
+    s.bind(addr)
     s.settimeout(5)
     port = s.getsockname()[1]
     p = subprocess.Popen(cmd(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -251,6 +251,9 @@ def http_seeds():
 
 
 def ntp_seeds():
+    # ntpdig (Debian ntpsec-ntpdig) asks port 123 only: listen on another loopback address.
+    write("sntp", "ntpdig", catch_udp(lambda port: ["ntpdig", "-t", "1", "127.0.0.53"],
+                                      ("127.0.0.53", 123)))
     ts = struct.pack(">II", 3976214400, 0x80000000)  # 2026-01-01 + 0.5 s
     for vn in (1, 3, 4):
         write("sntp", "client-v%d" % vn, bytes([vn << 3 | 3, 0, 6, 0xEC]) + bytes(36) + ts)
