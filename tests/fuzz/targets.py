@@ -165,15 +165,30 @@ def _stream(cls, data, limit, fields):
     return whole
 
 
-def _hostname_ok(m, name):
-    return name is None or (len(name) <= _MAX_HOST and m.hostname(name.encode()) == name)
+_HOST_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _hostname_ok(name):
+    # Our own oracle, not the parsers' hostname(): lower-case labels of
+    # [a-z0-9-_], 1..63 each, 253 in all, no trailing dot.
+    if name is None:
+        return True
+    if not 0 < len(name) <= _MAX_HOST:
+        return False
+    for label in name.split("."):
+        if not 0 < len(label) <= 63:
+            return False
+        for c in label:
+            if c not in _HOST_CHARS:
+                return False
+    return True
 
 
 def sni(m, data):
     """SniParser: the first bytes of a device's TLS stream."""
     p = _stream(m.SniParser, data, m.SniParser.MAX_BYTES, ("name",))
     _check(p.status == 1 or p.name is None, "name without DONE")
-    _check(_hostname_ok(m, p.name), "bad server name %r" % (p.name,))
+    _check(_hostname_ok(p.name), "bad server name %r" % (p.name,))
 
 
 def http_head(m, data):
@@ -184,9 +199,9 @@ def http_head(m, data):
     _check(p.headers <= m.HostParser.MAX_HEADERS + (p.status == 2), "too many headers")
     h = p.host
     if h is not None and ":" in h:
-        _check(len(h) <= 45, "IPv6 literal too long")
+        _check(len(h) <= 45 and all(c in "0123456789abcdef:." for c in h), "IPv6 literal %r" % h)
     else:
-        _check(_hostname_ok(m, h), "bad Host %r" % (h,))
+        _check(_hostname_ok(h), "bad Host %r" % (h,))
     _check(p.port is None or 1 <= p.port <= 65535, "port %r" % (p.port,))
     if p.status == 1:
         _check(p.version[:7] == "HTTP/1." and p.method and p.target, "request line")
