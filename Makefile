@@ -29,6 +29,21 @@ test: setup deps
 bench: setup deps
 	$(PY) -m blinds_host.bench --out bench.json
 
+# Fuzz every parser of the firmware with atheris (tests/fuzz/, docs/fuzzing.md):
+# FUZZ_RUNS inputs per parser, at most FUZZ_TIME seconds each (0: no limit), on
+# one core; FUZZ_TARGETS=sni,config picks some; FUZZ_MERGE=1 adds the new inputs
+# that add coverage to tests/corpus/. Crashes and logs go to build/fuzz/.
+FUZZ_RUNS ?= 1000000
+FUZZ_TIME ?= 0
+FUZZ_TARGETS ?=
+FUZZ_MERGE ?=
+.PHONY: fuzz
+fuzz: setup
+	$(PY) -c "import atheris" 2>/dev/null || $(VENV)/bin/pip install -q -e '.[fuzz]'
+	$(PY) tests/fuzz/fuzz.py --runs $(FUZZ_RUNS) --time $(FUZZ_TIME) \
+		$(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS)) $(if $(FUZZ_MERGE),--merge) \
+		--summary build/fuzz/summary.json
+
 lint: setup
 	$(VENV)/bin/ruff check host_tools firmware boards tests
 

@@ -305,7 +305,7 @@ def uplink(v, path, out):
     # The home network the hub joins as a station (boards with WiFi uplinks).
     if not _obj(v, path, out, ("ssid",), ("passphrase",)):
         return None
-    ssid = _str(v["ssid"], path + ".ssid", out, 1, 32)
+    ssid = _str(v["ssid"], path + ".ssid", out, 1, 32) if "ssid" in v else None
     pw = v.get("passphrase", "")
     if "passphrase" in v and _str(pw, path + ".passphrase", out, 0, 63) is not None:
         if pw and len(pw) < 8:
