@@ -31,7 +31,12 @@ import targets  # noqa: E402
 HEAP = {"config": "96k"}
 HEAP_DEFAULT = "64k"
 RETAIN_MAX = 0  # heap bytes an input may leave allocated, once warmed up
-GREW_MAX = 2048  # heap bytes a whole replay may leave: first-use allocations only
+GREW_MAX = 3072  # heap bytes a whole replay may leave: first-use allocations only (a
+# parser in a subpackage imports the package and blinds.compat on first use).
+# The config target keeps more: the config package's modules, and JSON keys
+# MicroPython interns as it meets them (bounded by the corpus, not per input:
+# RETAIN_MAX still holds for each input once warmed up).
+GREW = {"config": 8192}
 CI_RUNS = 2000  # atheris inputs per target in the short run
 
 # Runs under the unix port: replay one target's corpus, print one line per
@@ -114,7 +119,7 @@ def test_corpus_replays_under_micropython(name, targets_mpy):
     assert res.returncode == 0, out + res.stderr.decode(errors="replace")
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["failed"] == 0, out
-    assert summary["grew"] <= GREW_MAX, out
+    assert summary["grew"] <= GREW.get(name, GREW_MAX), out
     assert summary["files"] == len(corpus_files(name))
 
 

@@ -40,6 +40,15 @@ def dns_query(m, data):
     try:
         qid, _, qname, qtype, qclass, qend, udp = m.parse_query(data, n)
     except m.DnsError as e:
+        if e.rcode == m.BADVERS:
+            # EDNS version above 0 (RFC 6891 6.1.3): BADVERS with an OPT of
+            # version 0, the question echoed.
+            _check(12 < e.qend <= n, "BADVERS qend %d" % e.qend)
+            ln = m.build_reply(_OUT, data, e.qend, m.BADVERS)
+            rep = m.decode(memoryview(_OUT)[:ln])
+            _check(rep.rcode == 0 and rep.edns is not None and rep.edns[1] == 1
+                   and rep.edns[2] == 0, "BADVERS reply")
+            return
         _check(e.rcode in (m.FORMERR, m.NOTIMP), "parse_query rcode %r" % e.rcode)
         r = m.rcode_reply(data, n, e.rcode)
         if r is not None:

@@ -28,8 +28,13 @@ class ConfigError(Exception):
     """The configuration is unusable; .problems lists (path, message) pairs."""
 
     def __init__(self, problems):
+        # The message is joined only when asked for: a config with many
+        # problems must not need one large block at boot.
+        super().__init__()
         self.problems = list(problems)
-        super().__init__("; ".join(p + ": " + m for p, m in self.problems))
+
+    def __str__(self):
+        return "; ".join(p + ": " + m for p, m in self.problems)
 
 
 def _root(cfg, out):
