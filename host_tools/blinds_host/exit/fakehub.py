@@ -217,3 +217,79 @@ class FakeHub:
                 fut.set_result(payload)
         elif ctype == cells.TIME:
             self.time_ms = cells.u64(rec)
+
+
+async def _pipe_in(reader, stream):
+    try:
+        while True:
+            data = await reader.read(64 * 1024)
+            if not data:
+                break
+            await stream.send(data)
+        stream.close()
+    except (OSError, ConnectionError):
+        stream.close(cells.RESET)
+
+
+async def _pipe_out(stream, writer):
+    try:
+        while True:
+            chunk = await stream.recv()
+            if not chunk:
+                break
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (OSError, ConnectionError):
+        writer.transport.abort()
+
+
+async def serve_local(hub, listen_ip, listen_port, name, port):
+    """A local TCP port whose every connection becomes a stream to (name, port)
+    through the exit: real clients (curl, mosquitto) can then use the tunnel.
+    Returns the asyncio server."""
+
+    async def handle(reader, writer):
+        try:
+            stream = await hub.open(name, port)
+        except (OpenFailed, ConnectionError, asyncio.TimeoutError):
+            writer.transport.abort()
+            return
+        await asyncio.gather(_pipe_in(reader, stream), _pipe_out(stream, writer))
+        writer.close()
+
+    return await asyncio.start_server(handle, listen_ip, listen_port)
+
+
+def run_in_netns(ns, coro_factory, timeout_s=120.0):
+    """Run ``coro_factory()`` on an event loop in a thread that has joined the
+    network namespace ``ns`` (setns is per thread): every socket it makes is
+    in that namespace. Returns the coroutine's result or raises its error."""
+    import ctypes
+    import os
+    import threading
+
+    box = {}
+
+    def main():
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open("/var/run/netns/" + ns, os.O_RDONLY)
+        try:
+            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                raise OSError(ctypes.get_errno(), "setns " + ns)
+        finally:
+            os.close(fd)
+        try:
+            box["result"] = asyncio.run(asyncio.wait_for(coro_factory(), timeout_s))
+        except BaseException as e:  # handed to the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=main, name="netns-" + ns)
+    t.start()
+    t.join(timeout_s + 10)
+    if "error" in box:
+        raise box["error"]
+    if "result" not in box:
+        raise TimeoutError("the coroutine in %s did not finish" % ns)
+    return box["result"]
