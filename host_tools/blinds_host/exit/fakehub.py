@@ -103,6 +103,7 @@ class FakeHub:
         self.max_streams = self.window = 0
         self.task = None
         self.lost = None
+        self.errors = []  # streams serve_local could not open
 
     async def connect(self, ip, port, timeout_s=10.0):
         self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(
@@ -253,7 +254,8 @@ async def serve_local(hub, listen_ip, listen_port, name, port):
     async def handle(reader, writer):
         try:
             stream = await hub.open(name, port)
-        except (OpenFailed, ConnectionError, asyncio.TimeoutError):
+        except (OpenFailed, ConnectionError, asyncio.TimeoutError) as e:
+            hub.errors.append(e)
             writer.transport.abort()
             return
         await asyncio.gather(_pipe_in(reader, stream), _pipe_out(stream, writer))

@@ -1,0 +1,293 @@
+"""The tunnel exit in the test home, with real peers.
+
+The exit runs in the internet namespace on its own address (10.0.0.9) and
+resolves with the system resolver (unbound, through that namespace's
+resolv.conf). The hub side is the CPython fake hub (blinds_host.exit.fakehub),
+run in the hub namespace; real clients (curl, mosquitto) reach the cloud
+services through it and the exit.
+"""
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from blinds_host import netns, pki
+from blinds_host.exit import hubs
+from blinds_host.exit.fakehub import FakeHub, OpenFailed, run_in_netns, serve_local
+from blinds_host.home import INTERNET_PREFIX, RESOLVER_IP, RESOLVER_NAME
+from blinds_host.peers import cloud_http
+from blinds_host.peers.servers import start_cloud
+
+from blinds.dns import msg as dnsmsg
+from blinds.dns.upstream import make_query
+from blinds.tunnel import cells
+
+EXIT_IP = "10.0.0.9"
+EXIT_NAME = "exit.test"
+MB10 = 10 * 1024 * 1024
+
+
+class Tun:
+    """The home, its exit(s) and the hub keys."""
+
+    def __init__(self, home):
+        self.home = home
+        self.keys = {}
+
+    def key(self, hub):
+        d = self.home.path("hubkeys-" + hub)
+        return os.path.join(d, "hub.pem"), os.path.join(d, "hub.key")
+
+    def fake(self, hub="h1", **kw):
+        cert, key = self.key(hub)
+        return FakeHub(cert, key, self.home.path("ca.pem"), EXIT_NAME, **kw)
+
+    def run(self, coro_fn, hub="h1", ip=EXIT_IP, port=443, timeout_s=180, **kw):
+        """Connect a fake hub from the hub namespace and run coro_fn(hub) there."""
+
+        async def main():
+            h = await self.fake(hub, **kw).connect(ip, port)
+            try:
+                return await coro_fn(h)
+            finally:
+                await h.close()
+
+        return run_in_netns(self.home.hub_ns, main, timeout_s)
+
+    def metrics(self, ip=EXIT_IP, port=9464):
+        r = subprocess.run(["ip", "netns", "exec", self.home.hub_ns, "curl", "-sS", "--fail",
+                            "http://%s:%d/metrics" % (ip, port)], capture_output=True,
+                           text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        from prometheus_client.parser import text_string_to_metric_families
+
+        out = {}
+        for fam in text_string_to_metric_families(r.stdout):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+
+def start_exit(home, name, ip, port, *extra):
+    """Start `blinds exit` in the internet namespace; registered in home.procs."""
+    home.add_server_ip(ip)
+    argv = [sys.executable, "-m", "blinds_host.cli", "exit", "--listen", "%s:%d" % (ip, port),
+            "--cert", home.path("exit.pem"), "--key", home.path("exit.key"),
+            "--hubs", home.path("hubs.json"), "--allow-private", INTERNET_PREFIX] + list(extra)
+    home.procs[name] = home.popen(home.inet_ns, argv, name)
+    home.wait_port(home.inet_ns, ip, port, what=name)
+    return home.procs[name]
+
+
+@pytest.fixture(scope="module")
+def tun(home):
+    start_cloud(home)
+    # The system resolver of the internet namespace: unbound on 127.0.0.1.
+    netns.set_resolver(home.inet_ns, "127.0.0.1")
+    pki.make_server_cert(home.wd, "exit", [EXIT_NAME], [EXIT_IP], ca="ca")
+    t = Tun(home)
+    entries = [hubs.keygen(h, home.path("hubkeys-" + h)) for h in ("h1", "h2", "h3")]
+    with open(home.path("hubs.json"), "w") as f:
+        json.dump({"hubs": entries[:2]}, f)  # h3 is unknown to the exit
+    start_exit(home, "exit", EXIT_IP, 443, "--metrics", EXIT_IP + ":9464", "--open-rate", "20",
+               "--max-streams", "16")
+    return t
+
+
+async def _sh(*argv, stdin=None):
+    p = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.PIPE if stdin else None,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await p.communicate(stdin)
+    return p.returncode, out, err
+
+
+def _curl(home, port, name, path, *opts, scheme="https"):
+    return ("curl", "-sS", "--fail", "--max-time", "120", "--cacert", home.path("ca.pem"),
+            "--connect-to", "%s:%d:127.0.0.1:%d" % (name, 443 if scheme == "https" else 80,
+                                                     port),
+            "%s://%s%s" % (scheme, name, path)) + opts
+
+
+def test_https_http_10mb_both_ways(tun, tmp_path):
+    home = tun.home
+    up = os.urandom(MB10)
+    (tmp_path / "up.bin").write_bytes(up)
+
+    async def go(h):
+        await serve_local(h, "127.0.0.1", 18443, "api.vendor.test", 443)
+        await serve_local(h, "127.0.0.1", 18080, "cdn.other.test", 80)
+        down = await _sh(*_curl(home, 18443, "api.vendor.test", "/bytes/%d" % MB10,
+                                "-D", str(tmp_path / "h"), "-o", str(tmp_path / "down.bin")))
+        upload = await _sh(*_curl(home, 18443, "api.vendor.test", "/sha256", "--data-binary",
+                                  "@%s" % (tmp_path / "up.bin")))
+        echo = await _sh(*_curl(home, 18080, "cdn.other.test", "/echo", "--data-binary",
+                                "@%s" % (tmp_path / "up.bin"), scheme="http"))
+        return down, upload, echo, h.errors
+
+    down, upload, echo, errors = tun.run(go)
+    assert down[0] == 0, (down[2], errors)
+    body = (tmp_path / "down.bin").read_bytes()
+    headers = (tmp_path / "h").read_text()
+    assert len(body) == MB10
+    assert "X-SHA256: %s" % hashlib.sha256(body).hexdigest() in headers
+    assert body == cloud_http.pseudo_random(MB10)
+    assert upload[0] == 0, upload[2]
+    assert upload[1].decode().strip() == hashlib.sha256(up).hexdigest()
+    assert echo[0] == 0, echo[2]
+    assert hashlib.sha256(echo[1]).digest() == hashlib.sha256(up).digest()
+
+
+def test_mqtt_over_tls_through_the_exit(tun, tmp_path):
+    home = tun.home
+    msg = os.urandom(1_000_000)
+    (tmp_path / "msg").write_bytes(msg)
+    common = ["-h", "mqtt.vendor.test", "-p", "18883", "--cafile", home.path("ca.pem"),
+              "--insecure", "-t", "blinds/exit", "-q", "1"]
+
+    async def go(h):
+        await serve_local(h, "127.0.0.1", 18883, "mqtt.vendor.test", 8883)
+        # mosquitto checks the certificate chain (--cafile); the name it connects
+        # to is the local forwarder's, so the host name check is off (--insecure).
+        common[1] = "127.0.0.1"
+        sub = await asyncio.create_subprocess_exec(
+            "mosquitto_sub", *common, "-C", "1", "-N", "-W", "60",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        await asyncio.sleep(1.5)
+        pub = await _sh("mosquitto_pub", *common, "-f", str(tmp_path / "msg"))
+        out, err = await sub.communicate()
+        return pub, (sub.returncode, out, err)
+
+    pub, sub = tun.run(go)
+    assert pub[0] == 0, pub[2]
+    assert sub[0] == 0, sub[2]
+    assert hashlib.sha256(sub[1]).hexdigest() == hashlib.sha256(msg).hexdigest()
+
+
+def _query(name, qid, qtype=dnsmsg.T_A):
+    q = bytearray(make_query(name, qtype))
+    q[0:2] = qid.to_bytes(2, "big")
+    return bytes(q)
+
+
+def test_dns_through_the_exit(tun):
+    async def go(h):
+        a = await h.dns(_query("api.vendor.test", 4242))
+        nx = await h.dns(_query("nosuch.vendor.test", 77))
+        return a, nx, h.time_ms
+
+    a, nx, time_ms = tun.run(go)
+    m = dnsmsg.decode(a)
+    assert m.id == 4242 and m.rcode == dnsmsg.NOERROR
+    assert [rr[4] for rr in m.answers if rr[1] == dnsmsg.T_A] == [bytes([10, 0, 0, 80])]
+    assert dnsmsg.decode(nx).rcode == dnsmsg.NXDOMAIN
+    import time
+
+    assert time_ms is not None and abs(time_ms - time.time() * 1000) < 60_000
+
+
+def test_dot_resolver_with_a_pinned_ca(tun):
+    """--resolver dot: names and DNS_Q go over DoT to unbound; the wrong CA pinned
+    makes every lookup fail (OPENED 3, SERVFAIL)."""
+    home = tun.home
+    start_exit(home, "exit-dot", "10.0.0.19", 443, "--resolver",
+               "dot:%s@%s:%s" % (RESOLVER_IP, RESOLVER_NAME, home.path("ca.pem")))
+    start_exit(home, "exit-dot-bad", "10.0.0.20", 443, "--resolver",
+               "dot:%s@%s:%s" % (RESOLVER_IP, RESOLVER_NAME, home.path("other-ca.pem")))
+
+    async def go(h):
+        a = dnsmsg.decode(await h.dns(_query("fw.vendor.test", 9)))
+        s = await h.open("fw.vendor.test", 80)
+        await s.send(b"GET / HTTP/1.0\r\nHost: fw.vendor.test\r\n\r\n")
+        s.close()
+        return a, await s.read_all()
+
+    a, body = tun.run(go, ip="10.0.0.19")
+    assert [rr[4] for rr in a.answers] == [bytes([10, 0, 0, 82])]
+    assert body.endswith(b"hello from fw.vendor.test\n")
+
+    async def bad(h):
+        a = dnsmsg.decode(await h.dns(_query("fw.vendor.test", 9)))
+        try:
+            await h.open("fw.vendor.test", 80)
+        except OpenFailed as e:
+            return a, e.code
+        return a, None
+
+    a, code = tun.run(bad, ip="10.0.0.20")
+    assert a.rcode == dnsmsg.SERVFAIL and code == cells.UNRESOLVED
+
+
+def test_unknown_hub_refused_in_the_handshake(tun):
+    before = tun.metrics()[("blinds_exit_handshake_failed_total", ())]
+
+    async def go():
+        h = tun.fake("h3")
+        try:
+            await h.connect(EXIT_IP, 443)
+        except (OSError, asyncio.IncompleteReadError, ConnectionError) as e:
+            return repr(e)
+        return None
+
+    err = run_in_netns(tun.home.hub_ns, go)
+    assert err is not None and ("UNKNOWN_CA" in err or "reset" in err.lower()
+                                or "IncompleteRead" in err), err
+    m = tun.metrics()
+    assert m[("blinds_exit_handshake_failed_total", ())] == before + 1
+    assert not any(dict(k[1]).get("hub") == "h3" for k in m)
+
+
+def test_guarded_destinations_refused(tun):
+    async def go(h):
+        codes = {}
+        for name in ("127.0.0.1", "10.1.2.3", EXIT_IP, "0.0.0.0", "api.vendor.test"):
+            try:
+                s = await h.open(name, 443)
+                s.close(cells.RESET)
+                codes[name] = cells.OK
+            except OpenFailed as e:
+                codes[name] = e.code
+        return codes
+
+    codes = tun.run(go)
+    assert codes == {"127.0.0.1": cells.REFUSED, "10.1.2.3": cells.REFUSED,
+                     EXIT_IP: cells.REFUSED, "0.0.0.0": cells.REFUSED,
+                     "api.vendor.test": cells.OK}
+
+
+def test_two_hubs_at_once_and_metrics(tun):
+    n = 2_000_000
+
+    async def fetch(h):
+        s = await h.open("cdn.other.test", 80)
+        await s.send(b"GET /bytes/%d HTTP/1.0\r\nHost: cdn.other.test\r\n\r\n" % n)
+        s.close()
+        body = await s.read_all()
+        return body.split(b"\r\n\r\n", 1)[1]
+
+    async def both():
+        hs = [await tun.fake(name).connect(EXIT_IP, 443) for name in ("h1", "h2")]
+        try:
+            return await asyncio.gather(*(fetch(h) for h in hs))
+        finally:
+            for h in hs:
+                await h.close()
+
+    before = tun.metrics()
+    bodies = run_in_netns(tun.home.hub_ns, both)
+    assert all(b == cloud_http.pseudo_random(n) for b in bodies)
+    after = tun.metrics()
+    for hub in ("h1", "h2"):
+        def delta(name, **labels):
+            key = (name, tuple(sorted(dict(labels, hub=hub).items())))
+            return after[key] - before.get(key, 0)
+
+        assert delta("blinds_exit_streams_total") == 1
+        assert delta("blinds_exit_bytes_total", direction="down") > n
+        assert delta("blinds_exit_cells_total", direction="down") >= n // 506
+        assert delta("blinds_exit_hub_connections_total") == 1
+    # Real Prometheus text over a real HTTP client (urllib here, curl above).
+    assert ("blinds_exit_refusals_total", (("hub", "h1"), ("reason", "guard"))) in after
