@@ -11,13 +11,16 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
+import struct
 import subprocess
 import sys
+import time
 
 import pytest
 from blinds_host import netns, pki
-from blinds_host.exit import hubs
-from blinds_host.exit.fakehub import FakeHub, OpenFailed, run_in_netns, serve_local
+from blinds_host.exit import hubs, wire
+from blinds_host.exit.fakehub import FakeHub, HubStream, OpenFailed, run_in_netns, serve_local
 from blinds_host.home import INTERNET_PREFIX, RESOLVER_IP, RESOLVER_NAME
 from blinds_host.peers import cloud_http
 from blinds_host.peers.servers import start_cloud
@@ -145,21 +148,19 @@ def test_mqtt_over_tls_through_the_exit(tun, tmp_path):
     home = tun.home
     msg = os.urandom(1_000_000)
     (tmp_path / "msg").write_bytes(msg)
-    common = ["-h", "mqtt.vendor.test", "-p", "18883", "--cafile", home.path("ca.pem"),
-              "--insecure", "-t", "blinds/exit", "-q", "1"]
+    common = ["-h", "127.0.0.1", "-p", "18883", "--cafile", home.path("ca.pem"), "--insecure",
+              "-t", "blinds/exit/%d" % os.getpid()]
 
     async def go(h):
         await serve_local(h, "127.0.0.1", 18883, "mqtt.vendor.test", 8883)
         # mosquitto checks the certificate chain (--cafile); the name it connects
         # to is the local forwarder's, so the host name check is off (--insecure).
-        common[1] = "127.0.0.1"
-        sub = await asyncio.create_subprocess_exec(
-            "mosquitto_sub", *common, "-C", "1", "-N", "-W", "60",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        await asyncio.sleep(1.5)
-        pub = await _sh("mosquitto_pub", *common, "-f", str(tmp_path / "msg"))
-        out, err = await sub.communicate()
-        return pub, (sub.returncode, out, err)
+        # The message is retained: the subscriber gets it whenever it subscribes.
+        # (QoS 0 for the subscriber: mosquitto_sub -C 1 may send a QoS 1 PUBACK
+        # after its DISCONNECT, which the broker calls a protocol error.)
+        pub = await _sh("mosquitto_pub", *common, "-q", "1", "-r", "-f", str(tmp_path / "msg"))
+        sub = await _sh("mosquitto_sub", *common, "-C", "1", "-N", "-W", "60")
+        return pub, sub
 
     pub, sub = tun.run(go)
     assert pub[0] == 0, pub[2]
@@ -291,3 +292,263 @@ def test_two_hubs_at_once_and_metrics(tun):
         assert delta("blinds_exit_hub_connections_total") == 1
     # Real Prometheus text over a real HTTP client (urllib here, curl above).
     assert ("blinds_exit_refusals_total", (("hub", "h1"), ("reason", "guard"))) in after
+
+
+def _bad_total(m, hub, kind=None):
+    return sum(v for (name, labels), v in m.items() if name == "blinds_exit_bad_cells_total"
+               and dict(labels)["hub"] == hub and (kind is None or dict(labels)["kind"] == kind))
+
+
+def _rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+RANDOM_CELLS = int(os.environ.get("BLINDS_EXIT_RANDOM_CELLS", "40000"))
+
+
+def test_bad_input_counted_and_survived(tun):
+    """Wrong lengths, unknown types, wrong directions, unknown sids, credit
+    violations and a flood of opens: each dropped (or the stream reset) and
+    counted; the connection keeps working."""
+    before = tun.metrics()
+
+    async def go(h):
+        size, out = h.size, {}
+        for n in (1, 6, 100, size - 1, size + 1, 1024, 4000):
+            h.send_raw(os.urandom(n))
+        for t in (12, 13, 99, 255):
+            h.send_raw(wire.cell(size, t, 1))
+        for t in (cells.HELLO, cells.OPENED, cells.DNS_A, cells.TIME):
+            h.send_cell(t, 1, b"\x00\x01")
+        h.send_cell(cells.DATA, 999, b"x")
+        h.send_cell(cells.CREDIT, 998, b"\x00\x01")
+        h.send_cell(cells.CLOSE, 997, b"\x00")
+        # DATA beyond the window before OPENED: the stream is reset.
+        s = HubStream(h, 500)
+        h.streams[500] = s
+        h.send_cell(cells.OPEN, 500, cells.open_payload(80, "cdn.other.test"))
+        for _ in range(h.window + 4):
+            h.send_cell(cells.DATA, 500, b"y" * 100)
+        out["violation"] = await s.recv_close()
+        out["opened"] = s.opened.result()
+        # CREDIT past the window on a live stream: counted, clamped.
+        s2 = await h.open("cdn.other.test", 80)
+        h.send_cell(cells.CREDIT, s2.sid, b"\xff\xff")
+        s2.close(cells.RESET)
+        # A flood of opens: the rate and stream limits answer OPENED 5.
+        flood = [HubStream(h, 1000 + i) for i in range(60)]
+        for f in flood:
+            h.streams[f.sid] = f
+            h.send_cell(cells.OPEN, f.sid, cells.open_payload(80, "cdn.other.test"))
+        codes = [await f.opened for f in flood]
+        for f in flood:
+            if f.opened.result() == cells.OK:
+                f.close(cells.RESET)
+        out["flood"] = codes
+        out["pong"] = await h.ping(b"alive")
+        await asyncio.sleep(1.2)  # the token bucket refills
+        s3 = await h.open("cdn.other.test", 80)
+        await s3.send(b"GET / HTTP/1.0\r\nHost: cdn.other.test\r\n\r\n")
+        s3.close()
+        out["body"] = await s3.read_all()
+        return out
+
+    out = tun.run(go)
+    after = tun.metrics()
+    # Reset before or after OPENED 0, depending on when the connection came up.
+    assert out["violation"] == cells.RESET and out["opened"] in (cells.OK, cells.RESET)
+    assert _bad_total(after, "h1", "length") - _bad_total(before, "h1", "length") == 7
+    assert _bad_total(after, "h1", "type") - _bad_total(before, "h1", "type") == 4
+    assert _bad_total(after, "h1", "direction") - _bad_total(before, "h1", "direction") == 4
+    assert _bad_total(after, "h1", "sid") - _bad_total(before, "h1", "sid") >= 3
+    assert _bad_total(after, "h1", "credit") - _bad_total(before, "h1", "credit") == 2
+    limited = out["flood"].count(cells.LIMIT)
+    assert limited >= 60 - 20 and set(out["flood"]) <= {cells.OK, cells.LIMIT}
+    key = ("blinds_exit_refusals_total", (("hub", "h1"), ("reason", "rate")))
+    key2 = ("blinds_exit_refusals_total", (("hub", "h1"), ("reason", "streams")))
+    assert (after[key] + after[key2]) - (before.get(key, 0) + before.get(key2, 0)) == limited
+    assert out["pong"] == b"alive"
+    assert out["body"].endswith(b"hello from cdn.other.test\n")
+
+
+def test_random_cells_memory_flat(tun):
+    """Random cells (any type, sid, length, payload) from an authenticated hub:
+    counted, no crash, the exit's RSS flat. BLINDS_EXIT_RANDOM_CELLS sets how
+    many (a million in the long run)."""
+    import random
+
+    pid = tun.home.procs["exit"].pid
+    before = tun.metrics()
+    rng = random.Random(8)
+    warm = min(10000, RANDOM_CELLS // 4)
+
+    async def go(h):
+        rss = []
+        for i in range(RANDOM_CELLS):
+            t = rng.randrange(20)
+            n = rng.randrange(h.size)
+            head = struct.pack(">BBHH", t, rng.randrange(256), rng.randrange(1, 64), n)
+            h.send_raw(head + rng.randbytes(h.size - 6))
+            if i % 200 == 0:
+                await h.drain()
+            if i == warm:
+                await h.ping(b"warm")
+                rss.append(_rss_kb(pid))
+        pong = await h.ping(b"end")
+        rss.append(_rss_kb(pid))
+        return rss, pong
+
+    rss, pong = tun.run(go, timeout_s=900)
+    after = tun.metrics()
+    assert pong == b"end"
+    assert tun.home.procs["exit"].poll() is None
+    bad = _bad_total(after, "h1") - _bad_total(before, "h1")
+    assert bad >= RANDOM_CELLS // 3, bad
+    assert rss[1] - rss[0] < 6000, rss  # KB
+
+
+def test_constant_shaper_downlink(tun):
+    """shaper constant, 20 ms: one cell every 20 ms, PAD when idle, data paced."""
+    interval_s = 0.02
+
+    async def go(h):
+        loop = asyncio.get_running_loop()
+        t0, n0 = loop.time(), sum(h.received.values())
+        await asyncio.sleep(2.0)
+        idle = (sum(h.received.values()) - n0, loop.time() - t0, h.received.get(cells.PAD, 0))
+        t1 = loop.time()
+        s = await h.open("cdn.other.test", 80)
+        await s.send(b"GET /bytes/30000 HTTP/1.0\r\nHost: cdn.other.test\r\n\r\n")
+        s.close()
+        body = await s.read_all()
+        busy = (sum(h.received.values()) - n0, loop.time() - t0, loop.time() - t1)
+        return idle, busy, body
+
+    idle, busy, body = tun.run(go, shaper=wire.SHAPER_CONSTANT, interval_ms=20)
+    n, secs, pads = idle
+    assert abs(n - secs / interval_s) <= 0.1 * secs / interval_s + 2, idle
+    assert pads >= n - 3  # idle: (nearly) all padding; TIME is the exception
+    total, secs, fetch_s = busy
+    assert total <= secs / interval_s + 3, busy
+    assert fetch_s >= (30000 / 506) * interval_s * 0.9, busy  # the download was paced
+    assert body.split(b"\r\n\r\n", 1)[1] == cloud_http.pseudo_random(30000)
+
+
+def test_hubs_file_reload(tun):
+    """A hub removed from the hubs file is cut off and then refused in the handshake."""
+    path = tun.home.path("hubs.json")
+    with open(path) as f:
+        saved = f.read()
+
+    async def go():
+        h = await tun.fake("h2").connect(EXIT_IP, 443)
+        doc = json.loads(saved)
+        doc["hubs"] = [e for e in doc["hubs"] if e["name"] != "h2"]
+        with open(path + ".new", "w") as f:
+            json.dump(doc, f)
+        os.replace(path + ".new", path)
+        for _ in range(100):
+            if h.lost is not None:
+                break
+            await asyncio.sleep(0.1)
+        try:
+            await tun.fake("h2").connect(EXIT_IP, 443)
+            again = None
+        except (OSError, asyncio.IncompleteReadError, ConnectionError) as e:
+            again = e
+        await h.close()
+        return h.lost, again
+
+    try:
+        lost, again = run_in_netns(tun.home.hub_ns, go)
+    finally:
+        with open(path + ".new", "w") as f:
+            f.write(saved)
+        os.replace(path + ".new", path)
+    assert lost is not None and again is not None
+    time.sleep(2.5)  # reloaded again: h2 is back
+    assert tun.run(lambda h: h.ping(b"back"), hub="h2") == b"back"
+
+
+HAPROXY_CFG = """global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 1h
+    timeout server 1h
+    retries 3
+    option redispatch
+frontend tunnel
+    bind {vip}:443
+    default_backend exits
+backend exits
+    balance source
+    server e1 {e1}:443 check inter 300 fall 1 rise 2
+    server e2 {e2}:443 check inter 300 fall 1 rise 2
+"""
+
+
+def test_haproxy_failover(tun):
+    """Two exits behind one HAProxy address (mode tcp, TLS passed through):
+    kill the one carrying the hub; the hub reconnects through the same
+    address to the other."""
+    home = tun.home
+    vip, e1, e2 = "10.0.0.8", "10.0.0.10", "10.0.0.11"
+    start_exit(home, "exit-e1", e1, 443, "--metrics", e1 + ":9464")
+    start_exit(home, "exit-e2", e2, 443, "--metrics", e2 + ":9464")
+    home.add_server_ip(vip)
+    cfg = home.path("haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(HAPROXY_CFG.format(vip=vip, e1=e1, e2=e2))
+    home.procs["haproxy"] = home.popen(home.inet_ns, ["haproxy", "-db", "-f", cfg], "haproxy")
+    home.wait_port(home.inet_ns, vip, 443, what="haproxy")
+
+    def carrier():
+        up = []
+        for ip in (e1, e2):
+            if home.procs["exit-e1" if ip == e1 else "exit-e2"].poll() is None and tun.metrics(
+                    ip).get(("blinds_exit_hub_connected", (("hub", "h1"),))) == 1:
+                up.append(ip)
+        return up
+
+    async def fetch(h):
+        s = await h.open("api.vendor.test", 80)
+        await s.send(b"GET / HTTP/1.0\r\nHost: api.vendor.test\r\n\r\n")
+        s.close()
+        return await s.read_all()
+
+    async def go():
+        h = await tun.fake("h1").connect(vip, 443)
+        first = await fetch(h)
+        up = await asyncio.get_running_loop().run_in_executor(None, carrier)
+        assert len(up) == 1, up
+        name = "exit-e1" if up[0] == e1 else "exit-e2"
+        os.killpg(home.procs[name].pid, signal.SIGKILL)
+        for _ in range(100):
+            if h.lost is not None:
+                break
+            await asyncio.sleep(0.05)
+        await h.close()
+        # Reconnect through the same address, with backoff as a hub would.
+        for delay in (0.2, 0.4, 0.8, 1.6, 3.2):
+            try:
+                h2 = await tun.fake("h1").connect(vip, 443)
+                break
+            except (OSError, asyncio.IncompleteReadError, ConnectionError):
+                await asyncio.sleep(delay)
+        else:
+            raise AssertionError("no exit behind %s after the failover" % vip)
+        second = await fetch(h2)
+        after = await asyncio.get_running_loop().run_in_executor(None, carrier)
+        await h2.close()
+        return first, second, up[0], after
+
+    first, second, killed, after = run_in_netns(home.hub_ns, go)
+    assert first.endswith(b"hello from api.vendor.test\n")
+    assert second.endswith(b"hello from api.vendor.test\n")
+    assert after == [e2 if killed == e1 else e1]

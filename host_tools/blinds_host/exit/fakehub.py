@@ -63,6 +63,12 @@ class HubStream:
             self.consumed = 0
         return chunk
 
+    async def recv_close(self):
+        """Drop stream bytes until the exit's CLOSE; its code."""
+        while await self.chunks.get() is not None:
+            pass
+        return self.closed
+
     async def read_all(self, limit=1 << 30):
         """Everything up to the exit's CLOSE."""
         out = bytearray()
@@ -200,6 +206,8 @@ class FakeHub:
             s.opened.set_result(payload[0])
         elif ctype == cells.CLOSE and s is not None:
             s.closed = payload[0]
+            if not s.opened.done():  # reset before OPENED (a credit violation)
+                s.opened.set_result(cells.RESET)
             s.chunks.put_nowait(None)
             s.credit_event.set()
             if s.closed != cells.EOF or s.sent_close:
