@@ -20,6 +20,7 @@ import time
 import pytest
 from blinds_host import netns, pki
 from blinds_host.exit import hubs, wire
+from blinds_host.exit.server import pid_rss_kb
 from blinds_host.exit.fakehub import FakeHub, HubStream, OpenFailed, run_in_netns, serve_local
 from blinds_host.home import INTERNET_PREFIX, RESOLVER_IP, RESOLVER_NAME
 from blinds_host.peers import cloud_http
@@ -299,14 +300,6 @@ def _bad_total(m, hub, kind=None):
                and dict(labels)["hub"] == hub and (kind is None or dict(labels)["kind"] == kind))
 
 
-def _rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 RANDOM_CELLS = int(os.environ.get("BLINDS_EXIT_RANDOM_CELLS", "40000"))
 
 
@@ -397,9 +390,9 @@ def test_random_cells_memory_flat(tun):
                 await h.drain()
             if i == warm:
                 await h.ping(b"warm")
-                rss.append(_rss_kb(pid))
+                rss.append(pid_rss_kb(pid))
         pong = await h.ping(b"end")
-        rss.append(_rss_kb(pid))
+        rss.append(pid_rss_kb(pid))
         return rss, pong
 
     rss, pong = tun.run(go, timeout_s=900)

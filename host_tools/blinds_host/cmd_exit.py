@@ -25,7 +25,8 @@ def add_parser(p):
     p.add_argument("--allow-private", action="append", default=[], metavar="CIDR",
                    help="a guarded prefix hubs may reach after all (repeatable)")
     p.add_argument("--resolver", action="append", default=[], metavar="SPEC",
-                   help="dot:IP[:PORT]@NAME:CAFILE, tried in order (default: the system's)")
+                   help="dot:IP[:PORT]@NAME:CAFILE or udp:IP[:PORT], tried in order "
+                   "(default: the system resolver)")
     p.add_argument("--metrics", metavar="IP:PORT", help="serve Prometheus metrics here")
     p.add_argument("--max-streams", type=int, default=server.DEFAULT_MAX_STREAMS, metavar="N",
                    help="concurrent streams per hub (default %(default)s)")

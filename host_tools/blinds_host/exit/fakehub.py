@@ -107,7 +107,7 @@ class FakeHub:
         self.time_ms = None
         self.received = {}  # cell type -> count
         self.max_streams = self.window = 0
-        self.task = None
+        self.task = self.pad_task = None
         self.lost = None
         self.errors = []  # streams serve_local could not open
 
@@ -118,7 +118,19 @@ class FakeHub:
         rec = await asyncio.wait_for(self.reader.readexactly(self.size), timeout_s)
         _, self.max_streams, self.window = wire.parse_exit_hello(rec)
         self.task = asyncio.ensure_future(self._read())
+        if self.shaper == wire.SHAPER_CONSTANT:
+            self.pad_task = asyncio.ensure_future(self._pad())
         return self
+
+    async def _pad(self):
+        # The uplink's cover: one PAD per interval (on top of data cells, which
+        # this test client does not pace: enough for the exit's load figures).
+        loop = asyncio.get_running_loop()
+        at = loop.time()
+        while True:
+            at += self.interval_ms / 1000.0
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            self.send_cell(cells.PAD)
 
     # -- sending ---------------------------------------------------------------------------
     def send_cell(self, ctype, sid=0, payload=b"", flags=0):
@@ -164,8 +176,9 @@ class FakeHub:
         return await asyncio.wait_for(fut, timeout_s)
 
     async def close(self):
-        if self.task is not None:
-            self.task.cancel()
+        for task in (self.task, self.pad_task):
+            if task is not None:
+                task.cancel()
         if self.writer is not None:
             self.writer.close()
             try:
