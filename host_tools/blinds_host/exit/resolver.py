@@ -27,6 +27,8 @@ from ..errors import UsageError
 QUERY_TIMEOUT_S = 3.0
 MAX_INFLIGHT = 256
 MAX_ANSWER = 65535
+CACHE_S = 60.0
+CACHE_SIZE = 4096
 
 
 class ResolveError(Exception):
@@ -249,16 +251,40 @@ class DotResolver:
 
 
 class Resolvers:
-    """Upstreams tried in order."""
+    """Upstreams tried in order, with a small cache of names for OPEN cells
+    (many homes ask for the same cloud names; CACHE_S, CACHE_SIZE entries) and
+    one lookup in flight per name."""
 
     def __init__(self, upstreams):
         self.upstreams = list(upstreams) or [SystemResolver()]
+        self.cache = {}  # name -> (expiry, [ip])
+        self.inflight = {}  # name -> future
 
     async def lookup(self, name):
         """IPv4 addresses (strings) of ``name``; ResolveError if none."""
         if ip_int(name) is not None:
             return [name]
-        return await self._first("lookup", name, bool, "%s: no address" % name)
+        loop = asyncio.get_running_loop()
+        hit = self.cache.get(name)
+        if hit is not None and hit[0] > loop.time():
+            return hit[1]
+        fut = self.inflight.get(name)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = self.inflight[name] = loop.create_future()
+        try:
+            ips = await self._first("lookup", name, bool, "%s: no address" % name)
+        except BaseException as e:  # ResolveError, or the asking stream was cancelled
+            fut.set_exception(e if isinstance(e, ResolveError) else ResolveError("cancelled"))
+            fut.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        finally:
+            del self.inflight[name]
+        fut.set_result(ips)
+        if len(self.cache) >= CACHE_SIZE:
+            del self.cache[next(iter(self.cache))]  # the oldest entry
+        self.cache[name] = (loop.time() + CACHE_S, ips)
+        return ips
 
     async def query(self, wire):
         """The answer to a DNS query (wire format); ResolveError if none."""
