@@ -545,3 +545,51 @@ def test_haproxy_failover(tun):
     assert first.endswith(b"hello from api.vendor.test\n")
     assert second.endswith(b"hello from api.vendor.test\n")
     assert after == [e2 if killed == e1 else e1]
+
+
+def _record_lengths(pcap, flt):
+    """Lengths of the TLS records in the packets that match flt, in order."""
+    r = subprocess.run(["tshark", "-r", pcap, "-d", "tcp.port==443,tls", "-Y", flt + " && tls",
+                        "-T", "fields", "-e", "tls.record.length"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [int(n) for line in r.stdout.split() for n in line.split(",")]
+
+
+def _after_handshake(lengths, cell_record):
+    """The records from the first cell-sized one on, less the close_notify alert
+    that may end the connection (2 bytes + 17), and how many came before it."""
+    first = lengths.index(cell_record)
+    rest = lengths[first:]
+    if rest and rest[-1] == 2 + 17:
+        rest.pop()
+    return rest, first
+
+
+def test_every_record_is_one_cell(tun):
+    """On the wire (the uplink capture), every record after the handshake is one
+    cell long, both ways: HELLO, data, DNS answers over several cells, pings, time."""
+    home = tun.home
+    cap = home.capture("lastmile", "exit-records.pcap")
+
+    async def go(h):
+        s = await h.open("cdn.other.test", 80)
+        await s.send(b"GET /bytes/200000 HTTP/1.0\r\nHost: cdn.other.test\r\n\r\n")
+        s.close()
+        body = await s.read_all()
+        big = await h.dns(_query("api.vendor.test", 5, dnsmsg.T_TXT))
+        await h.ping(b"p")
+        return body, big
+
+    body, _ = tun.run(go)
+    pcap = cap.stop()
+    assert len(body) > 200000
+    cell_record = 512 + 17  # TLS 1.3: the inner content type byte and a 16-byte tag
+    down, before = _after_handshake(
+        _record_lengths(pcap, "ip.src==%s && tcp.srcport==443" % EXIT_IP), cell_record)
+    # Before the first cell: ServerHello, ChangeCipherSpec and the encrypted
+    # handshake flight. After it: only cells.
+    assert before <= 8 and len(down) > 400 and set(down) == {cell_record}, sorted(set(down))
+    up, before = _after_handshake(
+        _record_lengths(pcap, "ip.dst==%s && tcp.dstport==443" % EXIT_IP), cell_record)
+    assert before <= 8 and len(up) > 20 and set(up) == {cell_record}, sorted(set(up))
