@@ -191,14 +191,22 @@ def test_dns_through_the_exit(tun):
     assert time_ms is not None and abs(time_ms - time.time() * 1000) < 60_000
 
 
-def test_dot_resolver_with_a_pinned_ca(tun):
-    """--resolver dot: names and DNS_Q go over DoT to unbound; the wrong CA pinned
-    makes every lookup fail (OPENED 3, SERVFAIL)."""
+RESOLVER_SPECS = {
+    "dot": ("10.0.0.19", "dot:%s@%s:%%s" % (RESOLVER_IP, RESOLVER_NAME)),
+    "doh": ("10.0.0.21", "doh:https://%s/dns-query@%s:%%s" % (RESOLVER_NAME, RESOLVER_IP)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RESOLVER_SPECS))
+def test_resolver_with_a_pinned_ca(tun, kind):
+    """--resolver dot:/doh:: names and DNS_Q go to unbound over DoT (or the DoH
+    front); the wrong CA pinned makes every lookup fail (OPENED 3, SERVFAIL)."""
     home = tun.home
-    start_exit(home, "exit-dot", "10.0.0.19", 443, "--resolver",
-               "dot:%s@%s:%s" % (RESOLVER_IP, RESOLVER_NAME, home.path("ca.pem")))
-    start_exit(home, "exit-dot-bad", "10.0.0.20", 443, "--resolver",
-               "dot:%s@%s:%s" % (RESOLVER_IP, RESOLVER_NAME, home.path("other-ca.pem")))
+    ip, spec = RESOLVER_SPECS[kind]
+    bad_ip = ip[:-1] + str(int(ip[-1]) + 1)
+    start_exit(home, "exit-" + kind, ip, 443, "--resolver", spec % home.path("ca.pem"))
+    start_exit(home, "exit-%s-bad" % kind, bad_ip, 443, "--resolver",
+               spec % home.path("other-ca.pem"))
 
     async def go(h):
         a = dnsmsg.decode(await h.dns(_query("fw.vendor.test", 9)))
@@ -207,7 +215,7 @@ def test_dot_resolver_with_a_pinned_ca(tun):
         s.close()
         return a, await s.read_all()
 
-    a, body = tun.run(go, ip="10.0.0.19")
+    a, body = tun.run(go, ip=ip)
     assert [rr[4] for rr in a.answers] == [bytes([10, 0, 0, 82])]
     assert body.endswith(b"hello from fw.vendor.test\n")
 
@@ -219,7 +227,7 @@ def test_dot_resolver_with_a_pinned_ca(tun):
             return a, e.code
         return a, None
 
-    a, code = tun.run(bad, ip="10.0.0.20")
+    a, code = tun.run(bad, ip=bad_ip)
     assert a.rcode == dnsmsg.SERVFAIL and code == cells.UNRESOLVED
 
 

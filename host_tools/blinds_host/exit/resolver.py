@@ -5,6 +5,7 @@
   of ``/etc/resolv.conf``.
 * :class:`UdpResolver` (``--resolver udp:IP[:PORT]``): plain DNS to a resolver
   next to the exit (a local unbound, say).
+* DoH (``--resolver doh:URL@IP:CAFILE``), in :mod:`.doh`.
 * :class:`DotResolver` (``--resolver dot:IP[:PORT]@NAME:CAFILE``): one
   persistent DNS-over-TLS connection (RFC 7858), queries pipelined, the
   resolver's certificate checked against a pinned CA file and its name.
@@ -45,6 +46,10 @@ def parse_resolver(spec):
         if not at or not colon or ip_int(ip) is None or not name or not cafile:
             raise UsageError("--resolver dot:IP[:PORT]@NAME:CAFILE, not %r" % spec)
         return DotResolver(ip, int(port or 853), name, cafile)
+    if kind == "doh":
+        from . import doh
+
+        return doh.parse(rest)
     if kind == "udp":
         ip, _, port = rest.partition(":")
         if ip_int(ip) is None or (port and not port.isdigit()):
@@ -52,8 +57,8 @@ def parse_resolver(spec):
         return UdpResolver(ip, int(port or 53))
     if kind == "system" and not rest:
         return SystemResolver()
-    raise UsageError("--resolver: %r is not dot:IP[:PORT]@NAME:CAFILE, udp:IP[:PORT] or system "
-                     "(DoH upstreams are not implemented in the exit yet)" % spec)
+    raise UsageError("--resolver: %r is not dot:IP[:PORT]@NAME:CAFILE, doh:URL@IP:CAFILE, "
+                     "udp:IP[:PORT] or system" % spec)
 
 
 def a_records(wire):
