@@ -20,6 +20,7 @@ from blinds.tunnel import cells
 
 from . import wire
 from .resolver import ResolveError
+from .sender import Sender
 from .stream import Stream
 
 HANDSHAKE_S = 10.0  # TLS handshake and HELLO
@@ -30,14 +31,11 @@ CONNECT_S = 10.0
 MAX_DNS = 16  # DNS_Q in flight per hub; more are answered SERVFAIL
 MAX_DNS_ANSWER = 4096
 MAX_PONGS = 4
-MAX_CTRL = 4096  # control cells queued; a session past it is closed (cannot happen
-#                  within the limits above, but bounded all the same)
-MAX_READ = cells.MAX_CELL + 1
-FLUSH_EVERY = 32
+MAX_READ = cells.MAX_CELL + 1  # one record at most: longer ones show up as bad lengths
 _HUB_HIGH = 64 * 1024  # TLS bytes queued to the hub before the exit stops pumping
 
 
-class Session(asyncio.Protocol):
+class Session(Sender, asyncio.Protocol):
     """The exit's side of one hub connection."""
 
     def __init__(self, ex):
@@ -352,95 +350,12 @@ class Session(asyncio.Protocol):
             more = cells.FLAG_MORE if off + step < len(answer) else 0
             self.control(cells.DNS_A, qid, answer[off:off + step], more)
 
-    # -- cells to the hub -------------------------------------------------------------------
+    # -- tasks ------------------------------------------------------------------------------
     def _spawn(self, coro):
         task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
-
-    def control(self, ctype, sid, payload=b"", flags=0):
-        """Queue a control cell (OPENED, CLOSE, CREDIT, DNS_A, PONG, TIME)."""
-        if self.closed:
-            return
-        if len(self.ctrl) >= MAX_CTRL:
-            self.close(abort=True)
-            return
-        self.ctrl.append(wire.cell(self.size, ctype, sid, payload, flags))
-        self._kick()
-
-    def _kick(self):
-        if self.shaper != wire.SHAPER_NONE or self.closed:
-            return
-        if self.busy:
-            self.kicked = True
-        else:
-            self._pump()
-            self._flush()
-
-    def _next(self):
-        """The next cell to send, or None."""
-        if self.ctrl:
-            c = self.ctrl.popleft()
-            if c[0] == cells.PONG:
-                self.pongs -= 1
-            return c
-        ready = self.ready
-        while ready:
-            s = ready.popleft()
-            s.queued = False
-            if not s.sendable():
-                continue
-            c = s.next_cell()
-            if s.sendable():
-                s.queued = True
-                ready.append(s)
-            return c
-        return None
-
-    def _pump(self):
-        # Not re-entered: a cell taken here can queue another (a stream's last
-        # DATA queues its CLOSE), which must leave after it, not before.
-        self.busy = True
-        n = 0
-        try:
-            while not self.paused and not self.closed:
-                c = self._next()
-                if c is None:
-                    return
-                self._write(c)
-                n += 1
-                if n % FLUSH_EVERY == 0:
-                    self._flush()
-        finally:
-            self.busy = False
-            self.kicked = False
-
-    def _tick(self):
-        """The constant shaper: one cell every interval, data or PAD."""
-        if self.closed:
-            return
-        now = self.loop.time()
-        self.tick_at += self.interval_s
-        if self.tick_at < now - 1.0:  # far behind (a stalled loop): do not burst
-            self.tick_at = now + self.interval_s
-        self.tick_handle = self.loop.call_at(self.tick_at, self._tick)
-        if self.paused:
-            return
-        c = self._next()
-        if c is None:
-            c = wire.cell(self.size, cells.PAD)
-            self.stats.pad_out += 1
-        self._write(c)
-        self._flush()
-
-    def _write(self, c):
-        try:
-            self.tls.write(c)
-        except (ssl.SSLError, OSError):
-            self.close(abort=True)
-            return
-        self.stats.cells_out += 1
 
     # -- teardown -----------------------------------------------------------------------------
     def close(self, abort=False):
