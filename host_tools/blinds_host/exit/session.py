@@ -9,6 +9,7 @@ one TLS record of exactly cell_bytes.
 
 import asyncio
 import collections
+import logging
 import socket
 import ssl
 import struct
@@ -22,6 +23,8 @@ from . import wire
 from .resolver import ResolveError
 from .sender import Sender
 from .stream import Stream
+
+log = logging.getLogger("blinds.exit")
 
 HANDSHAKE_S = 10.0  # TLS handshake and HELLO
 IDLE_S = 90.0  # nothing received for this long: the hub is gone (it pings every 15 s)
@@ -123,9 +126,10 @@ class Session(Sender, asyncio.Protocol):
         except ssl.SSLWantReadError:
             self._flush()
             return False
-        except (ssl.SSLError, OSError):
+        except (ssl.SSLError, OSError) as e:
             # An unknown hub's certificate fails here, inside the handshake.
             self.ex.stats.handshake_failed += 1
+            log.debug("handshake from %s failed: %s", self._peer(), e)
             self._flush()  # the alert
             self.close(abort=True)
             return False
@@ -140,8 +144,14 @@ class Session(Sender, asyncio.Protocol):
         self.stats = self.ex.stats.hub(name)
         self.stats.connections += 1
         self.stats.connected += 1
+        log.info("hub %s connected from %s", name, self._peer())
         self.ex.hub_connected(self)
         return True
+
+    def _peer(self):
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return "%s:%d" % peer[:2] if peer else "?"
+
 
     def _handshake_timeout(self):
         if self.size == 0 and not self.closed:
@@ -374,6 +384,8 @@ class Session(Sender, asyncio.Protocol):
         self.ready.clear()
         if self.stats is not None:
             self.stats.connected -= 1
+            log.info("hub %s disconnected (cells so far: %d in, %d out)", self.hub,
+                     self.stats.cells_in, self.stats.cells_out)
             self.ex.hub_gone(self)
         if self.transport is None:
             return
