@@ -35,14 +35,19 @@ def test_cell_too_big_payload():
         wire.cell(64, cells.DATA, 1, bytes(59))
 
 
-@given(st.integers(cells.MIN_CELL, cells.MAX_CELL), st.integers(wire.MIN_INTERVAL_MS,
-                                                                 wire.MAX_INTERVAL_MS))
-def test_hello_role_fields_round_trip(size, interval_ms):
-    rec = wire.hub_hello(size, wire.SHAPER_CONSTANT, interval_ms)
-    assert wire.parse_hub_hello(rec) == (wire.SHAPER_CONSTANT, interval_ms)
-    assert wire.parse_hub_hello(wire.hub_hello(size)) == (wire.SHAPER_NONE, 0)
-    # A hub that sends only version and role asks for no shaping.
-    assert wire.parse_hub_hello(cells.hello(bytearray(size), 0)) == (wire.SHAPER_NONE, 0)
+@given(st.integers(cells.MIN_CELL, cells.MAX_CELL),
+       st.integers(wire.MIN_INTERVAL_MS, wire.MAX_INTERVAL_MS),
+       st.integers(wire.MIN_WINDOW, wire.MAX_WINDOW))
+def test_hello_role_fields_round_trip(size, interval_ms, window):
+    rec = wire.hub_hello(size, wire.SHAPER_CONSTANT, interval_ms, window)
+    assert wire.parse_hub_hello(rec, 16) == (wire.SHAPER_CONSTANT, interval_ms, window)
+    assert wire.parse_hub_hello(wire.hub_hello(size), 16) == (wire.SHAPER_NONE, 0, 8)
+    # A hub that sends only version and role asks for no shaping, and gets the
+    # exit's window; the firmware's own HELLO layout parses the same.
+    assert wire.parse_hub_hello(cells.hello(bytearray(size), 0), 16) == (wire.SHAPER_NONE, 0, 16)
+    fw = cells.hello(bytearray(size), 0, bytes((1, interval_ms >> 8, interval_ms & 255,
+                                                window >> 8, window & 255)))
+    assert wire.parse_hub_hello(fw, 16) == (wire.SHAPER_CONSTANT, interval_ms, window)
     ex = wire.exit_hello(size, 64, 16)
     assert wire.parse_exit_hello(ex) == (size, 64, 16)
 
@@ -51,12 +56,13 @@ def test_hello_role_fields_round_trip(size, interval_ms):
     wire.hub_hello(512, 7, 50),  # unknown shaper
     wire.hub_hello(512, wire.SHAPER_CONSTANT, 0),  # interval out of range
     wire.hub_hello(512)[:300],  # record shorter than it announces
+    wire.hub_hello(512, wire.SHAPER_NONE, 0, 0),  # grants no window
     wire.exit_hello(512, 1, 1),  # an exit's HELLO
     wire.cell(512, cells.OPEN, 512, b"\x00\x50x"),  # not a HELLO
 ])
 def test_bad_hub_hellos(rec):
     with pytest.raises(cells.CellError):
-        wire.parse_hub_hello(rec)
+        wire.parse_hub_hello(rec, 16)
 
 
 def _keygen(tmp_path, name, out):
@@ -204,7 +210,7 @@ s = socket.socket()
 s.connect(socket.getaddrinfo("127.0.0.1", %(port)d)[0][-1])
 t = ctx.wrap_socket(s, server_hostname="exit.test")
 cell = bytearray(512)
-struct.pack_into(">BBHHBBBH", cell, 0, 1, 0, 512, 5, 1, 0, 0, 0)
+struct.pack_into(">BBHHBBBHH", cell, 0, 1, 0, 512, 7, 1, 0, 0, 0, 8)
 t.write(cell)
 got = b""
 while len(got) < 1024:

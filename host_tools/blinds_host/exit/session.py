@@ -52,7 +52,8 @@ class Session(Sender, asyncio.Protocol):
         self.stats = None
         self.size = 0
         self.pmax = 0
-        self.window = ex.window
+        self.window = ex.window  # the credit per stream the exit grants the hub
+        self.hub_window = ex.window  # ... and the hub the exit (its HELLO)
         self.streams = {}
         self.ctrl = collections.deque()
         self.ready = collections.deque()
@@ -161,7 +162,7 @@ class Session(Sender, asyncio.Protocol):
 
     def _hello(self, rec):
         try:
-            self.shaper, interval_ms = wire.parse_hub_hello(rec)
+            self.shaper, interval_ms, self.hub_window = wire.parse_hub_hello(rec, self.window)
         except (cells.CellError, IndexError, struct.error):
             self.stats.bad["hello"] += 1
             self.close(abort=True)
