@@ -49,6 +49,9 @@ COMMANDS = {
     "flash": ("blinds_host.cmd_flash", "write a hub image onto an ESP32 over USB (esptool)"),
     "deploy": ("blinds_host.cmd_deploy",
                "copy the hub's code and configuration onto an ESP32 running MicroPython"),
+    "tunnel": ("blinds_host.cmd_tunnel", "make the key pair a hub uses to reach its tunnel exit"),
+    "exit": ("blinds_host.cmd_exit",
+             "run a tunnel exit: the far end that carries hubs' traffic to the internet"),
 }
 
 # command name -> (what it does, for its user; examples)
@@ -139,6 +142,19 @@ kept. The board then soft-resets and starts the hub.""",
                """examples:
   blinds deploy --port /dev/ttyACM0 --config hub.json
   blinds deploy --port /dev/ttyUSB0 --dry-run"""),
+    "tunnel": ("""Make the key pair a hub presents to its tunnel exit: an EC P-256
+certificate and key for the hub, and the line to add to the exit's hubs file
+so that the exit lets this hub in (and nobody else with it).""",
+               """example:
+  blinds tunnel keygen --name home-1 --out keys/"""),
+    "exit": ("""Run a tunnel exit: the far end of the hubs' tunnels. It lets in only the hubs
+in its hubs file, opens the connections they ask for (never to private or
+local addresses unless you allow a prefix), answers their DNS, drops their
+cover traffic and shapes what it sends back as they ask. Several exits can sit
+behind one TCP load balancer. Ctrl-C or SIGTERM stops it.""",
+             """example:
+  blinds exit --listen 0.0.0.0:443 --cert exit.pem --key exit.key --hubs hubs.json \\
+      --metrics 127.0.0.1:9108"""),
 }
 
 
