@@ -153,8 +153,7 @@ local addresses unless you allow a prefix), answers their DNS, drops their
 cover traffic and shapes what it sends back as they ask. Several exits can sit
 behind one TCP load balancer. Ctrl-C or SIGTERM stops it.""",
              """example:
-  blinds exit --listen 0.0.0.0:443 --cert exit.pem --key exit.key --hubs hubs.json \\
-      --metrics 127.0.0.1:9108"""),
+  blinds exit --listen 0.0.0.0:443 --cert exit.pem --key exit.key --hubs hubs.json"""),
 }
 
 
