@@ -21,7 +21,8 @@ from blinds.dns.tlsconn import TlsUpstream, UpstreamError
 
 _MAX_PENDING = const(64)  # queries in flight on one DoT connection
 _WARM_MS = const(120000)  # reopen idle-closed connections this long after the last query
-_WARM_GAP_MAX_MS = const(60000)  # backoff cap between reopens nobody used
+_WARM_GAP_MAX_MS = const(60000)  # backoff cap between reopens the server closed at once
+_WARM_MIN_LIFE_MS = const(5000)  # a reopened connection closed sooner means: back off
 _E = const(0)  # pending entry: event set when the reply (or an error) is in
 _R = const(1)  # the reply bytes, or an error string
 _GEN = const(2)  # generation of the connection it was written on; 0 before
@@ -42,6 +43,7 @@ class DotUpstream(TlsUpstream):
         self.rx = 0  # replies read, all connections
         self.conn_rx = 0  # replies read on this connection
         self.conn_used = False  # a query of a device's went out on this connection
+        self.opened_at = 0  # ticks when this connection was opened
         self.probe = probe  # the query that readies a reopened connection
         self.last_used = None  # ticks of the last query
         self.warm = None  # the task reopening a connection
@@ -101,6 +103,7 @@ class DotUpstream(TlsUpstream):
                 await self._open()
                 self.conn_rx = 0
                 self.conn_used = False
+                self.opened_at = ticks_ms()
             gen = p[_GEN] = self.gen
             p[_RX] = self.rx
             try:
@@ -115,7 +118,6 @@ class DotUpstream(TlsUpstream):
                 return
             if used:
                 self.conn_used = True
-                self.warm_gap_ms = 0
             # The reader starts once the handshake is through: until then the
             # writer waits on the socket, and asyncio allows one reader a socket.
             if self.reader is None:
@@ -181,9 +183,11 @@ class DotUpstream(TlsUpstream):
             return
         if ticks_diff(ticks_ms(), self.last_used) >= _WARM_MS:
             return  # a quiet home costs nothing
-        if not used:
-            # Reopened, then closed again without a device's query on it: wait
-            # longer each time (a server that closes at once costs little).
+        if used or ticks_diff(ticks_ms(), self.opened_at) >= _WARM_MIN_LIFE_MS:
+            self.warm_gap_ms = 0
+        else:
+            # Reopened, then closed again at once without a device's query on
+            # it: wait longer each time (such a server costs little).
             self.warm_gap_ms = min(max(self.warm_gap_ms * 2, 1000), _WARM_GAP_MAX_MS)
         self.warm = asyncio.create_task(self._reopen(self.warm_gap_ms))
 
