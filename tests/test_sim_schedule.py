@@ -172,7 +172,7 @@ def _fake_results():
         return {"attacks": att, "overhead": {"wifi": {"Bps": bps, "up_Bps": bps / 2},
                                              "lastmile": {"Bps": bps + 100, "up_Bps": bps / 2}},
                 "latency": {"setup_p50_ms": setup / 2, "setup_p95_ms": setup, "dns_p50_ms": 1.0,
-                            "dns_p95_ms": 2.0, "down_p95_ms": 3.0, "up_p95_ms": 4.0,
+                            "dns_p95_ms": 2.0 + setup, "down_p95_ms": 3.0, "up_p95_ms": 4.0,
                             "data_p95_ms": 4.0},
                 "sessions": {"ok": 4, "expected": 4, "errors": {}, "up_delivered": 1.0,
                              "down_delivered": 1.0},
@@ -194,6 +194,7 @@ def test_report_table_and_html(tmp_path):
     dns_wifi = next(r for r in rows if r["defense"] == "dns" and r["view"] == "wifi")
     assert dns_wifi["overhead_KBps"] == pytest.approx(0.01)
     assert dns_wifi["added_p95_ms"] == pytest.approx(2.0)
+    assert dns_wifi["dns_added_p95_ms"] == pytest.approx(2.0)
     assert next(r for r in rows if r["defense"] == "dns" and r["view"] == "lastmile")["knn"] is None
     with open(path_html) as f:
         page = f.read()
@@ -201,6 +202,7 @@ def test_report_table_and_html(tmp_path):
         "http://www.w3.org/2000/svg", "")
     text = report.format_table(rows)
     assert "defense" in text.splitlines()[0] and len(text.splitlines()) == 7 and "data" in text.splitlines()[0]
+    assert text.splitlines()[0].rstrip().endswith("DNS")
 
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="../shared/data is absent")

@@ -137,7 +137,7 @@ class Hub:
     def _import_all(self):
         # Load every module now, so that the heap figure for code is complete.
         from blinds import devices, names, policy, storage  # noqa: F401
-        from blinds.dns import cache, decisions, server, upstream, wire  # noqa: F401
+        from blinds.dns import cache, decisions, doh, dot, server, tlsconn, upstream, wire  # noqa: F401
         from blinds.net import budget, guard, sockets  # noqa: F401
         from blinds.relay import httphost, learn, sni, sniff, streams  # noqa: F401
         from blinds.time import server as _ntp  # noqa: F401
@@ -179,6 +179,7 @@ class Hub:
         nsock = self._own(self.ntp.socket())
         dns, relay = self.dns, self.relay
         self.keep("dns-udp", lambda: dns.serve_udp(udp))
+        self.keep("dns-warm", self.names.resolver.warm)  # the first query finds a connection ready
         for lsock, port in listeners:
             self.keep("relay-%d" % port, lambda s=lsock, p=port: relay.serve(s, p))
         self.keep("relay-sweep", relay.sweep)
@@ -299,6 +300,7 @@ class Hub:
             m += [s["queries"], s["dropped"], self.devices.evictions, self.devices.conflicts,
                   self.names.resolver.failed, self.names.resolver.failovers, self.dns.tcp_conns,
                   self.budget.used, self.budget.refused]
+            m += [u.connects for u in self.names.resolver.upstreams]
         if self.relay is not None:
             s = self.relay.stats
             m += [s["accepted"], s["bytes_up"], s["bytes_down"], len(self.relay.streams),

@@ -77,8 +77,8 @@ def _run(args):
     print(report.format_table(results["table"]))
     print("\nknn/sizes: device identification accuracy (chance: always guessing the most common "
           "device);\noverhead: KB/s more than without a hub on that view; added latency: p95 of stream "
-          "set-up\n(connect to first response byte) and of data delays, minus the same without "
-          "a hub.")
+          "set-up\n(connect to first response byte), of data delays and of DNS answers, minus the "
+          "same without a hub.")
     cmd_sim.print_fidelity(results)
     print("\nreport:  %s\nresults: %s" % (path_html, path_json))
     return 0

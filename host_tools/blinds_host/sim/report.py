@@ -32,6 +32,8 @@ def table(results):
         base_setup = base["latency"].get("setup_p95_ms") if base else None
         data = a["latency"].get("data_p95_ms")
         base_data = base["latency"].get("data_p95_ms") if base else None
+        dns = a["latency"].get("dns_p95_ms")
+        base_dns = base["latency"].get("dns_p95_ms") if base else None
         for view in VIEWS:
             knn, sizes = _acc(a, view, "knn"), _acc(a, view, "sizes")
             ov_view = "wifi" if view == "wifi" else "lastmile"
@@ -49,6 +51,9 @@ def table(results):
                 else round(setup - base_setup, 2),
                 "data_added_p95_ms": None if data is None or base_data is None
                 else round(data - base_data, 2),
+                "dns_p95_ms": dns,
+                "dns_added_p95_ms": None if dns is None or base_dns is None
+                else round(dns - base_dns, 2),
                 "note": knn.get("note"),
             })
     return rows
@@ -66,13 +71,13 @@ def interrupted_note(results):
 
 def format_table(rows):
     head = ["defense", "view", "knn", "sizes", "chance", "KB/s", "overhead KB/s",
-            "p95 added ms: set-up", "data"]
+            "p95 added ms: set-up", "data", "DNS"]
 
     def f(v, d=3):
         return "-" if v is None else ("%.*f" % (d, v) if isinstance(v, float) else str(v))
     body = [[r["defense"], r["view"], f(r["knn"]), f(r["sizes"]), f(r["chance"]),
              f(r["KBps"], 2), f(r["overhead_KBps"], 2), f(r["added_p95_ms"], 1),
-             f(r["data_added_p95_ms"], 1)] for r in rows]
+             f(r["data_added_p95_ms"], 1), f(r.get("dns_added_p95_ms"), 1)] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
               for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
@@ -214,20 +219,22 @@ def _accuracy_chart(r):
 def _table_html(r):
     out = ["<table><tr><th>defense</th><th>view</th><th>knn</th><th>sizes</th><th>chance</th>"
            "<th>windows</th><th>KB/s</th><th>overhead KB/s</th><th>p95 added ms: set-up</th>"
-           "<th>data</th><th class='l'>note</th></tr>"]
+           "<th>data</th><th>DNS</th><th class='l'>note</th></tr>"]
     for row in r["table"]:
         out.append("<tr><td>%s</td><td class='l'>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-                   "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
+                   "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
                    "<td class='l muted'>%s</td></tr>"
                    % (_e(row["defense"]), _e(row["view"]), _f(row["knn"]), _f(row["sizes"]),
                       _f(row["chance"]), _f(row["windows"]), _f(row["KBps"], 2),
                       _f(row["overhead_KBps"], 2), _f(row["added_p95_ms"], 1),
-                      _f(row["data_added_p95_ms"], 1), _e(row["note"] or "")))
+                      _f(row["data_added_p95_ms"], 1), _f(row.get("dns_added_p95_ms"), 1),
+                      _e(row["note"] or "")))
     out.append("</table><p class='muted'>overhead: this view's bytes/s minus the same view's "
                "without a hub; added latency, set-up: p95 of a stream's set-up (connect, first byte "
                "up, first byte back) minus the same without a hub; data: p95 of the delay of "
                "every replayed packet's bytes (due time to arrival, both ways) minus the same "
-               "without a hub.</p>")
+               "without a hub; DNS: p95 of the time a device waits for its address (query to "
+               "answer, cached or not) minus the same without a hub.</p>")
     return "".join(out)
 
 
