@@ -22,6 +22,7 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 _SWEEP_MS = const(1000)
 _BURST = const(8)  # chunks copied before a stream yields to the event loop
 _STREAM_OBJ_BYTES = const(3072)  # a stream's objects: tasks, frames, sockets
+_PIECE = const(1024)  # what a slow peer's pending bytes are held in
 
 ALLOWED = "ok"
 _ENDED_WELL = ("ok", "idle")
@@ -255,8 +256,11 @@ class Relay:
                 st.bytes_down += n
             w = dst.write(buf, 0, n) or 0
             if w < n:
-                rest = bytes(self.scratch_mv[w:n])
-                await self._send_all(dst, rest, 0, n - w)
+                # Copied out in pieces: a fragmented heap that has no room
+                # for one 8 KB block still has room for 1 KB ones.
+                rest = [bytes(self.scratch_mv[i:min(i + _PIECE, n)]) for i in range(w, n, _PIECE)]
+                for piece in rest:
+                    await self._send_all(dst, piece, 0, len(piece))
             burst += 1
             if burst >= _BURST:
                 # A bulk stream must not starve DNS and the other streams.
