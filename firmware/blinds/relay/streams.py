@@ -41,27 +41,26 @@ def reset(sock):
 
 
 class Stream:
-    # One relayed stream: its sockets, buffers and counters.
-    __slots__ = ("dev", "port", "name", "addr", "kind", "down", "up", "t0", "last", "tasks",
-                 "main", "bytes_up", "bytes_down", "result", "dead", "half")
+    # One relayed stream: its sockets, buffers and counters. Class attributes
+    # are the defaults: an instance holds only what was set on it (MicroPython
+    # ignores __slots__; every instance attribute costs heap).
+    name = None
+    addr = None
+    kind = None
+    up = None  # the upstream socket
+    result = None
+    dead = False
+    half = False  # the device has stopped sending
+    bytes_up = 0
+    bytes_down = 0
 
     def __init__(self, dev, port, down):
         self.dev = dev
         self.port = port
-        self.name = None
-        self.addr = None
-        self.kind = None
         self.down = down  # the device's socket
-        self.up = None  # the upstream socket
         self.t0 = ticks_ms()
         self.last = self.t0
         self.tasks = []
-        self.main = None
-        self.bytes_up = 0
-        self.bytes_down = 0
-        self.result = None
-        self.dead = False
-        self.half = False  # the device has stopped sending
 
 
 class Relay:
@@ -148,8 +147,7 @@ class Relay:
         self.streams.append(st)
         dev.streams += 1
         dev.seen_s = int(self.board.time_s())
-        st.main = asyncio.create_task(self._run(st))
-        st.tasks.append(st.main)
+        st.tasks.append(asyncio.create_task(self._run(st)))
 
     # -- one stream ------------------------------------------------------------
     async def _run(self, st):
@@ -281,7 +279,7 @@ class Relay:
                 self.stats["errors"] += 1
                 st.result = "internal error"
                 self.board.log("relay: upward copy of %s failed: %r" % (st.name, e))
-            st.main.cancel()
+            st.tasks[0].cancel()  # the stream's main task
             return
         # Device EOF (a half-close, or a close): from now on the stream ends
         # after half_close_ms without upstream data, not the full idle time.
