@@ -3,7 +3,6 @@ HTTPS/HTTP servers and unbound in the internet namespace, tcpdump on the
 uplink. The exit here is tests/tunnel_fake_exit.py (a FAKE, named so), until
 the real one (`blinds exit`) joins these tests."""
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 
 import pytest
 from test_dns_home import dig
-from test_relay import curl, devices
+from test_relay import curl, devices, ten_mb_both_ways
 
 from blinds_host import pki
 from blinds_host.home import AP_IP
@@ -105,22 +104,7 @@ def test_https_http_and_dns_through_the_tunnel_one_flow(tun):
 
 
 def test_10mb_both_ways_intact(tun, tmp_path):
-    n = 10 * 1024 * 1024
-    out = tmp_path / "down.bin"
-    rc, _, err = curl(tun, 1, "https://fw.vendor.test/bytes/%d" % n, "-o", str(out), "-D",
-                      str(tmp_path / "h"), timeout=180)
-    assert rc == 0, err
-    headers = (tmp_path / "h").read_text().lower()
-    want = [ln.split(":", 1)[1].strip() for ln in headers.splitlines()
-            if ln.startswith("x-sha256:")][0]
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == want
-    up = tmp_path / "up.bin"
-    data = os.urandom(n)
-    up.write_bytes(data)
-    rc, body, err = curl(tun, 1, "https://fw.vendor.test/sha256", "--data-binary", "@%s" % up,
-                         "-H", "Content-Type: application/octet-stream", timeout=180)
-    assert rc == 0, err
-    assert body.strip() == hashlib.sha256(data).hexdigest()
+    ten_mb_both_ways(tun, tmp_path, timeout=180)
 
 
 def test_exit_killed_nothing_goes_direct_then_reconnects(tun):
