@@ -86,7 +86,8 @@ def _board(r, limits, out):
                         % (v, limits.get("name", "target"), hi)))
     if r.get("dns") and r.get("relay") and None not in r["dns"]["upstreams"]:
         fixed = budget.fixed_sockets(r)
-        if limits["max_sockets"] - fixed < budget.stream_sockets(r):
+        need = budget.stream_sockets(r)
+        if limits["max_sockets"] - fixed < need:
             out.append(("$.relay", "the %s board has %d sockets; the hub's own take %d, which leaves"
                         " none for a stream (fewer relay ports or upstreams)"
                         % (limits.get("name", "target"), limits["max_sockets"], fixed)))
