@@ -247,46 +247,47 @@ class Link:
         self.rlen = 0
 
     async def _read_loop(self):
-        b = self.rbuf
-        c = self.c
         while True:
             await self._read_cell()
             self.last_rx = ticks_ms()
-            c["cells_in"] += 1
-            t = b[0]
-            sid = (b[2] << 8) | b[3]
-            n = (b[4] << 8) | b[5]
-            if n > self.pmax or t >= cells.N_TYPES:
-                # An authenticated peer breaking the protocol: count the
-                # cell and drop it (the stream it names, if any, is reset).
+            self.dispatch(self.rbuf)
+
+    def dispatch(self, b):
+        # One whole cell from the exit. An authenticated peer breaking the
+        # protocol gets its cell dropped and counted (and the stream it names
+        # reset, for credit violations); the link stays up.
+        c = self.c
+        c["cells_in"] += 1
+        t = b[0]
+        sid = (b[2] << 8) | b[3]
+        n = (b[4] << 8) | b[5]
+        if n > self.pmax or t >= cells.N_TYPES:
+            c["bad_cells"] += 1
+        elif t == cells.PAD:
+            c["pad_in"] += 1
+        elif t == cells.DATA or t == cells.OPENED or t == cells.CLOSE or t == cells.CREDIT:
+            ts = self.streams.get(sid)
+            if ts is None:
+                c["unknown_sid"] += 1
+            elif t == cells.DATA:
+                c["data_in"] += 1
+                c["bytes_in"] += n
+                ts.on_data(b, n)
+            else:
+                ts.on_control(t, b, n)
+        elif t == cells.DNS_A:
+            if self.on_cell is None or not self.on_cell(sid, b[1], b, n):
                 c["bad_cells"] += 1
-                continue
-            if t == cells.PAD:
-                c["pad_in"] += 1
-            elif t == cells.DATA or t == cells.OPENED or t == cells.CLOSE or t == cells.CREDIT:
-                ts = self.streams.get(sid)
-                if ts is None:
-                    c["unknown_sid"] += 1
-                elif t == cells.DATA:
-                    c["data_in"] += 1
-                    c["bytes_in"] += n
-                    ts.on_data(b, n)
-                else:
-                    ts.on_control(t, b, n)
-            elif t == cells.DNS_A:
-                if self.on_cell is None or not self.on_cell(sid, b[1], b, n):
-                    c["bad_cells"] += 1
-            elif t == cells.PING:
-                self.send_ctl(cells.PONG, 0, bytes(b[HEADER:HEADER + min(n, 8)]))
-            elif t == cells.TIME and n >= 8:
-                c["time_cells"] += 1
-                ms = cells.u64(b)
-                st = getattr(self.board, "set_time_ms", None)
-                if st is not None:
-                    st(ms)
-                self.synced = True
-            elif t != cells.PONG:
-                c["bad_cells"] += 1  # HELLO again, OPEN, DNS_Q: not the exit's to send
+        elif t == cells.PING:
+            self.send_ctl(cells.PONG, 0, bytes(b[HEADER:HEADER + min(n, 8)]))
+        elif t == cells.TIME and n >= 8:
+            c["time_cells"] += 1
+            st = getattr(self.board, "set_time_ms", None)
+            if st is not None:
+                st(cells.u64(b))
+            self.synced = True
+        elif t != cells.PONG:
+            c["bad_cells"] += 1  # HELLO again, OPEN, DNS_Q: not the exit's to send
 
     async def _watch(self):
         # Liveness: PING after 15 s of silence; dead after 45 s.

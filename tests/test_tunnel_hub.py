@@ -1,0 +1,353 @@
+"""The hub's side of the tunnel, piece by piece: the tunnel config section, the
+socket budget, the constant shaper's schedule, credit and bad cells in the
+link's dispatch. Each scenario runs on CPython and on the MicroPython unix
+port (the same source), the latter with a capped heap."""
+
+import copy
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mpy import run_mp_json
+from test_config_rules import BASE
+
+from blinds import config
+from blinds.net import budget
+
+TUNNEL = {"exit": {"ip": "10.0.0.9", "name": "exit.test", "ca_file": "exit-ca.pem"},
+          "cert_file": "hub.pem", "key_file": "hub.key"}
+
+
+def with_tunnel(**over):
+    cfg = copy.deepcopy(BASE)
+    t = copy.deepcopy(TUNNEL)
+    t.update(over)
+    cfg["tunnel"] = t
+    return cfg
+
+
+# ---- configuration ---------------------------------------------------------------
+
+
+def test_tunnel_defaults_and_normalisation():
+    r = config.check(with_tunnel())
+    t = r["tunnel"]
+    assert t["exit"] == {"ip": "10.0.0.9", "port": 443, "name": "exit.test",
+                         "ca_file": "exit-ca.pem"}
+    assert (t["cell_bytes"], t["wait_ms"], t["window"], t["fallback"]) == (512, 5000, 8, "block")
+    assert t["shaper"] == {"kind": "none", "interval_ms": 0}
+    assert config.check(r) == r  # normalised twice is normalised
+    assert "tunnel" not in config.check(copy.deepcopy(BASE))
+
+
+@given(st.integers(-10, 5000), st.integers(-5, 20000), st.sampled_from(["none", "constant", "x"]),
+       st.sampled_from(["block", "direct", "around"]))
+@settings(max_examples=150)
+def test_tunnel_ranges(cell, interval, kind, fallback):
+    cfg = with_tunnel(cell_bytes=cell, fallback=fallback,
+                      shaper={"kind": kind, "interval_ms": interval})
+    problems = dict(config.validate(cfg))
+    p = "$.tunnel"
+    assert (p + ".cell_bytes" in problems) == (not 64 <= cell <= 4096)
+    assert (p + ".fallback" in problems) == (fallback not in ("block", "direct"))
+    assert (p + ".shaper.kind" in problems) == (kind not in ("none", "constant"))
+    bad_iv = (kind == "constant" and not 1 <= interval <= 10000) or \
+        (kind == "none" and interval != 0)
+    assert (p + ".shaper.interval_ms" in problems) == bad_iv
+    if not problems:
+        r = config.check(cfg)
+        assert r["tunnel"]["shaper"]["interval_ms"] == (interval if kind == "constant" else 0)
+
+
+def test_tunnel_shape_errors_have_paths():
+    cfg = with_tunnel(shaper={"kind": "constant"}, window=0, wait_ms="5")
+    cfg["tunnel"]["exit"] = {"ip": "192.168.4.7", "port": 0, "name": "not a name",
+                             "ca_file": "", "x": 1}
+    cfg["tunnel"]["extra"] = True
+    del cfg["tunnel"]["key_file"]
+    problems = dict(config.validate(cfg))
+    for path in ("$.tunnel.shaper.interval_ms", "$.tunnel.window", "$.tunnel.wait_ms",
+                 "$.tunnel.exit.ip", "$.tunnel.exit.port", "$.tunnel.exit.name",
+                 "$.tunnel.exit.ca_file", "$.tunnel.exit.x", "$.tunnel.extra",
+                 "$.tunnel.key_file"):
+        assert path in problems, (path, problems)
+    assert "access-point subnet" in problems["$.tunnel.exit.ip"]
+    assert "$.tunnel.exit" in dict(config.validate(with_tunnel(exit="10.0.0.9")))
+
+
+def test_budget_counts_the_tunnel_once_and_one_socket_per_stream():
+    plain = config.check(copy.deepcopy(BASE))
+    block = config.check(with_tunnel())
+    direct = config.check(with_tunnel(fallback="direct"))
+    n_up = len(plain["dns"]["upstreams"])
+    assert budget.fixed_sockets(block) == budget.fixed_sockets(plain) - n_up + 1
+    assert budget.fixed_sockets(direct) == budget.fixed_sockets(plain) + 1
+    assert budget.stream_sockets(plain) == 2 and budget.stream_sockets(block) == 1
+    assert not budget.direct_allowed(block) and budget.direct_allowed(direct)
+    # The ESP32's 10 sockets: a tunnelled home carries more streams at once.
+    esp = 10
+    assert (esp - budget.fixed_sockets(block)) // 1 > (esp - budget.fixed_sockets(plain)) // 2
+
+
+# ---- the constant shaper's schedule ---------------------------------------------
+
+SHAPER_SCENARIO = r"""
+import json
+from blinds.tunnel.shaper import ConstantShaper, NoShaper
+from blinds.compat import ticks_add, ticks_diff
+
+def run(t0, iv, delays):
+    # The writer's loop with a fake clock: wait what due() says, wake up
+    # 'delay' ms late, send, tell the shaper.
+    sh = ConstantShaper(iv)
+    sh.start(t0)
+    now = t0
+    out = []
+    for late in delays:
+        d = sh.due(now, False)
+        now = ticks_add(now, d + late)
+        out.append(ticks_diff(now, t0))
+        sh.sent(now, False)
+    return out, sh.late
+
+res = []
+for t0, iv, delays in json.loads(INPUT):
+    res.append(run(t0, iv, delays))
+n = NoShaper()
+res.append([n.due(0, False), n.due(0, True)])
+print(json.dumps(res))
+"""
+
+
+def shaper_expect(iv, delays):
+    # On the grid t0 + k*iv: each cell at the first slot not yet passed.
+    times, slot, late_total = [], 0, 0
+    now = 0
+    for late in delays:
+        start = max(now, slot * iv)
+        now = start + late
+        times.append(now)
+        nxt = slot + 1
+        if now >= nxt * iv:
+            skip = (now - nxt * iv) // iv + 1
+            late_total += skip
+            nxt += skip
+        slot = nxt
+    return times, late_total
+
+
+@given(st.lists(st.tuples(st.integers(1, 500),
+                          st.lists(st.integers(0, 1200), min_size=1, max_size=40)),
+                min_size=1, max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_constant_shaper_schedule_cpython(cases):
+    src = SHAPER_SCENARIO.replace("INPUT", repr(json.dumps([[1000, iv, d] for iv, d in cases])))
+    got = _run_cpython(src)
+    for (iv, delays), (times, late) in zip(cases, got):
+        want_t, want_late = shaper_expect(iv, delays)
+        assert times == want_t and late == want_late
+        # Without lateness every cell leaves exactly on the grid, one per slot.
+        if not any(delays):
+            assert times == [k * iv for k in range(len(delays))]
+    assert got[-1] == [-1, 0]
+
+
+def test_constant_shaper_schedule_unix_port():
+    # Including a start just before MicroPython's ticks wrap (2**30 ms).
+    cases = [[0, 50, [0] * 30], [(1 << 30) - 120, 50, [0, 3, 0, 140, 0, 0, 49, 50, 0]],
+             [7, 1, [0, 0, 2, 0]], [123, 10000, [0, 9999, 1, 0]]]
+    src = SHAPER_SCENARIO.replace("INPUT", repr(json.dumps(cases)))
+    got = run_mp_json(src, heap="64k")
+    for (_t0, iv, delays), (times, late) in zip(cases, got):
+        assert [times, late] == list(shaper_expect(iv, delays))
+    assert got[0][0] == [k * 50 for k in range(30)]
+    assert got[-1] == [-1, 0]
+
+
+def _run_cpython(src):
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(compile(src, "<scenario>", "exec"), {"__name__": "__scenario__"})
+    return json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+# ---- credit and bad cells in the link's dispatch ----------------------------------
+
+LINK_SCENARIO = r"""
+import gc, json, struct
+from blinds.tunnel import cells
+from blinds.tunnel.link import Link, UP
+from blinds.tunnel.streams import TStream
+
+class FakeBoard:
+    # A FAKE board: files are empty (no TLS here), nothing is logged.
+    def read_file(self, name):
+        return b""
+    def log(self, msg):
+        pass
+
+class FakeDeviceSocket:
+    # A FAKE device socket: takes up to 'room' bytes, gives 'data'.
+    def __init__(self, room):
+        self.room = room
+        self.got = 0
+        self.data = b""
+    def write(self, buf, off=0, n=None):
+        n = len(buf) - off if n is None else n
+        w = min(n, self.room)
+        self.room -= w
+        self.got += w
+        return w if w else None
+    def readinto(self, mv):
+        n = min(len(mv), len(self.data))
+        if not self.data:
+            return None
+        mv[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
+
+class St:
+    # The relay's Stream, as much of it as a tunnel stream touches.
+    def __init__(self, room):
+        self.down = FakeDeviceSocket(room)
+        self.last = 0
+        self.bytes_up = self.bytes_down = 0
+        self.result = "ok"
+        self.half = False
+        self.port = 443
+        self.name = "x.test"
+
+CELL = 128
+tcfg = {"exit": {"ip": "10.0.0.9", "port": 443, "name": "exit.test", "ca_file": "ca"},
+        "cert_file": "c", "key_file": "k", "cell_bytes": CELL, "window": 4,
+        "shaper": {"kind": "none", "interval_ms": 0}, "wait_ms": 100, "fallback": "block"}
+link = Link(FakeBoard(), tcfg)
+link.state = UP
+link.peer_window = 6
+buf = bytearray(CELL)
+out = {}
+
+def stream(sid, room):
+    ts = TStream(link, St(room), None)
+    ts.sid = sid
+    link.streams[sid] = ts
+    link.dispatch(cells.pack(buf, cells.OPENED, sid, b"\x00"))
+    return ts
+
+def data(sid, payload=b"z" * 100):
+    link.dispatch(cells.pack(buf, cells.DATA, sid, payload))
+
+def drain_writer():
+    # What the writer would send now, as (type, sid, payload) tuples.
+    sent = []
+    while link._fill():
+        t, f, sid, n = cells.unpack(link.wbuf)
+        sent.append((t, sid, bytes(link.wbuf[6:6 + n])))
+    return sent
+
+# A stalled device: the window fills the ring; one cell more is a violation.
+a = stream(1, 0)
+for i in range(4):
+    data(1)
+out["ring"] = [a.count, a.rx_left, link.c["credit_violations"]]
+data(1)
+out["violation"] = [link.c["credit_violations"], a.got_close]
+out["after_violation"] = [(t, s, list(p)) for t, s, p in drain_writer()]
+out["a_freed"] = 1 not in link.streams
+
+# A device that takes everything: CREDIT goes back every window/2 cells.
+b = stream(2, 10 ** 9)
+out["credit_cells"] = []
+for i in range(9):
+    data(2)
+    out["credit_cells"] += [(t, s, list(p)) for t, s, p in drain_writer()]
+out["b"] = [b.st.down.got, b.rx_left, b.owed, b.count]
+
+# Upward: the device has 1000 bytes; the exit granted 6 cells.
+b.st.down.data = b"u" * 1000
+sent = 0
+while True:
+    b.ready = True
+    link.want(b)
+    cs = drain_writer()
+    if not cs:
+        break
+    sent += sum(len(p) for t, s, p in cs if t == cells.DATA)
+out["upward"] = [sent, b.credit]
+link.dispatch(cells.pack(buf, cells.CREDIT, 2, struct.pack(">H", 2)))
+out["credit_back"] = b.credit
+link.dispatch(cells.pack(buf, cells.CREDIT, 2, struct.pack(">H", 60)))
+out["credit_overflow"] = [link.c["credit_violations"], b.got_close]
+
+# Cells no exit may send.
+before = dict(link.c)
+data(999)
+link.dispatch(cells.pack(buf, cells.CLOSE, 998, b"\x01"))
+link.dispatch(bytes((200, 0, 0, 1, 0, 0)) + bytes(CELL - 6))
+link.dispatch(bytes((cells.DATA, 0, 0, 2, 0xFF, 0xFF)) + bytes(CELL - 6))
+link.dispatch(cells.pack(buf, cells.OPEN, 5, b"\x01\xbbx.test"))
+link.dispatch(cells.pack(buf, cells.DNS_A, 4242, b"\x00" * 12))
+link.dispatch(cells.pack(buf, cells.HELLO, CELL, b"\x01\x01"))
+out["bad"] = [link.c["unknown_sid"] - before["unknown_sid"],
+              link.c["bad_cells"] - before["bad_cells"]]
+
+# A flood of random cells, some for open streams: memory stays bounded.
+import os
+for sid in range(10, 14):
+    stream(sid, 0)
+gc.collect()
+base = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
+peak = 0
+seed = 12345
+for i in range(N_RANDOM):
+    r = os.urandom(8)
+    t = r[0] % 13
+    sid = 10 + r[1] % 6
+    n = (r[2] << 8 | r[3]) % (CELL + 10)
+    buf[0] = t; buf[1] = r[4] & 1; buf[2] = sid >> 8; buf[3] = sid & 255
+    buf[4] = n >> 8; buf[5] = n & 255
+    link.dispatch(buf)
+    if len(link.ctl) > 50:
+        link.ctl = []
+    drain_writer()
+    if i % 500 == 0 and hasattr(gc, "mem_alloc"):
+        gc.collect()
+        peak = max(peak, gc.mem_alloc() - base)  # what the link holds, live
+out["flood_ok"] = True
+out["flood_peak"] = peak
+out["open_after"] = len(link.streams)
+print(json.dumps(out))
+"""
+
+
+def _check_link(out):
+    assert out["ring"] == [4, 0, 0]
+    assert out["violation"] == [1, 1]
+    assert out["after_violation"] == [[5, 1, [1]]]  # CLOSE 1 (reset) for sid 1
+    assert out["a_freed"] is True
+    credits = [c for c in out["credit_cells"] if c[0] == 6]
+    assert [list(c[2]) for c in credits] == [[0, 2]] * 4  # 9 cells taken: 4 CREDITs of 2
+    assert out["b"] == [900, 4 - 9 + 8, 1, 0]  # got, rx_left, owed, ring
+    assert out["upward"] == [6 * 122, 0]  # 6 cells of credit, 122 bytes each
+    assert out["credit_back"] == 2
+    assert out["credit_overflow"] == [2, 1]
+    assert out["bad"] == [2, 5]
+    assert out["flood_ok"] is True
+
+
+def test_link_credit_and_bad_cells_cpython():
+    out = _run_cpython(LINK_SCENARIO.replace("N_RANDOM", "3000"))
+    _check_link(json.loads(json.dumps(out)))
+
+
+@pytest.mark.parametrize("heap", ["96k"])
+def test_link_credit_and_bad_cells_unix_port_bounded(heap):
+    out = run_mp_json(LINK_SCENARIO.replace("N_RANDOM", "20000"), heap=heap)
+    _check_link(out)
+    # What stays live under the flood: at most the four streams' rings (4 cells
+    # of 122 bytes each) and their objects; nothing grows with the cells.
+    assert out["flood_peak"] < 6 * 1024, out["flood_peak"]
