@@ -22,6 +22,8 @@ COMMANDS = {
     "attack": ("blinds_host.cmd_attack", "run traffic-analysis attacks on captures"),
     "demo": ("blinds_host.cmd_demo", "start the test home and show what each view sees"),
     "sim": ("blinds_host.cmd_sim", "replay recorded or synthetic devices through the hub, attack both views"),
+    "tunnel": ("blinds_host.cmd_tunnel", "tunnel tooling: make a hub's key pair"),
+    "exit": ("blinds_host.cmd_exit", "run a tunnel exit for hubs"),
 }
 
 

@@ -1,0 +1,257 @@
+"""The exit's resolvers: names for OPEN cells, answers for DNS_Q cells.
+
+* :class:`SystemResolver` (the default): ``loop.getaddrinfo`` for names, and the
+  hub's DNS queries forwarded over UDP (TCP when truncated) to the nameservers
+  of ``/etc/resolv.conf``.
+* :class:`DotResolver` (``--resolver dot:IP[:PORT]@NAME:CAFILE``): one
+  persistent DNS-over-TLS connection (RFC 7858), queries pipelined, the
+  resolver's certificate checked against a pinned CA file and its name.
+
+A :class:`Resolvers` list tries its upstreams in order.
+"""
+
+import asyncio
+import itertools
+import socket
+import ssl
+import struct
+
+from blinds.dns import msg as dnsmsg
+from blinds.dns.upstream import make_query
+from blinds.net.guard import ip_int
+
+from ..errors import UsageError
+
+QUERY_TIMEOUT_S = 3.0
+MAX_INFLIGHT = 256
+MAX_ANSWER = 65535
+
+
+class ResolveError(Exception):
+    """A name or query no upstream could answer."""
+
+
+def parse_resolver(spec):
+    """A resolver object for one ``--resolver`` argument."""
+    kind, _, rest = spec.partition(":")
+    if kind == "dot":
+        addr, at, rest = rest.partition("@")
+        name, colon, cafile = rest.partition(":")
+        ip, _, port = addr.partition(":")
+        if not at or not colon or ip_int(ip) is None or not name or not cafile:
+            raise UsageError("--resolver dot:IP[:PORT]@NAME:CAFILE, not %r" % spec)
+        return DotResolver(ip, int(port or 853), name, cafile)
+    if kind == "system" and not rest:
+        return SystemResolver()
+    raise UsageError("--resolver: %r is not dot:IP@NAME:CAFILE or system (DoH upstreams are "
+                     "not implemented in the exit yet)" % spec)
+
+
+def a_records(wire):
+    """The IPv4 addresses in a DNS answer's answer section."""
+    m = dnsmsg.decode(wire)
+    return [".".join(str(b) for b in rr[4]) for rr in m.answers
+            if rr[1] == dnsmsg.T_A and len(rr[4]) == 4]
+
+
+async def _lookup_by_query(resolver, name):
+    try:
+        wire = await resolver.query(make_query(name, dnsmsg.T_A))
+        return a_records(wire)
+    except dnsmsg.DnsError as e:
+        raise ResolveError("bad answer for %s: %s" % (name, e))
+
+
+def _nameservers(path="/etc/resolv.conf"):
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver" and ip_int(parts[1]) is not None:
+                    out.append(parts[1])
+    except OSError:
+        pass
+    return out or ["127.0.0.1"]
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, qid):
+        self.qid = qid
+        self.done = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data, addr):
+        if len(data) >= 2 and (data[0] << 8 | data[1]) == self.qid and not self.done.done():
+            self.done.set_result(data)
+
+    def error_received(self, exc):
+        if not self.done.done():
+            self.done.set_exception(ResolveError(str(exc)))
+
+
+class SystemResolver:
+    """The machine's resolver: getaddrinfo, and resolv.conf's nameservers."""
+
+    label = "system"
+
+    async def lookup(self, name):
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(name, None, family=socket.AF_INET, type=socket.SOCK_STREAM),
+                QUERY_TIMEOUT_S * 2)
+        except (OSError, asyncio.TimeoutError, UnicodeError) as e:
+            raise ResolveError("%s: %s" % (name, e))
+        return list(dict.fromkeys(info[4][0] for info in infos))
+
+    async def query(self, wire):
+        loop = asyncio.get_running_loop()
+        qid = (wire[0] << 8) | wire[1]
+        last = None
+        for ns in _nameservers():
+            transport, proto = await loop.create_datagram_endpoint(
+                lambda: _Udp(qid), remote_addr=(ns, 53))
+            try:
+                transport.sendto(bytes(wire))
+                answer = await asyncio.wait_for(proto.done, QUERY_TIMEOUT_S)
+            except (ResolveError, asyncio.TimeoutError, OSError) as e:
+                last = e
+                continue
+            finally:
+                transport.close()
+            if len(answer) > 2 and answer[2] & 0x02:  # TC: ask again over TCP
+                return await self._tcp(ns, wire)
+            return answer
+        raise ResolveError("no nameserver answered: %s" % (last,))
+
+    async def _tcp(self, ns, wire):
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(ns, 53), QUERY_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError) as e:
+            raise ResolveError("%s:53/tcp: %s" % (ns, e))
+        try:
+            w.write(struct.pack(">H", len(wire)) + bytes(wire))
+            n = struct.unpack(">H", await asyncio.wait_for(r.readexactly(2), QUERY_TIMEOUT_S))[0]
+            return await asyncio.wait_for(r.readexactly(n), QUERY_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+            raise ResolveError("%s:53/tcp: %s" % (ns, e))
+        finally:
+            w.close()
+
+
+class DotResolver:
+    """DNS over TLS to one upstream, one connection, queries pipelined.
+
+    Each query gets an id of the connection's own (the hubs' ids may collide);
+    the answer gets the hub's id back."""
+
+    def __init__(self, ip, port, name, cafile):
+        self.ip, self.port, self.name = ip, port, name
+        self.label = "dot:%s@%s" % (ip, name)
+        try:
+            self.ctx = ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as e:
+            raise UsageError("--resolver %s: cannot load CA file %s: %s" % (self.label, cafile, e))
+        self.writer = None
+        self.pending = {}
+        self.ids = itertools.cycle(range(1, 65536))
+        self.connecting = None
+
+    async def lookup(self, name):
+        return await _lookup_by_query(self, name)
+
+    async def _connection(self):
+        if self.writer is not None and not self.writer.is_closing():
+            return self.writer
+        if self.connecting is None:
+            self.connecting = asyncio.ensure_future(self._connect())
+        try:
+            return await asyncio.shield(self.connecting)
+        finally:
+            if self.connecting is not None and self.connecting.done():
+                self.connecting = None
+
+    async def _connect(self):
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(
+                self.ip, self.port, ssl=self.ctx, server_hostname=self.name), QUERY_TIMEOUT_S)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as e:
+            raise ResolveError("%s: %s" % (self.label, e))
+        self.writer = w
+        asyncio.ensure_future(self._reader(r, w))
+        return w
+
+    async def _reader(self, r, w):
+        try:
+            while True:
+                n = struct.unpack(">H", await r.readexactly(2))[0]
+                answer = await r.readexactly(n)
+                fut = self.pending.pop((answer[0] << 8) | answer[1], None) if n >= 2 else None
+                if fut is not None and not fut.done():
+                    fut.set_result(answer)
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            w.close()
+            if self.writer is w:
+                self.writer = None
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(ResolveError("%s: connection lost" % self.label))
+            self.pending.clear()
+
+    async def query(self, wire):
+        if len(self.pending) >= MAX_INFLIGHT:
+            raise ResolveError("%s: too many queries in flight" % self.label)
+        w = await self._connection()
+        qid = next(self.ids)
+        while qid in self.pending:
+            qid = next(self.ids)
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[qid] = fut
+        w.write(struct.pack(">HH", len(wire), qid) + bytes(wire[2:]))
+        try:
+            answer = await asyncio.wait_for(fut, QUERY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ResolveError("%s: no answer" % self.label)
+        finally:
+            self.pending.pop(qid, None)
+        return bytes(wire[:2]) + answer[2:]
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Resolvers:
+    """Upstreams tried in order."""
+
+    def __init__(self, upstreams):
+        self.upstreams = list(upstreams) or [SystemResolver()]
+
+    async def lookup(self, name):
+        """IPv4 addresses (strings) of ``name``; ResolveError if none."""
+        if ip_int(name) is not None:
+            return [name]
+        return await self._first("lookup", name, bool, "%s: no address" % name)
+
+    async def query(self, wire):
+        """The answer to a DNS query (wire format); ResolveError if none."""
+        return await self._first("query", wire, lambda a: len(a) <= MAX_ANSWER, "no answer")
+
+    async def _first(self, method, arg, good, fail):
+        last = None
+        for up in self.upstreams:
+            try:
+                result = await getattr(up, method)(arg)
+            except ResolveError as e:
+                last = e
+                continue
+            if good(result):
+                return result
+        raise last or ResolveError(fail)
+
+    def close(self):
+        for up in self.upstreams:
+            if hasattr(up, "close"):
+                up.close()
