@@ -3,11 +3,11 @@
 Written for the hub's tests while the real exit (``blinds exit``) is built
 elsewhere; it speaks the protocol plainly and without limits: mutual TLS (the
 hub's certificate is its own trust anchor), HELLO, TIME, OPEN by a fixed
-name -> IP zone, DATA with credit both ways, CLOSE, DNS_Q forwarded over UDP
-to a resolver, PING/PONG. ``--bad`` makes it misbehave after the HELLO
+name -> IP zone, DATA with credit both ways, CLOSE, DNS_Q answered from that
+zone, PING/PONG. ``--bad`` makes it misbehave after the HELLO
 (cells for unknown streams, credit violations, unknown types) to test the
 hub's defences. Run: python tunnel_fake_exit.py --listen IP:PORT --cert F
---key F --hub-cert F --zone JSON --dns IP:PORT [--window N] [--bad]
+--key F --hub-cert F --zone JSON [--window N] [--bad]
 """
 
 import argparse
@@ -123,19 +123,22 @@ class Conn:
         uw.close()
 
     async def dns(self, qid, wire):
-        loop = asyncio.get_running_loop()
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setblocking(False)
+        # Answered from the zone (A records; anything else: no data).
+        from blinds.dns import msg as dnsmsg
+
         try:
-            ip, port = self.args.dns.rsplit(":", 1)
-            await loop.sock_connect(s, (ip, int(port)))
-            await loop.sock_sendall(s, wire)
-            ans = await asyncio.wait_for(loop.sock_recv(s, 4096), 3)
-        except (OSError, asyncio.TimeoutError):
+            q = dnsmsg.decode(wire)
+        except dnsmsg.DnsError:
             return
-        finally:
-            s.close()
-        ans = struct.pack(">H", qid) + ans[2:]
+        name, qtype, qclass = q.questions[0]
+        r = dnsmsg.Message(qid, 0x8180)
+        r.questions = [(name, qtype, qclass)]
+        ip = self.args.zone.get(name)
+        if ip is None:
+            r.flags |= 3  # NXDOMAIN
+        elif qtype == 1:
+            r.answers = [(name, 1, 1, 300, socket.inet_aton(ip))]
+        ans = dnsmsg.encode(r)
         pmax = self.size - H
         for i in range(0, len(ans), pmax):
             more = cells.FLAG_MORE if i + pmax < len(ans) else 0
@@ -171,7 +174,6 @@ def main(argv=None):
     p.add_argument("--key", required=True)
     p.add_argument("--hub-cert", required=True)
     p.add_argument("--zone", type=json.loads, default={})
-    p.add_argument("--dns", default="127.0.0.1:53")
     p.add_argument("--window", type=int, default=16)
     p.add_argument("--bad", action="store_true")
     args = p.parse_args(argv)

@@ -112,6 +112,8 @@ class TStream:
     def _violation(self):
         # The exit sent more than it may: reset this stream, keep the tunnel.
         self.link.c["credit_violations"] += 1
+        if self.st.result == "ok":
+            self.st.result = "credit violation by the exit"
         self.got_close = cells.RESET
         self.close_out = cells.RESET
         self.link.want(self)
