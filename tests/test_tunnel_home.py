@@ -13,6 +13,8 @@ import time
 import pytest
 from test_dns_home import dig
 from test_relay import curl, devices, ten_mb_both_ways
+from test_relay import test_mqtt_over_tls_by_name as mqtt_over_tls
+from test_relay import test_openssl_s_client as openssl_s_client
 
 from blinds_host import netns, pki
 from blinds_host.netns import sh
@@ -154,6 +156,14 @@ def test_10mb_both_ways_intact(tun, tmp_path):
                                                            st["relay"]["log"][-2:]))
 
 
+def test_mqtt_and_openssl_through_the_tunnel(tun):
+    before = tun.hub_status()["tunnel"]["opened"]
+    mqtt_over_tls(tun)  # mosquitto_sub and mosquitto_pub over TLS, by name
+    openssl_s_client(tun)
+    time.sleep(1.5)  # status.json is written every second
+    assert tun.hub_status()["tunnel"]["opened"] >= before + 3
+
+
 def test_exit_killed_nothing_goes_direct_then_reconnects(tun):
     cap = tun.capture("lastmile", "tunnel-killed.pcap")
     try:
@@ -200,6 +210,55 @@ def test_bad_cells_from_an_authenticated_exit(tun):
         start_exit(tun)
     assert tunnel_status(tun, timeout_s=40)["state"] == "up"
     assert curl(tun, 1, "https://api.vendor.test/")[1].startswith("hello from api.vendor.test")
+
+
+def test_constant_shaper_one_cell_every_interval_both_ways(tun):
+    iv = 50
+    tun.start_hub(tunnel_config(tun, shaper={"kind": "constant", "interval_ms": iv}))
+    try:
+        assert tunnel_status(tun)["state"] == "up"
+        cap = tun.capture("lastmile", "tunnel-constant.pcap")
+        try:
+            time.sleep(2)  # idle: padding only
+            assert curl(tun, 1, "https://api.vendor.test/")[1].startswith("hello from")
+            time.sleep(1)
+        finally:
+            pcap = cap.stop()
+        from blinds_host.cmd_verify import check, load_config
+
+        rep = check([pcap], load_config(tun.path("hub.json")))
+        assert rep["ok"] and rep["tunnel_only"], rep["violations"]
+        (fl,) = [f for f in rep["flows"] if f["kind"] == "tunnel"]
+        for way in ("hub_to_exit", "exit_to_hub"):
+            (n,) = rep["record_lengths"][way].values()
+            rate = n / fl["duration_s"]
+            # One cell every 50 ms each way, idle or not: 20 per second.
+            assert abs(rate - 1000 / iv) < 0.1 * 1000 / iv, (way, n, fl["duration_s"])
+        st = tun.hub_status()["tunnel"]
+        assert st["pad_out"] > 0 and st["pad_in"] > 0
+    finally:
+        tun.start_hub(tunnel_config(tun))
+        assert tunnel_status(tun)["state"] == "up"
+
+
+def test_fallback_direct_is_opt_in_and_loud(tun):
+    tun.start_hub(tunnel_config(tun, fallback="direct", wait_ms=500))
+    try:
+        assert tunnel_status(tun)["state"] == "up"
+        tun.stop_peer("exit")
+        assert tunnel_status(tun, state="down")["state"] == "down"
+        # DNS from the hub's own DoT resolver, the stream direct: logged loudly.
+        assert dig(tun, 3, "host43.zone.test")[0] == "NOERROR"
+        assert curl(tun, 1, "https://api.vendor.test/")[1].startswith("hello from")
+        time.sleep(1.5)
+        st = tun.hub_status()
+        assert st["relay"]["direct_fallback"] >= 1
+        log = tun.hub_log()
+        assert "goes DIRECT (fallback direct)" in log and "DIRECTLY (fallback direct)" in log
+    finally:
+        start_exit(tun)
+        tun.start_hub(tunnel_config(tun))
+        assert tunnel_status(tun)["state"] == "up"
 
 
 def test_verify_flags_a_packet_around_the_tunnel(tun):
