@@ -98,7 +98,7 @@ class TStream:
             self.lens = [0] * link.window
         slot = (self.head + self.count) % link.window
         base = slot * link.pmax
-        self.ring[base:base + n - w] = b[HEADER + w:HEADER + n]
+        self.ring[base:base + n - w] = memoryview(b)[HEADER + w:HEADER + n]
         self.lens[slot] = n - w
         self.count += 1
         self.ev.set()
@@ -148,7 +148,9 @@ class TStream:
             n = self.owed
             self.owed = 0
             self.rx_left += n
-            cells.pack(buf, cells.CREDIT, self.sid, bytes((n >> 8, n & 255)))
+            buf[HEADER] = n >> 8
+            buf[HEADER + 1] = n & 255
+            cells.pack_head(buf, cells.CREDIT, self.sid, 2)
             return True
         if not self.ready or self.credit <= 0:
             return False
