@@ -253,7 +253,7 @@ def drain_writer():
 a = stream(1, 0)
 for i in range(4):
     data(1)
-out["ring"] = [a.count, a.rx_left, link.c["credit_violations"]]
+out["ring"] = [len(a.q), a.rx_left, link.c["credit_violations"]]
 data(1)
 out["violation"] = [link.c["credit_violations"], a.got_close]
 out["after_violation"] = [(t, s, list(p)) for t, s, p in drain_writer()]
@@ -265,7 +265,7 @@ out["credit_cells"] = []
 for i in range(9):
     data(2)
     out["credit_cells"] += [(t, s, list(p)) for t, s, p in drain_writer()]
-out["b"] = [b.st.down.got, b.rx_left, b.owed, b.count]
+out["b"] = [b.st.down.got, b.rx_left, b.owed, len(b.q)]
 
 # Upward: the device has 1000 bytes; the exit granted 6 cells.
 b.st.down.data = b"u" * 1000
@@ -294,6 +294,19 @@ link.dispatch(cells.pack(buf, cells.DNS_A, 4242, b"\x00" * 12))
 link.dispatch(cells.pack(buf, cells.HELLO, CELL, b"\x01\x01"))
 out["bad"] = [link.c["unknown_sid"] - before["unknown_sid"],
               link.c["bad_cells"] - before["bad_cells"]]
+
+# Stalled devices share the link's pool of cell buffers (4 windows): once it
+# is spent, the stream that needs one more is reset; buffers come back.
+pool = [stream(sid, 0) for sid in range(20, 25)]
+for ts in pool:
+    for i in range(4):
+        data(ts.sid)
+drain_writer()
+out["pool"] = [link.pool_made, link.pool_max, link.c["no_buffer"],
+               [len(ts.q) for ts in pool], [ts.got_close for ts in pool]]
+for ts in pool + [a]:
+    ts.free()
+out["pool_back"] = len(link.pool)
 
 # A flood of random cells, some for open streams: memory stays bounded.
 import os
@@ -337,6 +350,11 @@ def _check_link(out):
     assert out["credit_overflow"] == [2, 1]
     assert out["bad"] == [2, 5]
     assert out["flood_ok"] is True
+    # Stream a holds 4 buffers, so 12 are left for the five streams here.
+    made, cap, no_buffer, held, closed = out["pool"]
+    assert (made, cap) == (16, 16) and held == [4, 4, 4, 0, 0] and no_buffer == 2
+    assert closed == [None, None, None, 1, 1]
+    assert out["pool_back"] == 16
 
 
 def test_link_credit_and_bad_cells_cpython():

@@ -97,9 +97,15 @@ class Relay:
         self.log = [None] * self.log_size
         self.log_pos = 0
         self.streams = []
-        self.scratch = bytearray(self.bufsize)  # shared by every stream (see _pump)
-        self.scratch_mv = memoryview(self.scratch)
+        # The copy buffer, shared by every direct stream (see _pump); none
+        # when every stream goes through the tunnel.
+        self.scratch = bytearray(self.bufsize) if self.direct_ok else None
+        self.scratch_mv = memoryview(self.scratch) if self.direct_ok else None
         self.min_free = 2 * self.bufsize + _STREAM_OBJ_BYTES
+        if tunnel is not None:
+            # A tunnelled stream: its objects and, if its device is slow, a
+            # few of the pool's cell buffers (tunnel/link.py).
+            self.min_free = 4 * tunnel.pmax + _STREAM_OBJ_BYTES
         self.stats = {"accepted": 0, "relayed": 0, "blocked": 0, "refused_budget": 0,
                       "refused_device": 0, "refused_memory": 0, "refused_private": 0,
                       "refused_conflict": 0, "unknown_device": 0, "no_name": 0, "bad_hello": 0,

@@ -25,6 +25,7 @@ _WATCH_MS = const(1000)
 _BACKOFF_MIN_MS = const(500)
 _BACKOFF_MAX_MS = const(30000)
 _MAX_CTL = const(96)  # control cells waiting to leave (OPEN, CLOSE, DNS_Q, PING, PONG)
+_POOL_WINDOWS = const(4)  # the buffer pool holds this many streams' windows
 _NODELAY = (getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1))
 
 DOWN = "down"
@@ -71,6 +72,11 @@ class Link:
         self.wbuf = bytearray(self.cell)
         self.wmv = memoryview(self.wbuf)
         self.wpay = self.wmv[HEADER:]
+        # Cell buffers for what devices have not taken yet, shared by all
+        # streams: made on demand up to pool_max, then reused, never freed.
+        self.pool = []
+        self.pool_made = 0
+        self.pool_max = _POOL_WINDOWS * self.window
         self.rbuf = bytearray(self.cell)
         self.rmv = memoryview(self.rbuf)
         self.rlen = 0
@@ -93,7 +99,8 @@ class Link:
                   "data_in": 0, "bytes_out": 0, "bytes_in": 0, "streams": 0, "opened": 0,
                   "refused": 0, "connects": 0, "reconnects": 0, "failures": 0, "pings": 0,
                   "time_cells": 0, "bad_cells": 0, "unknown_sid": 0, "credit_violations": 0,
-                  "ctl_dropped": 0, "late_slots": 0}
+                  "ctl_dropped": 0, "late_slots": 0, "oom": 0,
+                  "no_buffer": 0}
 
     # -- what streams and DNS call -------------------------------------------------
     def is_up(self):
@@ -116,6 +123,23 @@ class Link:
             ts.queued = True
             self.wants.append(ts)
             self.kick.set()
+
+    def take_slot(self):
+        """A cell buffer from the pool, or None when it is spent."""
+        if self.pool:
+            return self.pool.pop()
+        if self.pool_made >= self.pool_max:
+            return None
+        try:
+            b = bytearray(self.pmax)
+        except MemoryError:
+            self.c["oom"] += 1
+            return None
+        self.pool_made += 1
+        return b
+
+    def give_slot(self, b):
+        self.pool.append(b)
 
     def new_sid(self):
         for _ in range(65535):
@@ -250,7 +274,10 @@ class Link:
         while True:
             await self._read_cell()
             self.last_rx = ticks_ms()
-            self.dispatch(self.rbuf)
+            try:
+                self.dispatch(self.rbuf)
+            except MemoryError:
+                self.c["oom"] += 1  # one cell lost; the tunnel stays up
 
     def dispatch(self, b):
         # One whole cell from the exit. An authenticated peer breaking the
@@ -377,6 +404,7 @@ class Link:
         d["peer_window"] = self.peer_window
         d["max_streams"] = self.max_streams
         d["active"] = len(self.streams)
+        d["buffers"] = {"made": self.pool_made, "free": len(self.pool), "max": self.pool_max}
         d["backoff_ms"] = self.backoff_ms
         d["synced"] = self.synced
         d["last_error"] = self.last_error

@@ -6,9 +6,9 @@
 # link's writer, which reads the device's bytes straight into its one cell
 # buffer when the stream's turn comes. Downward (exit -> device) the link's
 # reader writes each DATA cell to the device's socket at once when it can;
-# what the device does not take waits in the stream's ring of at most
-# `window` cells (allocated on first need), written out by the stream's own
-# task. CREDIT goes back as cells are written to the device, so a stalled
+# what the device does not take waits, at most `window` cells of it, in
+# cell buffers from the link's pool (tunnel/link.py), written out by the
+# stream's own task. CREDIT goes back as cells are written to the device, so a stalled
 # device stalls its own stream, never the tunnel.
 import asyncio
 
@@ -28,7 +28,7 @@ class TStream:
     # stream's tasks.
     __slots__ = ("link", "sid", "down", "st", "credit", "rx_left", "owed", "ready", "pre",
                  "pre_off", "close_out", "sent_close", "got_close", "result", "queued", "ev",
-                 "uev", "ring", "lens", "head", "count", "off", "dead", "open_payload")
+                 "uev", "q", "qlen", "off", "dead")
 
     def __init__(self, link, st, first):
         self.link = link
@@ -48,11 +48,12 @@ class TStream:
         self.queued = False
         self.ev = asyncio.Event()  # for the stream's main task: opened, data, close
         self.uev = asyncio.Event()  # for the upward task: credit, cell taken
-        self.ring = None
-        self.lens = None
-        self.head = self.count = self.off = 0
+        # What the device has not taken yet: pool buffers and their lengths,
+        # at most the window of them; off: what of the first is written.
+        self.q = []
+        self.qlen = []
+        self.off = 0
         self.dead = None  # why the link dropped us
-        self.open_payload = None
 
     # -- reader side (the link's reader task) ------------------------------------
     def on_control(self, t, b, n):
@@ -78,13 +79,15 @@ class TStream:
 
     def on_data(self, b, n):
         link = self.link
+        if self.close_out == cells.RESET:
+            return  # we reset it; the exit has not seen our CLOSE yet
         self.rx_left -= 1
         if self.rx_left < 0 or self.result != cells.OK or self.got_close is not None:
             return self._violation()
         self.st.last = ticks_ms()
         self.st.bytes_down += n
         w = 0
-        if not self.count:
+        if not self.q:
             try:
                 w = self.down.write(b, HEADER, n) or 0
             except OSError:
@@ -93,14 +96,20 @@ class TStream:
                 return
             if w == n:
                 return self._took()
-        if self.ring is None:
-            self.ring = bytearray(link.window * link.pmax)
-            self.lens = [0] * link.window
-        slot = (self.head + self.count) % link.window
-        base = slot * link.pmax
-        self.ring[base:base + n - w] = memoryview(b)[HEADER + w:HEADER + n]
-        self.lens[slot] = n - w
-        self.count += 1
+        slot = link.take_slot()
+        if slot is None:
+            # The pool is spent (other devices are stalled too): this stream
+            # is reset rather than the hub's memory stretched.
+            link.c["no_buffer"] += 1
+            if self.st.result == "ok":
+                self.st.result = "no buffer for a slow device"
+            self.got_close = self.close_out = cells.RESET
+            link.want(self)
+            self.ev.set()
+            return
+        slot[:n - w] = memoryview(b)[HEADER + w:HEADER + n]
+        self.q.append(slot)
+        self.qlen.append(n - w)
         self.ev.set()
 
     def _took(self):
@@ -118,6 +127,12 @@ class TStream:
         self.close_out = cells.RESET
         self.link.want(self)
         self.ev.set()
+
+    def free(self):
+        # The stream is over: its buffers go back to the pool.
+        while self.q:
+            self.link.give_slot(self.q.pop())
+        self.qlen = []
 
     def lost(self):
         # The link went down under this stream.
@@ -240,6 +255,7 @@ async def carry(link, relay, st, first, wait_ms, open_ms=_OPEN_MS):
             if code is not None and link.is_up():
                 link.send_ctl(cells.CLOSE, sid, bytes((code,)))
         ts.sent_close = True
+        ts.free()
 
 
 async def _opened(ts):
@@ -272,7 +288,7 @@ async def _downward(link, ts, relay):
             if ts.st.result == "ok":
                 ts.st.result = ts.dead or "reset by exit"
             raise OSError(ts.st.result)
-        if ts.count:
+        if ts.q:
             await _drain(link, ts, relay)
         elif g is not None:
             return  # the exit's upstream ended and all of it reached the device
@@ -282,12 +298,10 @@ async def _downward(link, ts, relay):
 
 
 async def _drain(link, ts, relay):
-    pm = link.pmax
-    slot = ts.head
-    base = slot * pm
-    n = ts.lens[slot]
+    slot = ts.q[0]
+    n = ts.qlen[0]
     while ts.off < n:
-        w = ts.down.write(ts.ring, base + ts.off, n - ts.off)
+        w = ts.down.write(slot, ts.off, n - ts.off)
         if w:
             ts.off += w
         else:
@@ -295,6 +309,7 @@ async def _drain(link, ts, relay):
         if ts.got_close is not None and ts.got_close != cells.EOF:
             return
     ts.off = 0
-    ts.head = (slot + 1) % link.window
-    ts.count -= 1
+    ts.q.pop(0)
+    ts.qlen.pop(0)
+    link.give_slot(slot)
     ts._took()
