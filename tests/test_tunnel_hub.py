@@ -203,9 +203,9 @@ class FakeDeviceSocket:
         self.got += w
         return w if w else None
     def readinto(self, mv):
-        n = min(len(mv), len(self.data))
         if not self.data:
-            return None
+            return 0 if self.data is None else None
+        n = min(len(mv), len(self.data))
         mv[:n] = self.data[:n]
         self.data = self.data[n:]
         return n
@@ -283,6 +283,22 @@ out["credit_back"] = b.credit
 link.dispatch(cells.pack(buf, cells.CREDIT, 2, struct.pack(">H", 60)))
 out["credit_overflow"] = [link.c["credit_violations"], b.got_close]
 
+# Half-close: the device's EOF sends CLOSE 0; the exit's data still flows
+# down and is credited; no more data goes up.
+c = stream(3, 10 ** 9)
+c.st.down.data = None  # EOF
+c.ready = True
+link.want(c)
+out["half"] = [(t, s, list(p)) for t, s, p in drain_writer()]
+for i in range(2):
+    data(3)
+c.ready = True
+link.want(c)
+out["half"] += [(t, s, list(p)) for t, s, p in drain_writer()]
+out["half_state"] = [c.st.half, c.sent_close, 3 in link.streams]
+link.dispatch(cells.pack(buf, cells.CLOSE, 3, b"\x00"))
+out["half_closed"] = c.got_close
+
 # Cells no exit may send.
 before = dict(link.c)
 data(999)
@@ -348,6 +364,10 @@ def _check_link(out):
     assert out["upward"] == [6 * 122, 0]  # 6 cells of credit, 122 bytes each
     assert out["credit_back"] == 2
     assert out["credit_overflow"] == [2, 1]
+    # Stream 2's reset (its credit overflow) leaves first; then stream 3's
+    # CLOSE 0, and CREDIT 2 for what came down after it.
+    assert out["half"] == [[5, 2, [1]], [5, 3, [0]], [6, 3, [0, 2]]]
+    assert out["half_state"] == [True, True, True] and out["half_closed"] == 0
     assert out["bad"] == [2, 5]
     assert out["flood_ok"] is True
     # Stream a holds 4 buffers, so 12 are left for the five streams here.

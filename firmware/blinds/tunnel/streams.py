@@ -144,17 +144,20 @@ class TStream:
 
     # -- writer side (the link's writer task) ------------------------------------------
     def has_work(self):
-        if self.sent_close:
+        # After our CLOSE 0 (the device's EOF) the stream still takes the
+        # exit's data and credits it; it sends no more data of its own.
+        if self.link.streams.get(self.sid) is not self:
             return False
-        return self.close_out is not None or self.owed >= self.link.credit_at or \
-            (self.ready and self.credit > 0)
+        if self.close_out is not None:
+            return not self.sent_close or self.owed >= self.link.credit_at
+        return self.owed >= self.link.credit_at or (self.ready and self.credit > 0)
 
     def fill(self, link):
         # This stream's next cell into link.wbuf; False if it has none now.
         buf = link.wbuf
-        if self.sent_close or link.streams.get(self.sid) is not self:
+        if link.streams.get(self.sid) is not self:
             return False
-        if self.close_out is not None:
+        if self.close_out is not None and not self.sent_close:
             cells.pack(buf, cells.CLOSE, self.sid, bytes((self.close_out,)))
             self.sent_close = True
             self._release()
@@ -167,7 +170,7 @@ class TStream:
             buf[HEADER + 1] = n & 255
             cells.pack_head(buf, cells.CREDIT, self.sid, 2)
             return True
-        if not self.ready or self.credit <= 0:
+        if self.close_out is not None or not self.ready or self.credit <= 0:
             return False
         self.ready = False
         self.uev.set()
