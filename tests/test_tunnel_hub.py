@@ -5,15 +5,21 @@ port (the same source), the latter with a capped heap."""
 
 import copy
 import json
+import os
+
+import tempfile
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mpy import run_mp_json
 from test_config_rules import BASE
+from test_verify_flows import ACK, HUB, PSH, PcapWriter
 
 from blinds import config
 from blinds.net import budget
+from blinds_host import verify_tunnel
+from blinds_host.cmd_verify import check
 
 TUNNEL = {"exit": {"ip": "10.0.0.9", "name": "exit.test", "ca_file": "exit-ca.pem"},
           "cert_file": "hub.pem", "key_file": "hub.key"}
@@ -389,3 +395,53 @@ def test_link_credit_and_bad_cells_unix_port_bounded(heap):
     # What stays live under the flood: at most the four streams' rings (4 cells
     # of 122 bytes each) and their objects; nothing grows with the cells.
     assert out["flood_peak"] < 6 * 1024, out["flood_peak"]
+
+
+# ---- blinds verify with a tunnel: synthetic captures ---------------------------------
+
+
+def _tls_records(sizes, ctype=23):
+    return b"".join(bytes((ctype, 3, 3, (s - 5) >> 8, (s - 5) & 255)) + os.urandom(s - 5)
+                    for s in sizes)
+
+
+@given(st.integers(64, 1024), st.integers(1, 20), st.integers(1, 20),
+       st.sampled_from([None, "alert-sized", "one-more"]), st.booleans(), st.integers(1, 1400),
+       st.randoms())
+@settings(max_examples=25, deadline=None)
+def test_verify_tunnel_records_and_leaks(cell, n_up, n_down, odd, leak, mss, rnd):
+    cfg = config.check(with_tunnel(cell_bytes=cell))
+    exit_ip = cfg["tunnel"]["exit"]["ip"]
+    rec = cell + 29  # TLS 1.2 AES-GCM
+    up = _tls_records([rnd.randint(40, 600)], 22) + _tls_records([rec] * n_up)
+    if odd:
+        odd = 7 if odd == "alert-sized" else rec + 1  # an alert mid-stream is judged
+        up += _tls_records([odd])
+    up += _tls_records([rec])
+    down = _tls_records([rnd.randint(40, 2000)], 22) + _tls_records([rec] * n_down)
+    with tempfile.TemporaryDirectory() as d:
+        w = PcapWriter(os.path.join(d, "t.pcap"))
+        w.flow(exit_ip, 443, handshake=True, segments=[], reply=b"")
+        # The payload in segments of at most mss bytes, some sent twice.
+        for data, src, dst, sp, dp, isn in ((up, HUB, exit_ip, 40000, 443, 1001),
+                                             (down, exit_ip, HUB, 443, 40000, 50001)):
+            for off in range(0, len(data), mss):
+                for _ in range(1 + (rnd.random() < 0.2)):
+                    w.tcp(src, sp, dst, dp, isn + off, PSH | ACK, data[off:off + mss])
+        if leak:
+            w.udp(HUB, 5353, "10.0.0.53", 853, b"x")
+        w.w.close()
+        rep = check([w.path], cfg)
+    assert rep["cell_record"] == rec
+    want = {str(rec): n_up + 1}
+    if odd:
+        want[str(odd)] = 1
+    assert rep["record_lengths"]["hub_to_exit"] == want
+    assert rep["record_lengths"]["exit_to_hub"] == {str(rec): n_down}
+    kinds = {v["kind"] for v in rep["violations"]}
+    assert ("record_length" in kinds) == bool(odd)
+    assert ("outside_tunnel" in kinds) == leak and rep["tunnel_only"] == (not leak)
+    if leak:
+        (v,) = [v for v in rep["violations"] if v["kind"] == "outside_tunnel"]
+        assert v["flows"] == ["udp 10.0.0.2:5353 -> 10.0.0.53:853"]
+    assert rec in verify_tunnel.cell_record_lengths(cell)
