@@ -167,7 +167,19 @@ def test_mqtt_and_openssl_through_the_tunnel(tun):
 def test_exit_killed_nothing_goes_direct_then_reconnects(tun):
     cap = tun.capture("lastmile", "tunnel-killed.pcap")
     try:
+        # A stream in the middle of a transfer when the exit dies.
+        dl = subprocess.Popen(
+            ["ip", "netns", "exec", tun.dev_ns(1), "curl", "-sS", "-m", "60", "--limit-rate",
+             "200k", "--cacert", tun.path("ca.pem"), "-o", "/dev/null",
+             "https://fw.vendor.test/bytes/%d" % (10 << 20)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        assert dl.poll() is None, dl.communicate()
         tun.stop_peer("exit")
+        # It fails cleanly (reset), at once rather than at its timeout.
+        t0 = time.time()
+        assert dl.wait(timeout=20) != 0
+        assert time.time() - t0 < 5
         assert tunnel_status(tun, state="down")["state"] == "down"
         # Kill switch: DNS fails (a name not cached), streams are reset after wait_ms.
         assert dig(tun, 3, "host42.zone.test")[0] == "SERVFAIL"
@@ -178,6 +190,9 @@ def test_exit_killed_nothing_goes_direct_then_reconnects(tun):
         st = tunnel_status(tun, timeout_s=40)
         assert st["state"] == "up" and st["reconnects"] >= 1, st
         assert curl(tun, 1, "https://api.vendor.test/")[1].startswith("hello from api.vendor.test")
+        time.sleep(1.5)
+        log = tun.hub_status()["relay"]["log"]
+        assert [e for e in log if e[2] == "fw.vendor.test" and e[7] == "tunnel down"], log
     finally:
         pcap = cap.stop()
     from blinds_host.cmd_verify import check, load_config

@@ -1,13 +1,15 @@
 """FAKE tunnel exit: a test double for the hub side of docs/tunnel.md.
 
-Written for the hub's tests while the real exit (``blinds exit``) is built
-elsewhere; it speaks the protocol plainly and without limits: mutual TLS (the
-hub's certificate is its own trust anchor), HELLO, TIME, OPEN by a fixed
-name -> IP zone, DATA with credit both ways, CLOSE, DNS_Q answered from that
-zone, PING/PONG. ``--bad`` makes it misbehave after the HELLO
-(cells for unknown streams, credit violations, unknown types) to test the
-hub's defences. Run: python tunnel_fake_exit.py --listen IP:PORT --cert F
---key F --hub-cert F --zone JSON [--window N] [--bad]
+It speaks the protocol plainly and without limits: mutual TLS (the hub's
+certificate is its own trust anchor), HELLO, TIME, OPEN by a fixed name -> IP
+zone, DATA with credit both ways, CLOSE, DNS_Q answered from that zone,
+PING/PONG. The real exit (``blinds exit``) serves the hub's home tests; this
+one is for what a real exit would not do: ``--bad`` misbehaves after the
+HELLO (cells for unknown streams, credit violations, unknown types) to test
+the hub's defences; ``--mute`` goes silent after its HELLO (a dead exit).
+
+Run: python tunnel_fake_exit.py --listen IP:PORT --cert F --key F
+--hub-cert F [--zone JSON] [--window N] [--bad] [--mute]
 """
 
 import argparse
@@ -51,6 +53,9 @@ class Conn:
         await self.w.drain()
         while True:
             c = await self.r.readexactly(self.size)
+            self.args.seen.append(c[0])
+            if self.args.mute:
+                continue  # a dead exit: it reads and never answers
             t, flags, sid, n = cells.unpack(c)
             p = c[H:H + n]
             if t == cells.OPEN:
@@ -176,7 +181,9 @@ def main(argv=None):
     p.add_argument("--zone", type=json.loads, default={})
     p.add_argument("--window", type=int, default=16)
     p.add_argument("--bad", action="store_true")
+    p.add_argument("--mute", action="store_true", help="after HELLO and TIME, send nothing")
     args = p.parse_args(argv)
+    args.seen = []
     asyncio.run(serve(args))
 
 

@@ -95,6 +95,9 @@ class Link:
         self.backoff_ms = 0
         self.synced = False
         self.last_error = None
+        self.child_failed = False
+        self.ping_ms = _PING_MS
+        self.dead_ms = _DEAD_MS
         self.c = {"cells_out": 0, "cells_in": 0, "pad_out": 0, "pad_in": 0, "data_out": 0,
                   "data_in": 0, "bytes_out": 0, "bytes_in": 0, "streams": 0, "opened": 0,
                   "refused": 0, "connects": 0, "reconnects": 0, "failures": 0, "pings": 0,
@@ -155,16 +158,19 @@ class Link:
         # traffic while the link is down.
         while True:
             t0 = ticks_ms()
+            self.child_failed = False
             try:
                 await self._session()
             except asyncio.CancelledError:
-                self._down("cancelled")
-                raise
+                if not self.child_failed:
+                    self._down("cancelled")
+                    raise
+                self.c["failures"] += 1  # the writer or the watch ended the session
             except Exception as e:  # any failure of the link: note it, back off, retry
                 self.last_error = "%r" % (e,)
                 self.c["failures"] += 1
             self._down(self.last_error)
-            if ticks_diff(ticks_ms(), t0) > 2 * _DEAD_MS:
+            if ticks_diff(ticks_ms(), t0) > 2 * self.dead_ms:
                 self.backoff_ms = 0  # it had been up a while: not a failure loop
             self.backoff_ms = min(self.backoff_ms * 2 or _BACKOFF_MIN_MS, _BACKOFF_MAX_MS)
             await asyncio.sleep_ms(self.backoff_ms)
@@ -209,6 +215,7 @@ class Link:
             return
         except Exception as e:  # the writer or the watch found the link broken
             self.last_error = "%r" % (e,)
+        self.child_failed = True
         session.cancel()
 
     async def _greet(self):
@@ -317,17 +324,20 @@ class Link:
             c["bad_cells"] += 1  # HELLO again, OPEN, DNS_Q: not the exit's to send
 
     async def _watch(self):
-        # Liveness: PING after 15 s of silence; dead after 45 s.
-        pinged = False
+        # Liveness: PING after ping_ms of silence (and again every ping_ms
+        # while it lasts); dead after dead_ms.
+        last_ping = ticks_ms()
+        step = min(_WATCH_MS, self.ping_ms // 3)
         while True:
-            await asyncio.sleep_ms(_WATCH_MS)
-            quiet = ticks_diff(ticks_ms(), self.last_rx)
-            if quiet >= _DEAD_MS:
+            await asyncio.sleep_ms(step)
+            now = ticks_ms()
+            quiet = ticks_diff(now, self.last_rx)
+            if quiet >= self.dead_ms:
                 raise LinkError("no cell from the exit for %d s" % (quiet // 1000))
-            if quiet >= _PING_MS and not pinged:
+            if quiet >= self.ping_ms and ticks_diff(now, last_ping) >= self.ping_ms:
+                last_ping = now
                 self.c["pings"] += 1
                 self.send_ctl(cells.PING, 0, b"blinds")
-            pinged = quiet >= _PING_MS
             self.c["late_slots"] = self.shaper.late
 
     # -- writing ----------------------------------------------------------------------
