@@ -222,6 +222,7 @@ def test_bad_cells_from_an_authenticated_exit(tun):
         assert st["state"] == "running" and t["state"] == "up"
     finally:
         tun.stop_peer("exit")
+        assert tunnel_status(tun, state="down")["state"] == "down"
         start_exit(tun)
     assert tunnel_status(tun, timeout_s=40)["state"] == "up"
     assert curl(tun, 1, "https://api.vendor.test/")[1].startswith("hello from api.vendor.test")

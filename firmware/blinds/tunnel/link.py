@@ -24,6 +24,7 @@ _DEAD_MS = const(45000)  # nothing heard for this long: the link is dead
 _WATCH_MS = const(1000)
 _BACKOFF_MIN_MS = const(500)
 _BACKOFF_MAX_MS = const(30000)
+_STABLE_MS = const(10000)  # a link up this long starts its backoff afresh when it drops
 _MAX_CTL = const(96)  # control cells waiting to leave (OPEN, CLOSE, DNS_Q, PING, PONG)
 _POOL_WINDOWS = const(4)  # the buffer pool holds this many streams' windows
 _NODELAY = (getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1))
@@ -96,6 +97,7 @@ class Link:
         self.synced = False
         self.last_error = None
         self.child_failed = False
+        self.up_at = None
         self.ping_ms = _PING_MS
         self.dead_ms = _DEAD_MS
         self.c = {"cells_out": 0, "cells_in": 0, "pad_out": 0, "pad_in": 0, "data_out": 0,
@@ -157,7 +159,7 @@ class Link:
         # before the next attempt: reconnect attempts are the only uplink
         # traffic while the link is down.
         while True:
-            t0 = ticks_ms()
+            self.up_at = None
             self.child_failed = False
             try:
                 await self._session()
@@ -170,7 +172,7 @@ class Link:
                 self.last_error = "%r" % (e,)
                 self.c["failures"] += 1
             self._down(self.last_error)
-            if ticks_diff(ticks_ms(), t0) > 2 * self.dead_ms:
+            if self.up_at is not None and ticks_diff(ticks_ms(), self.up_at) >= _STABLE_MS:
                 self.backoff_ms = 0  # it had been up a while: not a failure loop
             self.backoff_ms = min(self.backoff_ms * 2 or _BACKOFF_MIN_MS, _BACKOFF_MAX_MS)
             await asyncio.sleep_ms(self.backoff_ms)
@@ -192,7 +194,7 @@ class Link:
         self.tls.setblocking(False)
         await asyncio.wait_for_ms(self._greet(), _CONNECT_MS)
         self.state = UP
-        self.last_rx = ticks_ms()
+        self.last_rx = self.up_at = ticks_ms()
         if self.c["connects"] > 1:
             self.c["reconnects"] += 1
         self.board.log("tunnel: up to %s (%s:%d), cells of %d bytes"
