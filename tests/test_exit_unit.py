@@ -5,8 +5,11 @@ codec, the HELLO role fields, the hubs file, and `blinds tunnel keygen`
 import base64
 import hashlib
 import json
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from blinds_host.errors import UsageError
@@ -126,3 +129,57 @@ def test_config_errors():
 
 def test_local_addresses_include_loopback():
     assert "127.0.0.1" in server.local_addresses()
+
+
+def _exit_argv(tmp_path, port, hubs_file):
+    from blinds_host import pki
+
+    if not (tmp_path / "exit.pem").exists():
+        pki.make_ca(str(tmp_path))
+        pki.make_server_cert(str(tmp_path), "exit", ["exit.test"], ["127.0.0.1"])
+    return [sys.executable, "-m", "blinds_host.cli", "exit", "--listen", "127.0.0.1:%d" % port,
+            "--cert", str(tmp_path / "exit.pem"), "--key", str(tmp_path / "exit.key"),
+            "--hubs", str(hubs_file)]
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_exit_stops_on_signals(tmp_path, sig, status):
+    hubs_file = tmp_path / "hubs.json"
+    hubs_file.write_text(json.dumps({"hubs": [hubs.keygen("a", str(tmp_path / "a"))]}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(_exit_argv(tmp_path, port, hubs_file), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        proc.send_signal(sig)
+        out = proc.communicate(timeout=20)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, out
+    assert "Traceback" not in out
+
+
+def test_exit_bad_hubs_file_is_a_usage_error(tmp_path):
+    bad = tmp_path / "hubs.json"
+    bad.write_text('{"hubs": [{"name": "x"}]}')
+    r = subprocess.run(_exit_argv(tmp_path, 1, bad), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "blinds exit: hubs[0]" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_loadgen_smoke(tmp_path):
+    """The load generator against a real exit on the loopback (a few homes, briefly)."""
+    from blinds_host.exit import loadgen
+
+    r = loadgen.run(n_hubs=4, seconds=3.0, devices=2, telemetry_s=0.5, poll_s=2.0, dns_s=0.5,
+                    workdir=str(tmp_path))
+    assert r["errors"] == 0, r
+    assert r["messages"] >= 4 * 2 * 2 and r["dns_queries"] >= 4 and r["polls"] >= 1
+    assert r["exit_cpu_core_fraction"] > 0 and r["homes_per_core"] > 0

@@ -1,7 +1,7 @@
 """``blinds exit``: run a tunnel exit (docs/exit.md, docs/tunnel.md).
 
     blinds exit --listen 0.0.0.0:443 --cert exit.pem --key exit.key --hubs hubs.json \\
-        [--allow-private CIDR ...] [--resolver dot:IP@NAME:CAFILE ...] \\
+        [--allow-private CIDR ...] [--resolver dot:IP@NAME:CAFILE | doh:URL@IP:CAFILE ...] \\
         [--metrics 127.0.0.1:9464] [--max-streams N] [--open-rate N]
 
 Runs until SIGINT (exit status 130) or SIGTERM (143).
@@ -25,7 +25,9 @@ def add_parser(p):
     p.add_argument("--allow-private", action="append", default=[], metavar="CIDR",
                    help="a guarded prefix hubs may reach after all (repeatable)")
     p.add_argument("--resolver", action="append", default=[], metavar="SPEC",
-                   help="dot:IP[:PORT]@NAME:CAFILE, tried in order (default: the system's)")
+                   help="dot:IP[:PORT]@NAME:CAFILE, doh:URL@IP:CAFILE or udp:IP[:PORT], "
+                   "tried in order "
+                   "(default: the system resolver)")
     p.add_argument("--metrics", metavar="IP:PORT", help="serve Prometheus metrics here")
     p.add_argument("--max-streams", type=int, default=server.DEFAULT_MAX_STREAMS, metavar="N",
                    help="concurrent streams per hub (default %(default)s)")

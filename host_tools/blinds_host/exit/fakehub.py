@@ -63,6 +63,12 @@ class HubStream:
             self.consumed = 0
         return chunk
 
+    async def recv_close(self):
+        """Drop stream bytes until the exit's CLOSE; its code."""
+        while await self.chunks.get() is not None:
+            pass
+        return self.closed
+
     async def read_all(self, limit=1 << 30):
         """Everything up to the exit's CLOSE."""
         out = bytearray()
@@ -101,8 +107,9 @@ class FakeHub:
         self.time_ms = None
         self.received = {}  # cell type -> count
         self.max_streams = self.window = 0
-        self.task = None
+        self.task = self.pad_task = None
         self.lost = None
+        self.errors = []  # streams serve_local could not open
 
     async def connect(self, ip, port, timeout_s=10.0):
         self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(
@@ -111,7 +118,19 @@ class FakeHub:
         rec = await asyncio.wait_for(self.reader.readexactly(self.size), timeout_s)
         _, self.max_streams, self.window = wire.parse_exit_hello(rec)
         self.task = asyncio.ensure_future(self._read())
+        if self.shaper == wire.SHAPER_CONSTANT:
+            self.pad_task = asyncio.ensure_future(self._pad())
         return self
+
+    async def _pad(self):
+        # The uplink's cover: one PAD per interval (on top of data cells, which
+        # this test client does not pace: enough for the exit's load figures).
+        loop = asyncio.get_running_loop()
+        at = loop.time()
+        while True:
+            at += self.interval_ms / 1000.0
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            self.send_cell(cells.PAD)
 
     # -- sending ---------------------------------------------------------------------------
     def send_cell(self, ctype, sid=0, payload=b"", flags=0):
@@ -157,8 +176,9 @@ class FakeHub:
         return await asyncio.wait_for(fut, timeout_s)
 
     async def close(self):
-        if self.task is not None:
-            self.task.cancel()
+        for task in (self.task, self.pad_task):
+            if task is not None:
+                task.cancel()
         if self.writer is not None:
             self.writer.close()
             try:
@@ -199,6 +219,8 @@ class FakeHub:
             s.opened.set_result(payload[0])
         elif ctype == cells.CLOSE and s is not None:
             s.closed = payload[0]
+            if not s.opened.done():  # reset before OPENED (a credit violation)
+                s.opened.set_result(cells.RESET)
             s.chunks.put_nowait(None)
             s.credit_event.set()
             if s.closed != cells.EOF or s.sent_close:
@@ -253,7 +275,8 @@ async def serve_local(hub, listen_ip, listen_port, name, port):
     async def handle(reader, writer):
         try:
             stream = await hub.open(name, port)
-        except (OpenFailed, ConnectionError, asyncio.TimeoutError):
+        except (OpenFailed, ConnectionError, asyncio.TimeoutError) as e:
+            hub.errors.append(e)
             writer.transport.abort()
             return
         await asyncio.gather(_pipe_in(reader, stream), _pipe_out(stream, writer))

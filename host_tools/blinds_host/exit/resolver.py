@@ -3,6 +3,9 @@
 * :class:`SystemResolver` (the default): ``loop.getaddrinfo`` for names, and the
   hub's DNS queries forwarded over UDP (TCP when truncated) to the nameservers
   of ``/etc/resolv.conf``.
+* :class:`UdpResolver` (``--resolver udp:IP[:PORT]``): plain DNS to a resolver
+  next to the exit (a local unbound, say).
+* DoH (``--resolver doh:URL@IP:CAFILE``), in :mod:`.doh`.
 * :class:`DotResolver` (``--resolver dot:IP[:PORT]@NAME:CAFILE``): one
   persistent DNS-over-TLS connection (RFC 7858), queries pipelined, the
   resolver's certificate checked against a pinned CA file and its name.
@@ -25,6 +28,8 @@ from ..errors import UsageError
 QUERY_TIMEOUT_S = 3.0
 MAX_INFLIGHT = 256
 MAX_ANSWER = 65535
+CACHE_S = 60.0
+CACHE_SIZE = 4096
 
 
 class ResolveError(Exception):
@@ -41,10 +46,19 @@ def parse_resolver(spec):
         if not at or not colon or ip_int(ip) is None or not name or not cafile:
             raise UsageError("--resolver dot:IP[:PORT]@NAME:CAFILE, not %r" % spec)
         return DotResolver(ip, int(port or 853), name, cafile)
+    if kind == "doh":
+        from . import doh
+
+        return doh.parse(rest)
+    if kind == "udp":
+        ip, _, port = rest.partition(":")
+        if ip_int(ip) is None or (port and not port.isdigit()):
+            raise UsageError("--resolver udp:IP[:PORT], not %r" % spec)
+        return UdpResolver(ip, int(port or 53))
     if kind == "system" and not rest:
         return SystemResolver()
-    raise UsageError("--resolver: %r is not dot:IP@NAME:CAFILE or system (DoH upstreams are "
-                     "not implemented in the exit yet)" % spec)
+    raise UsageError("--resolver: %r is not dot:IP[:PORT]@NAME:CAFILE, doh:URL@IP:CAFILE, "
+                     "udp:IP[:PORT] or system" % spec)
 
 
 def a_records(wire):
@@ -69,10 +83,10 @@ def _nameservers(path="/etc/resolv.conf"):
             for line in f:
                 parts = line.split()
                 if len(parts) >= 2 and parts[0] == "nameserver" and ip_int(parts[1]) is not None:
-                    out.append(parts[1])
+                    out.append((parts[1], 53))
     except OSError:
         pass
-    return out or ["127.0.0.1"]
+    return out or [("127.0.0.1", 53)]
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -104,13 +118,16 @@ class SystemResolver:
             raise ResolveError("%s: %s" % (name, e))
         return list(dict.fromkeys(info[4][0] for info in infos))
 
+    def nameservers(self):
+        return _nameservers()
+
     async def query(self, wire):
         loop = asyncio.get_running_loop()
         qid = (wire[0] << 8) | wire[1]
         last = None
-        for ns in _nameservers():
+        for ns, port in self.nameservers():
             transport, proto = await loop.create_datagram_endpoint(
-                lambda: _Udp(qid), remote_addr=(ns, 53))
+                lambda: _Udp(qid), remote_addr=(ns, port))
             try:
                 transport.sendto(bytes(wire))
                 answer = await asyncio.wait_for(proto.done, QUERY_TIMEOUT_S)
@@ -120,23 +137,38 @@ class SystemResolver:
             finally:
                 transport.close()
             if len(answer) > 2 and answer[2] & 0x02:  # TC: ask again over TCP
-                return await self._tcp(ns, wire)
+                return await self._tcp(ns, port, wire)
             return answer
         raise ResolveError("no nameserver answered: %s" % (last,))
 
-    async def _tcp(self, ns, wire):
+    async def _tcp(self, ns, port, wire):
         try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(ns, 53), QUERY_TIMEOUT_S)
+            r, w = await asyncio.wait_for(asyncio.open_connection(ns, port), QUERY_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError) as e:
-            raise ResolveError("%s:53/tcp: %s" % (ns, e))
+            raise ResolveError("%s:%d/tcp: %s" % (ns, port, e))
         try:
             w.write(struct.pack(">H", len(wire)) + bytes(wire))
             n = struct.unpack(">H", await asyncio.wait_for(r.readexactly(2), QUERY_TIMEOUT_S))[0]
             return await asyncio.wait_for(r.readexactly(n), QUERY_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
-            raise ResolveError("%s:53/tcp: %s" % (ns, e))
+            raise ResolveError("%s:%d/tcp: %s" % (ns, port, e))
         finally:
             w.close()
+
+
+class UdpResolver(SystemResolver):
+    """Plain DNS (UDP, TCP when truncated) to one resolver the operator runs
+    nearby (``--resolver udp:IP[:PORT]``); names are looked up through it too."""
+
+    def __init__(self, ip, port=53):
+        self.ip, self.port = ip, port
+        self.label = "udp:%s:%d" % (ip, port)
+
+    def nameservers(self):
+        return [(self.ip, self.port)]
+
+    async def lookup(self, name):
+        return await _lookup_by_query(self, name)
 
 
 class DotResolver:
@@ -224,16 +256,40 @@ class DotResolver:
 
 
 class Resolvers:
-    """Upstreams tried in order."""
+    """Upstreams tried in order, with a small cache of names for OPEN cells
+    (many homes ask for the same cloud names; CACHE_S, CACHE_SIZE entries) and
+    one lookup in flight per name."""
 
     def __init__(self, upstreams):
         self.upstreams = list(upstreams) or [SystemResolver()]
+        self.cache = {}  # name -> (expiry, [ip])
+        self.inflight = {}  # name -> future
 
     async def lookup(self, name):
         """IPv4 addresses (strings) of ``name``; ResolveError if none."""
         if ip_int(name) is not None:
             return [name]
-        return await self._first("lookup", name, bool, "%s: no address" % name)
+        loop = asyncio.get_running_loop()
+        hit = self.cache.get(name)
+        if hit is not None and hit[0] > loop.time():
+            return hit[1]
+        fut = self.inflight.get(name)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = self.inflight[name] = loop.create_future()
+        try:
+            ips = await self._first("lookup", name, bool, "%s: no address" % name)
+        except BaseException as e:  # ResolveError, or the asking stream was cancelled
+            fut.set_exception(e if isinstance(e, ResolveError) else ResolveError("cancelled"))
+            fut.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        finally:
+            del self.inflight[name]
+        fut.set_result(ips)
+        if len(self.cache) >= CACHE_SIZE:
+            del self.cache[next(iter(self.cache))]  # the oldest entry
+        self.cache[name] = (loop.time() + CACHE_S, ips)
+        return ips
 
     async def query(self, wire):
         """The answer to a DNS query (wire format); ResolveError if none."""

@@ -95,7 +95,13 @@ class Exit:
         self._tasks = []
 
     def _refresh_own(self):
-        ips = local_addresses() | {self.cfg.listen[0]}
+        # The exit's own addresses, which no hub may reach through it: where it
+        # serves (hubs, metrics); when it listens on every address, all of them.
+        ips = {self.cfg.listen[0]}
+        if self.cfg.metrics:
+            ips.add(self.cfg.metrics[0])
+        if "0.0.0.0" in ips:
+            ips |= local_addresses()
         self.own = frozenset(n for n in (ip_int(a) for a in ips) if n)
 
     async def start(self):
