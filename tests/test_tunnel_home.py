@@ -179,7 +179,9 @@ def test_exit_killed_nothing_goes_direct_then_reconnects(tun):
         # It fails cleanly (reset), at once rather than at its timeout.
         t0 = time.time()
         assert dl.wait(timeout=20) != 0
-        assert time.time() - t0 < 5
+        took = time.time() - t0
+        time.sleep(1.2)
+        assert took < 5, (took, t0, dl.communicate(), tun.hub_status()["relay"]["log"][-3:])
         assert tunnel_status(tun, state="down")["state"] == "down"
         # Kill switch: DNS fails (a name not cached), streams are reset after wait_ms.
         assert dig(tun, 3, "host42.zone.test")[0] == "SERVFAIL"

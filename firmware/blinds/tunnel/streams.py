@@ -28,7 +28,7 @@ class TStream:
     # stream's tasks.
     __slots__ = ("link", "sid", "down", "st", "credit", "rx_left", "owed", "ready", "pre",
                  "pre_off", "close_out", "sent_close", "got_close", "result", "queued", "ev",
-                 "uev", "q", "qlen", "off", "dead")
+                 "uev", "q", "qlen", "off", "dead", "draining")
 
     def __init__(self, link, st, first):
         self.link = link
@@ -54,6 +54,7 @@ class TStream:
         self.qlen = []
         self.off = 0
         self.dead = None  # why the link dropped us
+        self.draining = False  # the stream's task waits for the device to take data
 
     # -- reader side (the link's reader task) ------------------------------------
     def on_control(self, t, b, n):
@@ -75,6 +76,8 @@ class TStream:
             self.uev.set()
         else:  # CLOSE
             self.got_close = b[HEADER] if n else cells.RESET
+            if self.got_close != cells.EOF:
+                return self._reset("reset by exit")
         self.ev.set()
 
     def on_data(self, b, n):
@@ -101,12 +104,9 @@ class TStream:
             # The pool is spent (other devices are stalled too): this stream
             # is reset rather than the hub's memory stretched.
             link.c["no_buffer"] += 1
-            if self.st.result == "ok":
-                self.st.result = "no buffer for a slow device"
             self.got_close = self.close_out = cells.RESET
             link.want(self)
-            self.ev.set()
-            return
+            return self._reset("no buffer for a slow device")
         slot[:n - w] = memoryview(b)[HEADER + w:HEADER + n]
         self.q.append(slot)
         self.qlen.append(n - w)
@@ -121,12 +121,10 @@ class TStream:
     def _violation(self):
         # The exit sent more than it may: reset this stream, keep the tunnel.
         self.link.c["credit_violations"] += 1
-        if self.st.result == "ok":
-            self.st.result = "credit violation by the exit"
         self.got_close = cells.RESET
         self.close_out = cells.RESET
         self.link.want(self)
-        self.ev.set()
+        self._reset("credit violation by the exit")
 
     def free(self):
         # The stream is over: its buffers go back to the pool.
@@ -139,8 +137,17 @@ class TStream:
         self.dead = "tunnel down"
         self.got_close = cells.RESET
         self.sent_close = True
+        self._reset("tunnel down")
+
+    def _reset(self, why):
+        # The stream ends now: its device is reset at once, even while the
+        # stream's task waits for a slow device to take what is buffered.
+        if self.st.result == "ok":
+            self.st.result = why
         self.ev.set()
         self.uev.set()
+        if self.draining and self.st.main is not None:
+            self.st.main.cancel()
 
     # -- writer side (the link's writer task) ------------------------------------------
     def has_work(self):
@@ -308,7 +315,11 @@ async def _drain(link, ts, relay):
         if w:
             ts.off += w
         else:
-            await relay.board.wait_writable(ts.down)
+            ts.draining = True
+            try:
+                await relay.board.wait_writable(ts.down)
+            finally:
+                ts.draining = False
         if ts.got_close is not None and ts.got_close != cells.EOF:
             return
     ts.off = 0
