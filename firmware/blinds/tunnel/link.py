@@ -73,6 +73,7 @@ class Link:
         self.wbuf = bytearray(self.cell)
         self.wmv = memoryview(self.wbuf)
         self.wpay = self.wmv[HEADER:]
+        self.pad = cells.pack(bytearray(self.cell), cells.PAD)  # sent as it is
         # Cell buffers for what devices have not taken yet, shared by all
         # streams: made on demand up to pool_max, then reused, never freed.
         self.pool = []
@@ -384,9 +385,8 @@ class Link:
             if not real:
                 if not cover:
                     continue
-                cells.pack_head(self.wbuf, cells.PAD, 0, 0)
                 self.c["pad_out"] += 1
-            await self._send(self.wbuf)
+            await self._send(self.wbuf if real else self.pad)
             sh.sent(ticks_ms(), real)
 
     def _fill(self):
