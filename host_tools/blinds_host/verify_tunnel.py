@@ -112,8 +112,11 @@ def check(packets, ap_side, exit_ip, exit_port, cell_bytes):
             conns.setdefault((pkt.dst, pkt.dport), {"up": _Direction(), "down": _Direction()})[
                 "down"].add(pkt)
         else:
-            k = _flow_name(pkt)
-            outside[k] = outside.get(k, 0) + 1
+            # One entry per flow, both directions, named as first seen.
+            k = (pkt.proto, frozenset(((pkt.src, pkt.sport), (pkt.dst, pkt.dport))))
+            if k not in outside:
+                outside[k] = [_flow_name(pkt), 0]
+            outside[k][1] += 1
     allowed = cell_record_lengths(cell_bytes)
     hist = {"hub_to_exit": {}, "exit_to_hub": {}}
     bad = {}
@@ -144,10 +147,11 @@ def check(packets, ap_side, exit_ip, exit_port, cell_bytes):
             "kind": "record_length", "count": sum(bad.values()),
             "what": "tunnel records of other lengths than the cell record (%s bytes): %s"
                     % (cell_record, ", ".join("%s x%d" % kv for kv in sorted(bad.items())))})
+    flows = dict(outside.values())  # flow -> packets
     if outside:
         violations.append({
-            "kind": "outside_tunnel", "count": sum(outside.values()),
+            "kind": "outside_tunnel", "count": sum(flows.values()),
             "what": "uplink packets outside the tunnel to %s:%d" % (exit_ip, exit_port),
-            "flows": sorted(outside)})
+            "flows": sorted(flows)})
     return {"tunnel_only": not outside, "record_lengths": hist, "cell_record": cell_record,
-            "tunnel_connections": len(conns), "outside_tunnel": outside}, violations
+            "tunnel_connections": len(conns), "outside_tunnel": flows}, violations
