@@ -445,3 +445,52 @@ def test_verify_tunnel_records_and_leaks(cell, n_up, n_down, odd, leak, mss, rnd
         (v,) = [v for v in rep["violations"] if v["kind"] == "outside_tunnel"]
         assert v["flows"] == ["udp 10.0.0.2:5353 -> 10.0.0.53:853"]
     assert rec in verify_tunnel.cell_record_lengths(cell)
+
+
+# ---- TIME cells set the ESP32's clock ----------------------------------------------
+
+ESP32_TIME = '''
+import sys, json
+sys.path.insert(0, "%(mock)s")
+class MockRTC:
+    # MOCK of machine.RTC (no ESP32 here): records what it is set to.
+    set_to = []
+    def datetime(self, t):
+        MockRTC.set_to.append(list(t))
+class MockMachine:
+    RTC = MockRTC
+sys.modules["machine"] = MockMachine
+from board import Board
+b = Board("%(cfg)s", "%(state)s")
+before = b.synced()
+b.set_time_ms(%(ms)d)
+print(json.dumps([before, b.synced(), MockRTC.set_to]))
+'''
+
+
+@given(st.integers(946684800000, 4102444799999))  # 2000..2099, the RTC's range
+@settings(max_examples=5, deadline=None)
+def test_esp32_board_sets_its_rtc_from_time_cells(ms):
+    import datetime
+    import subprocess
+
+    from test_esp32_board import MOCK_NETWORK
+
+    from blinds_host.build import build
+    from blinds_host.paths import micropython_bin
+
+    with tempfile.TemporaryDirectory() as d:
+        os.mkdir(os.path.join(d, "mock"))
+        with open(os.path.join(d, "mock", "network.py"), "w") as f:
+            f.write(MOCK_NETWORK)
+        src = ESP32_TIME % {"mock": os.path.join(d, "mock"), "cfg": os.path.join(d, "hub.json"),
+                            "state": os.path.join(d, "state"), "ms": ms}
+        env = dict(os.environ, MICROPYPATH=build("esp32") + ":.frozen")
+        r = subprocess.run([micropython_bin(), "-X", "heapsize=128k", "-c", src],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    before, after, set_to = json.loads(r.stdout.strip().splitlines()[-1])
+    t = datetime.datetime.fromtimestamp(ms // 1000, datetime.timezone.utc)
+    assert before is False and after is True
+    assert set_to == [[t.year, t.month, t.day, t.weekday(), t.hour, t.minute, t.second,
+                       (ms % 1000) * 1000]]
