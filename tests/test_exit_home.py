@@ -130,9 +130,10 @@ def test_https_http_10mb_both_ways(tun, tmp_path):
                                   "@%s" % (tmp_path / "up.bin")))
         echo = await _sh(*_curl(home, 18080, "cdn.other.test", "/echo", "--data-binary",
                                 "@%s" % (tmp_path / "up.bin"), scheme="http"))
-        return down, upload, echo, h.errors
+        return down, upload, echo, h.errors, h.violations
 
-    down, upload, echo, errors = tun.run(go)
+    down, upload, echo, errors, violations = tun.run(go)
+    assert violations == 0  # the exit kept to the hub's window
     assert down[0] == 0, (down[2], errors)
     body = (tmp_path / "down.bin").read_bytes()
     headers = (tmp_path / "h").read_text()
@@ -279,9 +280,13 @@ def test_two_hubs_at_once_and_metrics(tun):
         return body.split(b"\r\n\r\n", 1)[1]
 
     async def both():
-        hs = [await tun.fake(name).connect(EXIT_IP, 443) for name in ("h1", "h2")]
+        # Each hub grants the exit its own window (h2 a small one).
+        hs = [await tun.fake(name, window=w).connect(EXIT_IP, 443)
+              for name, w in (("h1", 8), ("h2", 2))]
         try:
-            return await asyncio.gather(*(fetch(h) for h in hs))
+            bodies = await asyncio.gather(*(fetch(h) for h in hs))
+            assert [h.violations for h in hs] == [0, 0]
+            return bodies
         finally:
             for h in hs:
                 await h.close()

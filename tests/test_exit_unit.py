@@ -35,14 +35,19 @@ def test_cell_too_big_payload():
         wire.cell(64, cells.DATA, 1, bytes(59))
 
 
-@given(st.integers(cells.MIN_CELL, cells.MAX_CELL), st.integers(wire.MIN_INTERVAL_MS,
-                                                                 wire.MAX_INTERVAL_MS))
-def test_hello_role_fields_round_trip(size, interval_ms):
-    rec = wire.hub_hello(size, wire.SHAPER_CONSTANT, interval_ms)
-    assert wire.parse_hub_hello(rec) == (wire.SHAPER_CONSTANT, interval_ms)
-    assert wire.parse_hub_hello(wire.hub_hello(size)) == (wire.SHAPER_NONE, 0)
-    # A hub that sends only version and role asks for no shaping.
-    assert wire.parse_hub_hello(cells.hello(bytearray(size), 0)) == (wire.SHAPER_NONE, 0)
+@given(st.integers(cells.MIN_CELL, cells.MAX_CELL),
+       st.integers(wire.MIN_INTERVAL_MS, wire.MAX_INTERVAL_MS),
+       st.integers(wire.MIN_WINDOW, wire.MAX_WINDOW))
+def test_hello_role_fields_round_trip(size, interval_ms, window):
+    rec = wire.hub_hello(size, wire.SHAPER_CONSTANT, interval_ms, window)
+    assert wire.parse_hub_hello(rec, 16) == (wire.SHAPER_CONSTANT, interval_ms, window)
+    assert wire.parse_hub_hello(wire.hub_hello(size), 16) == (wire.SHAPER_NONE, 0, 8)
+    # A hub that sends only version and role asks for no shaping, and gets the
+    # exit's window; the firmware's own HELLO layout parses the same.
+    assert wire.parse_hub_hello(cells.hello(bytearray(size), 0), 16) == (wire.SHAPER_NONE, 0, 16)
+    fw = cells.hello(bytearray(size), 0, bytes((1, interval_ms >> 8, interval_ms & 255,
+                                                window >> 8, window & 255)))
+    assert wire.parse_hub_hello(fw, 16) == (wire.SHAPER_CONSTANT, interval_ms, window)
     ex = wire.exit_hello(size, 64, 16)
     assert wire.parse_exit_hello(ex) == (size, 64, 16)
 
@@ -51,12 +56,13 @@ def test_hello_role_fields_round_trip(size, interval_ms):
     wire.hub_hello(512, 7, 50),  # unknown shaper
     wire.hub_hello(512, wire.SHAPER_CONSTANT, 0),  # interval out of range
     wire.hub_hello(512)[:300],  # record shorter than it announces
+    wire.hub_hello(512, wire.SHAPER_NONE, 0, 0),  # grants no window
     wire.exit_hello(512, 1, 1),  # an exit's HELLO
     wire.cell(512, cells.OPEN, 512, b"\x00\x50x"),  # not a HELLO
 ])
 def test_bad_hub_hellos(rec):
     with pytest.raises(cells.CellError):
-        wire.parse_hub_hello(rec)
+        wire.parse_hub_hello(rec, 16)
 
 
 def _keygen(tmp_path, name, out):
@@ -142,22 +148,28 @@ def _exit_argv(tmp_path, port, hubs_file):
             "--hubs", str(hubs_file)]
 
 
-@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_exit_stops_on_signals(tmp_path, sig, status):
+def _start_exit(tmp_path, hub, **popen_kw):
+    """`blinds exit` on the loopback for one hub; (process, port) once it listens."""
     hubs_file = tmp_path / "hubs.json"
-    hubs_file.write_text(json.dumps({"hubs": [hubs.keygen("a", str(tmp_path / "a"))]}))
+    hubs_file.write_text(json.dumps({"hubs": [hubs.keygen(hub, str(tmp_path / hub))]}))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(_exit_argv(tmp_path, port, hubs_file), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(_exit_argv(tmp_path, port, hubs_file), **popen_kw)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, port
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_exit_stops_on_signals(tmp_path, sig, status):
+    proc, _ = _start_exit(tmp_path, "a", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         proc.send_signal(sig)
         out = proc.communicate(timeout=20)[0]
     finally:
@@ -183,3 +195,50 @@ def test_loadgen_smoke(tmp_path):
     assert r["errors"] == 0, r
     assert r["messages"] >= 4 * 2 * 2 and r["dns_queries"] >= 4 and r["polls"] >= 1
     assert r["exit_cpu_core_fraction"] > 0 and r["homes_per_core"] > 0
+
+
+MP_HUB = """
+import socket, ssl, struct
+def rd(p):
+    with open(p, "rb") as f:
+        return f.read()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_cert_chain(rd(%(cert)r), rd(%(key)r))
+ctx.load_verify_locations(cadata=rd(%(ca)r))
+ctx.verify_mode = ssl.CERT_REQUIRED
+s = socket.socket()
+s.connect(socket.getaddrinfo("127.0.0.1", %(port)d)[0][-1])
+t = ctx.wrap_socket(s, server_hostname="exit.test")
+cell = bytearray(512)
+struct.pack_into(">BBHHBBBHH", cell, 0, 1, 0, 512, 7, 1, 0, 0, 0, 8)
+t.write(cell)
+got = b""
+while len(got) < 1024:
+    got += t.read(1024 - len(got))
+print(got[0], got[7], struct.unpack_from(">HH", got, 8)[1], got[512])
+t.close()
+"""
+
+
+def test_micropython_hub_tls_interop(tmp_path):
+    """The hub's TLS client (mbedTLS on the unix port, certificates as DER bytes)
+    authenticates to the exit, gets its HELLO (window 16) and then TIME."""
+    from mpy import run_mp
+
+    proc, port = _start_exit(tmp_path, "mp", stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        # The unix port's mbedTLS takes DER (a PEM buffer must end in NUL there).
+        der = {}
+        for name, argv in (("cert", ["x509", "-in", tmp_path / "mp" / "hub.pem"]),
+                           ("key", ["ec", "-in", tmp_path / "mp" / "hub.key"]),
+                           ("ca", ["x509", "-in", tmp_path / "ca.pem"])):
+            der[name] = str(tmp_path / (name + ".der"))
+            subprocess.run(["openssl"] + argv + ["-outform", "DER", "-out", der[name]],
+                           check=True, capture_output=True)
+        r = run_mp(MP_HUB % dict(der, port=port), heap="256k", timeout=60)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.decode().split() == ["1", "1", "16", str(cells.TIME)], r.stdout

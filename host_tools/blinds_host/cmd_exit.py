@@ -34,7 +34,7 @@ def add_parser(p):
     p.add_argument("--open-rate", type=int, default=server.DEFAULT_OPEN_RATE, metavar="N",
                    help="stream opens per hub per second (default %(default)s)")
     p.add_argument("--window", type=int, default=server.DEFAULT_WINDOW, metavar="CELLS",
-                   help="credit window per stream and direction (default %(default)s)")
+                   help="the credit per stream the exit grants a hub (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 

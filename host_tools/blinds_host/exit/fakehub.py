@@ -30,6 +30,7 @@ class HubStream:
         self.hub, self.sid = hub, sid
         self.opened = asyncio.get_running_loop().create_future()
         self.credit = hub.window
+        self.allowance = hub.recv_window  # DATA cells the exit may still send us
         self.credit_event = asyncio.Event()
         self.chunks = asyncio.Queue()
         self.consumed = 0
@@ -58,8 +59,9 @@ class HubStream:
                 raise ConnectionResetError("stream %d reset" % self.sid)
             return b""
         self.consumed += 1
-        if self.consumed >= max(1, self.hub.window // 2) and self.closed is None:
+        if self.consumed >= max(1, self.hub.recv_window // 2) and self.closed is None:
             self.hub.send_cell(cells.CREDIT, self.sid, struct.pack(">H", self.consumed))
+            self.allowance += self.consumed
             self.consumed = 0
         return chunk
 
@@ -91,13 +93,14 @@ class FakeHub:
     """``await FakeHub(...).connect(ip, port)``; then open(), dns(), ping(), close()."""
 
     def __init__(self, cert, key, ca, server_name, cell_bytes=512,
-                 shaper=wire.SHAPER_NONE, interval_ms=0):
+                 shaper=wire.SHAPER_NONE, interval_ms=0, window=8):
         self.ctx = ssl.create_default_context(cafile=ca)
         self.ctx.load_cert_chain(cert, key)
         self.server_name = server_name
         self.size = cell_bytes
         self.pmax = cells.payload_max(cell_bytes)
         self.shaper, self.interval_ms = shaper, interval_ms
+        self.recv_window = window  # the credit per stream this hub grants the exit
         self.reader = self.writer = None
         self.streams = {}
         self.dns_waiting = {}
@@ -106,15 +109,17 @@ class FakeHub:
         self.next_sid = 0
         self.time_ms = None
         self.received = {}  # cell type -> count
-        self.max_streams = self.window = 0
+        self.max_streams = self.window = 0  # the exit's (its HELLO): what this hub may send
         self.task = self.pad_task = None
         self.lost = None
         self.errors = []  # streams serve_local could not open
+        self.violations = 0  # DATA cells the exit sent beyond our window
 
     async def connect(self, ip, port, timeout_s=10.0):
         self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(
             ip, port, ssl=self.ctx, server_hostname=self.server_name), timeout_s)
-        self.writer.write(wire.hub_hello(self.size, self.shaper, self.interval_ms))
+        self.writer.write(wire.hub_hello(self.size, self.shaper, self.interval_ms,
+                                         self.recv_window))
         rec = await asyncio.wait_for(self.reader.readexactly(self.size), timeout_s)
         _, self.max_streams, self.window = wire.parse_exit_hello(rec)
         self.task = asyncio.ensure_future(self._read())
@@ -211,6 +216,9 @@ class FakeHub:
         payload = rec[cells.HEADER:cells.HEADER + n]
         s = self.streams.get(sid)
         if ctype == cells.DATA and s is not None:
+            s.allowance -= 1
+            if s.allowance < 0:
+                self.violations += 1  # the exit sent past our window
             s.chunks.put_nowait(payload)
         elif ctype == cells.CREDIT and s is not None:
             s.credit += cells.u16(rec)

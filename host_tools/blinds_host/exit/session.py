@@ -9,6 +9,7 @@ one TLS record of exactly cell_bytes.
 
 import asyncio
 import collections
+import logging
 import socket
 import ssl
 import struct
@@ -20,7 +21,10 @@ from blinds.tunnel import cells
 
 from . import wire
 from .resolver import ResolveError
+from .sender import Sender
 from .stream import Stream
+
+log = logging.getLogger("blinds.exit")
 
 HANDSHAKE_S = 10.0  # TLS handshake and HELLO
 IDLE_S = 90.0  # nothing received for this long: the hub is gone (it pings every 15 s)
@@ -30,14 +34,11 @@ CONNECT_S = 10.0
 MAX_DNS = 16  # DNS_Q in flight per hub; more are answered SERVFAIL
 MAX_DNS_ANSWER = 4096
 MAX_PONGS = 4
-MAX_CTRL = 4096  # control cells queued; a session past it is closed (cannot happen
-#                  within the limits above, but bounded all the same)
-MAX_READ = cells.MAX_CELL + 1
-FLUSH_EVERY = 32
+MAX_READ = cells.MAX_CELL + 1  # one record at most: longer ones show up as bad lengths
 _HUB_HIGH = 64 * 1024  # TLS bytes queued to the hub before the exit stops pumping
 
 
-class Session(asyncio.Protocol):
+class Session(Sender, asyncio.Protocol):
     """The exit's side of one hub connection."""
 
     def __init__(self, ex):
@@ -51,7 +52,8 @@ class Session(asyncio.Protocol):
         self.stats = None
         self.size = 0
         self.pmax = 0
-        self.window = ex.window
+        self.window = ex.window  # the credit per stream the exit grants the hub
+        self.hub_window = ex.window  # ... and the hub the exit (its HELLO)
         self.streams = {}
         self.ctrl = collections.deque()
         self.ready = collections.deque()
@@ -125,9 +127,10 @@ class Session(asyncio.Protocol):
         except ssl.SSLWantReadError:
             self._flush()
             return False
-        except (ssl.SSLError, OSError):
+        except (ssl.SSLError, OSError) as e:
             # An unknown hub's certificate fails here, inside the handshake.
             self.ex.stats.handshake_failed += 1
+            log.debug("handshake from %s failed: %s", self._peer(), e)
             self._flush()  # the alert
             self.close(abort=True)
             return False
@@ -142,8 +145,14 @@ class Session(asyncio.Protocol):
         self.stats = self.ex.stats.hub(name)
         self.stats.connections += 1
         self.stats.connected += 1
+        log.info("hub %s connected from %s", name, self._peer())
         self.ex.hub_connected(self)
         return True
+
+    def _peer(self):
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return "%s:%d" % peer[:2] if peer else "?"
+
 
     def _handshake_timeout(self):
         if self.size == 0 and not self.closed:
@@ -153,7 +162,7 @@ class Session(asyncio.Protocol):
 
     def _hello(self, rec):
         try:
-            self.shaper, interval_ms = wire.parse_hub_hello(rec)
+            self.shaper, interval_ms, self.hub_window = wire.parse_hub_hello(rec, self.window)
         except (cells.CellError, IndexError, struct.error):
             self.stats.bad["hello"] += 1
             self.close(abort=True)
@@ -352,95 +361,12 @@ class Session(asyncio.Protocol):
             more = cells.FLAG_MORE if off + step < len(answer) else 0
             self.control(cells.DNS_A, qid, answer[off:off + step], more)
 
-    # -- cells to the hub -------------------------------------------------------------------
+    # -- tasks ------------------------------------------------------------------------------
     def _spawn(self, coro):
         task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
-
-    def control(self, ctype, sid, payload=b"", flags=0):
-        """Queue a control cell (OPENED, CLOSE, CREDIT, DNS_A, PONG, TIME)."""
-        if self.closed:
-            return
-        if len(self.ctrl) >= MAX_CTRL:
-            self.close(abort=True)
-            return
-        self.ctrl.append(wire.cell(self.size, ctype, sid, payload, flags))
-        self._kick()
-
-    def _kick(self):
-        if self.shaper != wire.SHAPER_NONE or self.closed:
-            return
-        if self.busy:
-            self.kicked = True
-        else:
-            self._pump()
-            self._flush()
-
-    def _next(self):
-        """The next cell to send, or None."""
-        if self.ctrl:
-            c = self.ctrl.popleft()
-            if c[0] == cells.PONG:
-                self.pongs -= 1
-            return c
-        ready = self.ready
-        while ready:
-            s = ready.popleft()
-            s.queued = False
-            if not s.sendable():
-                continue
-            c = s.next_cell()
-            if s.sendable():
-                s.queued = True
-                ready.append(s)
-            return c
-        return None
-
-    def _pump(self):
-        # Not re-entered: a cell taken here can queue another (a stream's last
-        # DATA queues its CLOSE), which must leave after it, not before.
-        self.busy = True
-        n = 0
-        try:
-            while not self.paused and not self.closed:
-                c = self._next()
-                if c is None:
-                    return
-                self._write(c)
-                n += 1
-                if n % FLUSH_EVERY == 0:
-                    self._flush()
-        finally:
-            self.busy = False
-            self.kicked = False
-
-    def _tick(self):
-        """The constant shaper: one cell every interval, data or PAD."""
-        if self.closed:
-            return
-        now = self.loop.time()
-        self.tick_at += self.interval_s
-        if self.tick_at < now - 1.0:  # far behind (a stalled loop): do not burst
-            self.tick_at = now + self.interval_s
-        self.tick_handle = self.loop.call_at(self.tick_at, self._tick)
-        if self.paused:
-            return
-        c = self._next()
-        if c is None:
-            c = wire.cell(self.size, cells.PAD)
-            self.stats.pad_out += 1
-        self._write(c)
-        self._flush()
-
-    def _write(self, c):
-        try:
-            self.tls.write(c)
-        except (ssl.SSLError, OSError):
-            self.close(abort=True)
-            return
-        self.stats.cells_out += 1
 
     # -- teardown -----------------------------------------------------------------------------
     def close(self, abort=False):
@@ -459,6 +385,8 @@ class Session(asyncio.Protocol):
         self.ready.clear()
         if self.stats is not None:
             self.stats.connected -= 1
+            log.info("hub %s disconnected (cells so far: %d in, %d out)", self.hub,
+                     self.stats.cells_in, self.stats.cells_out)
             self.ex.hub_gone(self)
         if self.transport is None:
             return

@@ -1,6 +1,7 @@
 """One stream: the exit's TCP connection to a server, on a hub's behalf.
 
-Flow control (docs/tunnel.md): both directions start with ``window`` credits.
+Flow control (docs/tunnel.md): each side may send the other side's ``window``
+(from its HELLO) DATA cells per stream before it gets CREDIT.
 
 * Up (hub -> server): each DATA cell uses one of the hub's credits; the exit
   gives them back (CREDIT) only once the bytes have left its socket buffer
@@ -33,7 +34,7 @@ class Stream(asyncio.BufferedProtocol):
         self.cap = sess.window * sess.pmax
         self.buf = bytearray(self.cap)
         self.head = self.tail = 0
-        self.down_credit = sess.window  # DATA cells the exit may still send
+        self.down_credit = sess.hub_window  # DATA cells the exit may still send
         self.up_credit = sess.window  # DATA cells the hub may still send
         self.taken = 0  # cells flushed upstream since the last CREDIT
         self.unflushed = 0  # cells written upstream, not yet out of the buffer
@@ -113,9 +114,9 @@ class Stream(asyncio.BufferedProtocol):
 
     def credit(self, n):
         """CREDIT(n) from the hub; a credit past the window is a violation."""
-        if self.down_credit + n > self.sess.window:
+        if self.down_credit + n > self.sess.hub_window:
             self.sess.stats.bad["credit"] += 1
-            n = self.sess.window - self.down_credit
+            n = self.sess.hub_window - self.down_credit
         self.down_credit += n
         self.sess.stream_ready(self)
 

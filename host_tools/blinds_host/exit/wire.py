@@ -18,6 +18,8 @@ SHAPER_CONSTANT = 1
 SHAPERS = {SHAPER_NONE: "none", SHAPER_CONSTANT: "constant"}
 MIN_INTERVAL_MS = 1
 MAX_INTERVAL_MS = 10000
+MIN_WINDOW = 1
+MAX_WINDOW = 1024
 
 
 def cell(size, ctype, sid=0, payload=b"", flags=0):
@@ -34,15 +36,17 @@ def exit_hello(size, max_streams, window):
     return cell(size, cells.HELLO, size, body)
 
 
-def hub_hello(size, shaper=SHAPER_NONE, interval_ms=0):
-    """A hub's HELLO: version, role 0, u8 shaper kind, u16 interval_ms."""
-    body = bytes((cells.VERSION, 0, shaper)) + struct.pack(">H", interval_ms)
+def hub_hello(size, shaper=SHAPER_NONE, interval_ms=0, window=8):
+    """A hub's HELLO: version, role 0, u8 shaper kind, u16 interval_ms, u16 window
+    (the credit per stream the hub grants the exit)."""
+    body = bytes((cells.VERSION, 0, shaper)) + struct.pack(">HH", interval_ms, window)
     return cell(size, cells.HELLO, size, body)
 
 
-def parse_hub_hello(rec):
-    """(shaper kind, interval_ms) from a hub's whole HELLO cell; CellError if it
-    is not one. A HELLO of only version and role means no shaping."""
+def parse_hub_hello(rec, default_window):
+    """(shaper kind, interval_ms, window) from a hub's whole HELLO cell;
+    CellError if it is not one. A HELLO of only version and role means no
+    shaping; one without a window grants ``default_window``."""
     size = cells.hello_size(rec[:cells.HEADER])
     if len(rec) != size:
         raise cells.CellError("HELLO record of %d bytes announces %d" % (len(rec), size))
@@ -53,13 +57,16 @@ def parse_hub_hello(rec):
     if body[1] != 0:
         raise cells.CellError("the peer is not a hub (role %d)" % body[1])
     if n < 5:
-        return SHAPER_NONE, 0
+        return SHAPER_NONE, 0, default_window
     kind, interval_ms = body[2], (body[3] << 8) | body[4]
+    window = (body[5] << 8) | body[6] if n >= 7 else default_window
     if kind not in SHAPERS:
         raise cells.CellError("unknown shaper kind %d" % kind)
     if kind == SHAPER_CONSTANT and not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
         raise cells.CellError("shaper interval %d ms out of range" % interval_ms)
-    return kind, interval_ms
+    if not MIN_WINDOW <= window <= MAX_WINDOW:
+        raise cells.CellError("window %d out of range" % window)
+    return kind, interval_ms, window
 
 
 def parse_exit_hello(rec):
