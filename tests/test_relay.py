@@ -76,10 +76,15 @@ def test_https_and_http_are_relayed_by_name(cloud):
 
 
 def test_10mb_both_ways_intact(cloud, tmp_path):
+    ten_mb_both_ways(cloud, tmp_path)
+
+
+def ten_mb_both_ways(cloud, tmp_path, timeout=120):
+    """10 MB down and 10 MB up through the hub, checked by SHA-256 (also used by the tunnel's tests)."""
     n = 10 * 1024 * 1024
     out = tmp_path / "down.bin"
     rc, _, err = curl(cloud, 1, "https://fw.vendor.test/bytes/%d" % n, "-o", str(out), "-D", str(tmp_path / "h"),
-                      timeout=120)
+                      timeout=timeout)
     assert rc == 0, err
     headers = (tmp_path / "h").read_text().lower()
     want = [ln.split(":", 1)[1].strip() for ln in headers.splitlines() if ln.startswith("x-sha256:")][0]
@@ -88,7 +93,7 @@ def test_10mb_both_ways_intact(cloud, tmp_path):
     data = os.urandom(n)
     up.write_bytes(data)
     rc, body, err = curl(cloud, 1, "https://fw.vendor.test/sha256", "--data-binary", "@%s" % up,
-                         "-H", "Content-Type: application/octet-stream", timeout=120)
+                         "-H", "Content-Type: application/octet-stream", timeout=timeout)
     assert rc == 0, err
     assert body.strip() == hashlib.sha256(data).hexdigest()
 

@@ -121,6 +121,18 @@ class Board(Storage):
     def synced(self):
         return self.time_ok
 
+    def set_time_ms(self, ms):
+        # Wall-clock time from the tunnel exit's TIME cell (UNIX ms, UTC): set
+        # the RTC, whose epoch is 2000-01-01; from now on the hub is synced.
+        import machine
+
+        s = ms // 1000
+        if time.gmtime(0)[0] == 2000:  # the ESP32 port's epoch (not the unix port's)
+            s -= _EPOCH_OFFSET_S
+        t = time.gmtime(s)
+        machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], (ms % 1000) * 1000))
+        self.time_ok = True
+
     def log(self, msg):
         t = time.localtime()
         print("%02d:%02d:%02d %s" % (t[3], t[4], t[5], msg))

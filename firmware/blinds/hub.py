@@ -33,6 +33,7 @@ class Hub:
         self.learner = None
         self.log = None
         self.budget = None
+        self.tunnel = None  # the link to the tunnel exit, when configured
         self.socks = []  # every socket the hub opened, closed if start-up fails
         self.tcp_server = None
         self.tasks = {}
@@ -107,7 +108,7 @@ class Hub:
         if prep is not None:
             prep()
         cfg = self.load_config()
-        self._import_all()
+        self._import_all(cfg)
         # What the code itself holds; "data" heap figures are on top of this.
         gc.collect()
         self.heap_code = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
@@ -134,7 +135,7 @@ class Hub:
                        % (cfg["ap"]["ip"], len(cfg["devices"]), len(cfg["dns"]["upstreams"])))
         await self._status_loop()
 
-    def _import_all(self):
+    def _import_all(self, cfg):
         # Load every module now, so that the heap figure for code is complete.
         from blinds import devices, names, policy, storage  # noqa: F401
         from blinds.dns import cache, decisions, doh, dot, server, tlsconn, upstream, wire  # noqa: F401
@@ -143,13 +144,17 @@ class Hub:
         from blinds.time import server as _ntp  # noqa: F401
         from blinds.time import sntp  # noqa: F401
 
+        if cfg is not None and cfg.get("tunnel") is not None:
+            from blinds.tunnel import cells, link, resolver, shaper  # noqa: F401
+            from blinds.tunnel import streams as _ts  # noqa: F401
+
     def _start(self, cfg):
         # Build the services, then bind every socket; nothing is served until
         # all of them are bound, so a failure leaves nothing half open.
         from blinds.devices import Devices
         from blinds.dns import cache, decisions, server, upstream
         from blinds.names import Names
-        from blinds.net.budget import Budget
+        from blinds.net.budget import Budget, direct_allowed
         from blinds.net.guard import Guard
         from blinds.policy import Policy
         from blinds.relay import learn, streams
@@ -159,7 +164,18 @@ class Hub:
         dnscfg = cfg["dns"]
         self.devices = Devices(board, cfg, Policy(cfg))
         n_slots = len(self.devices.slots)
-        resolver = upstream.Resolver(upstream.make_upstreams(dnscfg, board))
+        # With a tunnel, lookups go through it, and the hub's own DoT/DoH
+        # upstreams are not even built unless fallback is "direct".
+        resolver = None
+        if direct_allowed(cfg):
+            resolver = upstream.Resolver(upstream.make_upstreams(dnscfg, board))
+        tcfg = cfg.get("tunnel")
+        if tcfg is not None:
+            from blinds.tunnel.link import Link
+            from blinds.tunnel.resolver import TunnelResolver
+
+            self.tunnel = Link(board, tcfg)
+            resolver = TunnelResolver(self.tunnel, dnscfg["timeout_ms"], resolver)
         c = cache.Cache(dnscfg["cache_size"], dnscfg["min_ttl_s"], dnscfg["max_ttl_s"])
         self.names = Names(c, resolver, n_slots)
         self.log = decisions.DecisionLog(dnscfg["log_size"], n_slots)
@@ -171,7 +187,7 @@ class Hub:
                       getattr(board, "own_ips", None))
         self.learner = learn.Learner(board, self.devices.policy)
         self.relay = streams.Relay(board, cfg, self.devices, self.names, guard, self.budget,
-                                   self.learner)
+                                   self.learner, self.tunnel)
         self.ntp = ntp.NtpServer(board, cfg["ap"]["ip"])
 
         udp = self._own(self.dns.udp_socket())
@@ -185,6 +201,8 @@ class Hub:
         self.keep("relay-sweep", relay.sweep)
         self.keep("learn", self.learner.persist)
         self.keep("ntp", lambda: self.ntp.serve(nsock))
+        if self.tunnel is not None:
+            self.keep("tunnel", self.tunnel.run)
 
     def _listen_relay(self):
         out = []
@@ -215,7 +233,7 @@ class Hub:
             except OSError:
                 pass
         self.socks = []
-        self.dns = self.relay = self.ntp = None
+        self.dns = self.relay = self.ntp = self.tunnel = None
         self.problems = [("$", "%s" % (e,))]
         self.refuse("start-up failed: %s" % (e,))
 
@@ -289,6 +307,8 @@ class Hub:
             # Other UDP is neither answered nor forwarded; count what arrived.
             st["udp_dropped"] = self.board.udp_dropped()
             st["learn"] = {"flows": self.learner.n, "dropped": self.learner.dropped}
+        if self.tunnel is not None:
+            st["tunnel"] = self.tunnel.status()
         return st
 
     def _mark(self):
@@ -305,6 +325,9 @@ class Hub:
             s = self.relay.stats
             m += [s["accepted"], s["bytes_up"], s["bytes_down"], len(self.relay.streams),
                   self.ntp.served, self.ntp.dropped, self.learner.n, self.board.udp_dropped()]
+        if self.tunnel is not None:
+            c = self.tunnel.c
+            m += [self.tunnel.state, c["cells_out"], c["cells_in"], c["reconnects"]]
         return m
 
     def heap(self):

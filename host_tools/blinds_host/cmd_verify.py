@@ -9,6 +9,12 @@ Checks:
   configuration may reach that name on that port, or when it names nothing and
   is not the hub's own traffic to a configured DNS upstream.
 
+With a tunnel in the configuration (docs/tunnel.md) the uplink must carry
+only the tunnel: see :mod:`blinds_host.verify_tunnel` (``tunnel_only``,
+``record_lengths``, and the violations ``outside_tunnel`` and
+``record_length``); the DNS upstreams then count as the hub's own traffic only
+with ``fallback: "direct"``.
+
 TCP flows are listed in the report with or without ``--config`` (without it
 their ``allowed`` is null: nothing to judge them by). Prints one JSON object
 (``--json``) or a summary; exit status 0 when the capture is clean, 1 on any
@@ -253,9 +259,13 @@ class FlowJudge:
         self.permissive = cfg["default_policy"] in ("open", "learn") or any(
             d["policy"] in ("open", "learn") for d in cfg["devices"])
         self.upstreams = set()
-        for up in cfg["dns"]["upstreams"]:
+        t = cfg.get("tunnel")
+        self.tunnel = (t["exit"]["ip"], t["exit"]["port"]) if t else None
+        direct = t is None or t["fallback"] == "direct"
+        for up in cfg["dns"]["upstreams"] if direct else ():
             if up.get("ip"):
-                self.upstreams.add((up["ip"], up.get("port") or (853 if up["type"] == "dot" else 443)))
+                port = up.get("port") or (853 if up["type"] == "dot" else 443)
+                self.upstreams.add((up["ip"], port))
 
     def is_upstream(self, ip, port):
         return (ip, port) in self.upstreams
@@ -353,7 +363,9 @@ def flow_record(fl, judge=None, names=None):
         name, source = names[server_ip], "resolve"
     allowed = None
     if judge is not None:
-        if judge.is_upstream(server_ip, s[1]):
+        if judge.tunnel == (server_ip, s[1]):
+            kind, allowed = "tunnel", True
+        elif judge.is_upstream(server_ip, s[1]):
             kind, allowed = "dns-upstream", True
         else:
             allowed = judge.allows(name, s[1])
@@ -369,7 +381,8 @@ def flow_record(fl, judge=None, names=None):
 def check(paths, cfg=None, names=None, ap=None):
     """Scan captures; return the report dict. ``cfg``: a checked config, or None;
     ``ap``: the AP subnet (default: the configuration's, see :func:`ap_network`)."""
-    report, flows = read_flows(paths, ap or ap_network(cfg))
+    ap = ap or ap_network(cfg)
+    report, flows = read_flows(paths, ap)
     judge = FlowJudge(cfg) if cfg is not None else None
     report["flows"] = [flow_record(f, judge, names) for f in flows]
     if report["plaintext_dns"]:
@@ -384,6 +397,15 @@ def check(paths, cfg=None, names=None, ap=None):
                 what = "%s port %d is allowed for no device" % (rec["name"], rec["port"])
             report["violations"].append(
                 {"kind": "disallowed_flow", "count": 1, "what": what, "flow": rec})
+    if cfg is not None and cfg.get("tunnel"):
+        from . import verify_tunnel
+
+        t = cfg["tunnel"]
+        part, violations = verify_tunnel.check(
+            (pkt for path in paths for pkt in pcapio.Capture(path)), lambda p: _ap_side(p, ap),
+            t["exit"]["ip"], t["exit"]["port"], t["cell_bytes"])
+        report.update(part)
+        report["violations"] += violations
     report["ok"] = not report["violations"]
     return report
 
@@ -407,7 +429,12 @@ def run(args):
                 report["ap_side_packets"], report["ap_subnet"]))
         for d in report["damaged"]:
             print("WARNING damaged capture: %s" % d)
+        if "tunnel_only" in report:
+            print("tunnel only: %s; record lengths %s (cell record %s)" % (
+                report["tunnel_only"], json.dumps(report["record_lengths"]), report["cell_record"]))
         for v in report["violations"]:
             print("VIOLATION %s: %s (%d)" % (v["kind"], v["what"], v["count"]))
+            for f in v.get("flows", ()):
+                print("  %s" % f)
         print("clean" if report["ok"] else "NOT clean")
     return 0 if report["ok"] else 1

@@ -39,7 +39,7 @@ class ConfigError(Exception):
 
 def _root(cfg, out):
     if not _obj(cfg, "$", out, ("ap", "dns"),
-                ("devices", "default_policy", "uplink", "relay", "hub")):
+                ("devices", "default_policy", "uplink", "relay", "hub", "tunnel")):
         return None
     ap = sections.ap(cfg["ap"], "$.ap", out) if "ap" in cfg else None
     ap_net = ap.pop("net") if ap is not None else None
@@ -76,6 +76,8 @@ def _root(cfg, out):
         r["uplink"] = sections.uplink(cfg["uplink"], "$.uplink", out)
     r["relay"] = sections.relay(cfg.get("relay", {}), "$.relay", out, ap_net)
     r["hub"] = sections.hub(cfg.get("hub", {}), "$.hub", out)
+    if "tunnel" in cfg:
+        r["tunnel"] = sections.tunnel(cfg["tunnel"], "$.tunnel", out, ap_net)
     return r
 
 
@@ -89,7 +91,8 @@ def _board(r, limits, out):
                         % (v, limits.get("name", "target"), hi)))
     if r.get("dns") and r.get("relay") and None not in r["dns"]["upstreams"]:
         fixed = budget.fixed_sockets(r)
-        if limits["max_sockets"] - fixed < budget.STREAM_SOCKETS:
+        need = budget.stream_sockets(r)
+        if limits["max_sockets"] - fixed < need:
             out.append(("$.relay", "the %s board has %d sockets; the hub's own take %d, which leaves"
                         " none for a stream (fewer relay ports or upstreams)"
                         % (limits.get("name", "target"), limits["max_sockets"], fixed)))

@@ -47,6 +47,13 @@ HUB_INTS = (
     ("unknown_max_streams", 4, 1, 16),
 )
 _DNS_OPTIONAL = tuple(t[0] for t in DNS_INTS) + ("blocked_answer",)
+TUNNEL_INTS = (
+    ("cell_bytes", 512, 64, 4096),
+    ("wait_ms", 5000, 0, 60000),
+    ("window", 8, 1, 64),
+)
+SHAPERS = ("none", "constant")
+FALLBACKS = ("block", "direct")
 
 def ap(v, path, out):
     if not _obj(v, path, out, ("ip", "ssid", "passphrase"), ("netmask", "max_clients")):
@@ -311,3 +318,60 @@ def uplink(v, path, out):
         if pw and len(pw) < 8:
             out.append((path + ".passphrase", "must be empty (open network) or 8..63 characters"))
     return {"ssid": ssid, "passphrase": pw}
+
+
+def tunnel(v, path, out, ap_net):
+    # The link to a tunnel exit (docs/tunnel.md): with it, every stream and
+    # every lookup leaves through the exit, or not at all (fallback "block").
+    if not _obj(v, path, out, ("exit", "cert_file", "key_file"),
+                tuple(t[0] for t in TUNNEL_INTS) + ("shaper", "fallback")):
+        return None
+    r = {"exit": None}
+    ep = path + ".exit"
+    e = v.get("exit")
+    if "exit" in v and _obj(e, ep, out, ("ip", "name", "ca_file"), ("port",)):
+        x = {"ip": e.get("ip"), "port": 443, "name": None, "ca_file": e.get("ca_file")}
+        if "ip" in e:
+            ip = _unicast(e["ip"], ep + ".ip", out)
+            if ip is not None and ap_net is not None and ip & ap_net[1] == ap_net[0]:
+                out.append((ep + ".ip", "is inside the hub's own access-point subnet"))
+        if "port" in e:
+            x["port"] = _int(e["port"], ep + ".port", out, 1, 65535)
+        if "name" in e:
+            x["name"] = _name(e["name"], ep + ".name", out, False)
+        if "ca_file" in e:
+            _str(e["ca_file"], ep + ".ca_file", out, 1, _MAX_FILE_LEN)
+        r["exit"] = x
+    for k in ("cert_file", "key_file"):
+        if k in v:
+            _str(v[k], _kp(path, k), out, 1, _MAX_FILE_LEN)
+        r[k] = v.get(k)
+    _ints(v, r, path, out, TUNNEL_INTS)
+    r["shaper"] = {"kind": "none", "interval_ms": 0}
+    if "shaper" in v:
+        r["shaper"] = _shaper(v["shaper"], path + ".shaper", out)
+    r["fallback"] = "block"
+    if "fallback" in v:
+        r["fallback"] = _choice(v["fallback"], path + ".fallback", out, FALLBACKS)
+    return r
+
+
+def _shaper(v, path, out):
+    if not isinstance(v, dict) or "kind" not in v:
+        if isinstance(v, dict):
+            out.append((path + ".kind", "missing required key"))
+        else:
+            _want(out, path, "an object", v)
+        return None
+    kind = _choice(v["kind"], path + ".kind", out, SHAPERS)
+    if kind == "constant":
+        _obj(v, path, out, ("kind", "interval_ms"), ())
+        iv = _int(v["interval_ms"], path + ".interval_ms", out, 1, 10000) \
+            if "interval_ms" in v else None
+        return {"kind": kind, "interval_ms": iv}
+    if kind == "none":
+        # interval_ms 0 is accepted back, so that check(check(cfg)) == check(cfg).
+        _obj(v, path, out, ("kind",), ("interval_ms",))
+        if "interval_ms" in v and v["interval_ms"] != 0:
+            out.append((path + ".interval_ms", "only with kind constant"))
+    return {"kind": kind, "interval_ms": 0}

@@ -1,10 +1,13 @@
 # The socket budget: an ESP32 has ~10 lwIP sockets in all (docs/sockets.md).
 # The hub's fixed sockets are counted once from the configuration; what is
-# left is shared by relayed streams (two sockets each) and DNS-over-TCP
-# connections (one each), taken at accept and given back at close, so a
-# connection is refused whole rather than cut off for want of a socket.
+# left is shared by relayed streams (two sockets each: the device's and the
+# upstream's; one through a tunnel, whose own socket is fixed) and
+# DNS-over-TCP connections (one each), taken at accept and given back at
+# close, so a connection is refused whole rather than cut off for want of a
+# socket.
 
 STREAM_SOCKETS = 2
+TUNNEL_STREAM_SOCKETS = 1
 ALWAYS_RELAYED = (80, 443, 1883, 8883)
 
 
@@ -19,10 +22,27 @@ def relay_ports(cfg):
     return sorted(ports)
 
 
+def direct_allowed(cfg):
+    """True when the hub may open upstream connections of its own (DoT/DoH,
+    direct streams): no tunnel, or a tunnel with fallback "direct"."""
+    t = cfg.get("tunnel")
+    return t is None or t["fallback"] == "direct"
+
+
+def stream_sockets(cfg):
+    """Sockets a relayed stream takes at accept: 1 through a tunnel, else 2."""
+    return STREAM_SOCKETS if cfg.get("tunnel") is None else TUNNEL_STREAM_SOCKETS
+
+
 def fixed_sockets(cfg):
     """Sockets the hub holds whatever the devices do: DNS UDP and TCP, SNTP, one
-    per upstream resolver, one listener per relay port."""
-    return 3 + len(cfg["dns"]["upstreams"]) + len(relay_ports(cfg))
+    per upstream resolver it may use, the tunnel's, one listener per relay port."""
+    n = 3 + len(relay_ports(cfg))
+    if direct_allowed(cfg):
+        n += len(cfg["dns"]["upstreams"])
+    if cfg.get("tunnel") is not None:
+        n += 1
+    return n
 
 
 class Budget:

@@ -14,7 +14,7 @@ import struct
 from blinds.compat import const, ticks_diff, ticks_ms
 from blinds.devices import CONFLICT
 from blinds.net import sockets
-from blinds.net.budget import STREAM_SOCKETS, relay_ports
+from blinds.net.budget import direct_allowed, relay_ports, stream_sockets
 from blinds.relay.sniff import Refused, sniff
 
 _SOL_SOCKET = socket.SOL_SOCKET
@@ -53,6 +53,12 @@ class Stream:
     half = False  # the device has stopped sending
     bytes_up = 0
     bytes_down = 0
+    socks = 0  # sockets of the budget it holds
+
+    @property
+    def main(self):
+        # The stream's own task (the first it runs); None before admission.
+        return self.tasks[0] if self.tasks else None
 
     def __init__(self, dev, port, down):
         self.dev = dev
@@ -64,7 +70,7 @@ class Stream:
 
 
 class Relay:
-    def __init__(self, board, cfg, devices, names, guard, budget, learner=None):
+    def __init__(self, board, cfg, devices, names, guard, budget, learner=None, tunnel=None):
         self.board = board
         self.devices = devices
         self.policy = devices.policy
@@ -75,7 +81,17 @@ class Relay:
         r = cfg["relay"]
         self.ap_ip = cfg["ap"]["ip"]
         self.ports = relay_ports(cfg)
-        self.max_streams = min(r["max_streams"], budget.total // STREAM_SOCKETS)
+        # With a tunnel (tunnel/link.py) every stream goes through it: the
+        # device's socket is the stream's only one (docs/tunnel.md).
+        self.tunnel = tunnel
+        self.direct_ok = direct_allowed(cfg)
+        self.stream_socks = stream_sockets(cfg)
+        if tunnel is not None:
+            from blinds.tunnel.streams import carry
+
+            self.carry = carry
+            self.wait_ms = cfg["tunnel"]["wait_ms"]
+        self.max_streams = min(r["max_streams"], budget.total // self.stream_socks)
         self.idle_ms = r["idle_timeout_s"] * 1000
         self.sniff_ms = r["sniff_timeout_ms"]
         self.first_byte_ms = r["first_byte_ms"]
@@ -86,15 +102,21 @@ class Relay:
         self.log = [None] * self.log_size
         self.log_pos = 0
         self.streams = []
-        self.scratch = bytearray(self.bufsize)  # shared by every stream (see _pump)
-        self.scratch_mv = memoryview(self.scratch)
+        # The copy buffer, shared by every direct stream (see _pump); none
+        # when every stream goes through the tunnel.
+        self.scratch = bytearray(self.bufsize) if self.direct_ok else None
+        self.scratch_mv = memoryview(self.scratch) if self.direct_ok else None
         self.min_free = 2 * self.bufsize + _STREAM_OBJ_BYTES
+        if tunnel is not None:
+            # A tunnelled stream: its objects and, if its device is slow, a
+            # few of the pool's cell buffers (tunnel/link.py).
+            self.min_free = 4 * tunnel.pmax + _STREAM_OBJ_BYTES
         self.stats = {"accepted": 0, "relayed": 0, "blocked": 0, "refused_budget": 0,
                       "refused_device": 0, "refused_memory": 0, "refused_private": 0,
                       "refused_conflict": 0, "unknown_device": 0, "no_name": 0, "bad_hello": 0,
                       "bad_name": 0, "unresolved": 0, "connect_failed": 0, "idle_closed": 0,
                       "half_closed": 0, "device_reset": 0, "errors": 0, "bytes_up": 0,
-                      "bytes_down": 0, "oom": 0}
+                      "bytes_down": 0, "oom": 0, "direct_fallback": 0}
 
     # -- sockets -------------------------------------------------------------
     def listen(self):
@@ -140,10 +162,11 @@ class Relay:
             gc.collect()
             if gc.mem_free() < self.min_free:
                 return self._refuse(s, "refused_memory", dev)
-        if not self.budget.take(STREAM_SOCKETS):
+        if not self.budget.take(self.stream_socks):
             return self._refuse(s, "refused_budget", dev)
         s.setblocking(False)
         st = Stream(dev, port, s)
+        st.socks = self.stream_socks
         self.streams.append(st)
         dev.streams += 1
         dev.seen_s = int(self.board.time_s())
@@ -157,6 +180,8 @@ class Relay:
             if name is None or not self.policy.allows(st.dev.mac, name, st.port):
                 self.stats["blocked"] += 1
                 raise Refused("blocked")
+            if self.tunnel is not None and await self._tunnelled(st, first):
+                return
             st.addr = await self._address(st, name)
             st.up = await self._connect(st.addr, st.port)
             if first:
@@ -190,6 +215,24 @@ class Relay:
             self.board.log("relay: stream %s:%s failed: %r" % (st.name, st.port, e))
         finally:
             self._finish(st)
+
+    async def _tunnelled(self, st, first):
+        # True: the stream went through the tunnel and has ended. False: it
+        # goes direct (fallback "direct" and the tunnel down), said loudly.
+        link = self.tunnel
+        if self.direct_ok and not link.is_up():
+            try:
+                await asyncio.wait_for_ms(link.up.wait(), self.wait_ms)
+            except asyncio.TimeoutError:
+                if not self.budget.take(1):
+                    raise Refused("no socket for a direct stream")
+                st.socks += 1
+                self.stats["direct_fallback"] += 1
+                self.board.log("relay: TUNNEL DOWN: %s:%d for %s goes DIRECT (fallback direct)"
+                               % (st.name, st.port, st.dev.name))
+                return False
+        await self.carry(link, self, st, first, self.wait_ms)
+        return True
 
     async def _address(self, st, name):
         # The first address of the name the guard lets the hub reach; none:
@@ -279,7 +322,7 @@ class Relay:
                 self.stats["errors"] += 1
                 st.result = "internal error"
                 self.board.log("relay: upward copy of %s failed: %r" % (st.name, e))
-            st.tasks[0].cancel()  # the stream's main task
+            st.main.cancel()
             return
         # Device EOF (a half-close, or a close): from now on the stream ends
         # after half_close_ms without upstream data, not the full idle time.
@@ -306,7 +349,7 @@ class Relay:
         if st in self.streams:
             self.streams.remove(st)
             st.dev.streams = max(0, st.dev.streams - 1)
-            self.budget.give(STREAM_SOCKETS)
+            self.budget.give(st.socks)
         self.stats["bytes_up"] += st.bytes_up
         self.stats["bytes_down"] += st.bytes_down
         dur = ticks_diff(ticks_ms(), st.t0)
