@@ -16,7 +16,7 @@ blinds_host.bench.clients`` loads only what it needs.
 
 import importlib
 
-SUBJECTS = ("dns", "relay", "sim", "lab")
+SUBJECTS = ("dns", "relay", "sim", "lab", "tunnel")
 
 
 def registry(subjects=SUBJECTS):
