@@ -96,6 +96,7 @@ UNBOUND_CONF = """server:
   local-zone: "." static
   local-zone: "test." static
 {local_data}
+{extra}
 remote-control:
   control-enable: no
 """
@@ -109,7 +110,8 @@ class Home:
 
     _count = 0
 
-    def __init__(self, n_devices=3, workdir=None, prefix=None, zone=None, say=None):
+    def __init__(self, n_devices=3, workdir=None, prefix=None, zone=None, say=None,
+                 unbound_extra=""):
         netns.require_root()
         for tool in ("unbound", "openssl"):
             if not shutil.which(tool):
@@ -123,6 +125,8 @@ class Home:
         self.wd = workdir or tempfile.mkdtemp(prefix="blinds-home-")
         os.makedirs(self.wd, exist_ok=True)
         self.zone = zone if zone is not None else default_zone()
+        # unbound server settings added as they are (a bench sets its idle timeout)
+        self.unbound_extra = unbound_extra
         self.say = say or _say
         self.procs = {}
         self.captures = []
@@ -220,7 +224,8 @@ class Home:
         local = "\n".join(
             '  local-data: "%s. 300 IN A %s"' % (name, ip) for name, ip in sorted(self.zone.items())
         )
-        conf = UNBOUND_CONF.format(wd=self.wd, resolver_ip=RESOLVER_IP, local_data=local)
+        conf = UNBOUND_CONF.format(wd=self.wd, resolver_ip=RESOLVER_IP, local_data=local,
+                                   extra=self.unbound_extra)
         with open(self.path("unbound.conf"), "w") as f:
             f.write(conf)
         sh("unbound-checkconf", self.path("unbound.conf"))

@@ -47,7 +47,7 @@ ESP32_DATA_KB = 128
 
 # -- the home ------------------------------------------------------------------------
 @contextlib.contextmanager
-def home_for(home, n_devices, zone=None):
+def home_for(home, n_devices, zone=None, unbound_extra=""):
     """Use ``home`` (it must have ``n_devices`` devices or more), or build one
     and close it at the end. The hub is stopped on the way out in either case.
     The work directory of a home built here is removed, or kept and named on
@@ -61,7 +61,7 @@ def home_for(home, n_devices, zone=None):
             home.stop_hub()
         return
     wd = tempfile.mkdtemp(prefix="blinds-bench-")
-    h = Home(n_devices=n_devices, zone=zone, workdir=wd).start()
+    h = Home(n_devices=n_devices, zone=zone, workdir=wd, unbound_extra=unbound_extra).start()
     ok = False
     try:
         yield h
