@@ -64,3 +64,24 @@ def test_synthetic_home_without_and_with_allowlists(tmp_path):
     rows = {(r["defense"], r["view"]): r for r in res["table"]}
     assert rows[("none", "wifi")]["overhead_KBps"] == 0
     assert rows[("allowlist", "wifi")]["added_p95_ms"] is not None
+
+
+def test_synthetic_home_through_the_tunnel_with_constant_shaping(tmp_path):
+    """tunnel+constant: every session still works; the ISP's view is one flow
+    (the lab says so), and it costs about a cell every 50 ms each way."""
+    need_home()
+    from blinds_host.sim import runner
+
+    res, _, _ = runner.simulate(
+        out=str(tmp_path), defenses=["tunnel+constant"], synthetic=True, duration=120,
+        speed=4, window=3)
+    run = res["runs"]["tunnel+constant"]
+    s = run["sessions"]
+    assert s["ok"] == s["expected"] > 0, s
+    tun = run["hub"]["tunnel"]
+    assert tun["state"] == "up", tun
+    lm = [a for a in run["attacks"] if a["view"] == "lastmile"]
+    assert lm and all(a.get("tunnelled") for a in lm), lm
+    rows = {(r["defense"], r["view"]): r for r in res["table"]}
+    # 541-byte records every 50 ms each way plus TCP/IP headers: ~24 KB/s in all
+    assert rows[("tunnel+constant", "lastmile")]["KBps"] >= 15, rows

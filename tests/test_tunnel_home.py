@@ -16,78 +16,39 @@ from test_relay import curl, devices, ten_mb_both_ways
 from test_relay import test_mqtt_over_tls_by_name as mqtt_over_tls
 from test_relay import test_openssl_s_client as openssl_s_client
 
-from blinds_host import netns, pki
+from blinds_host import netns
 from blinds_host.netns import sh
 from blinds_host.home import AP_IP
 from blinds_host.verify_tunnel import cell_record_lengths
 
-EXIT_IP = "10.0.9.9"  # in a namespace of its own, routed by the internet's
-EXIT_PORT = 443
-EXIT_NAME = "exit.test"
+from blinds_host.exit.testhome import (  # noqa: F401 - names the tests use
+    EXIT_IP, EXIT_NAME, EXIT_PORT, exit_argv, exit_ns, make_exit_ns, make_keys, tunnel_section,
+)
+from blinds_host.exit import testhome
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def make_keys(home):
-    """The exit's certificate (from the home's CA), the hub's pair from
-    `blinds tunnel keygen`, and the exit's hubs file naming it."""
-    pki.make_server_cert(home.wd, "exit", [EXIT_NAME], [EXIT_IP])
-    r = subprocess.run([sys.executable, "-m", "blinds_host.cli", "tunnel", "keygen", "--name",
-                        "home-1", "--out", home.wd], check=True, capture_output=True, text=True)
-    entry = json.loads(r.stdout.strip().splitlines()[-1])
-    with open(home.path("hubs.json"), "w") as f:
-        json.dump({"hubs": [entry]}, f)
 
 
 def start_exit(home, fake=False, *extra):
     """The real exit (`blinds exit`, resolving with the home's unbound over
     DoT), or with fake=True tests/tunnel_fake_exit.py (a FAKE)."""
-    from blinds_host.home import INTERNET_PREFIX, RESOLVER_IP, RESOLVER_NAME
     from blinds_host.peers.servers import cloud_zone
 
-    listen = "%s:%d" % (EXIT_IP, EXIT_PORT)
     if fake:
+        listen = "%s:%d" % (EXIT_IP, EXIT_PORT)
         cmd = [sys.executable, os.path.join(HERE, "tunnel_fake_exit.py"), "--listen", listen,
                "--cert", home.path("exit.pem"), "--key", home.path("exit.key"), "--hub-cert",
                home.path("hub.pem"), "--zone", json.dumps(cloud_zone())]
         cmd = ["env", "PYTHONPATH=" + os.path.join(os.path.dirname(HERE), "firmware")] + cmd
     else:
-        cmd = [sys.executable, "-m", "blinds_host.cli", "exit", "--listen", listen, "--cert",
-               home.path("exit.pem"), "--key", home.path("exit.key"), "--hubs",
-               home.path("hubs.json"), "--allow-private", INTERNET_PREFIX, "--resolver",
-               "dot:%s:853@%s:%s" % (RESOLVER_IP, RESOLVER_NAME, home.path("ca.pem"))]
-    home.procs["exit"] = home.popen(exit_ns(home), cmd + list(extra), "exit")
-    home.wait_port(exit_ns(home), EXIT_IP, EXIT_PORT, what="tunnel exit")
-
-
-def exit_ns(home):
-    return home.prefix + "x"
-
-
-def make_exit_ns(home):
-    """A namespace for the exit, behind the internet namespace (which routes
-    for it): the exit's own addresses are then only its own, not the cloud
-    servers' (its guard refuses its own addresses)."""
-    ns, a, b = exit_ns(home), home.prefix + "xa", home.prefix + "xb"
-    netns.add_ns(ns)
-    netns.veth(a, ns, b, home.inet_ns)
-    sh("ip", "link", "set", a, "name", "eth0", ns=ns)
-    sh("ip", "addr", "add", EXIT_IP + "/24", "dev", "eth0", ns=ns)
-    sh("ip", "link", "set", "eth0", "up", ns=ns)
-    sh("ip", "route", "add", "default", "via", "10.0.9.1", ns=ns)
-    sh("ip", "addr", "add", "10.0.9.1/24", "dev", b, ns=home.inet_ns)
-    sh("ip", "link", "set", b, "up", ns=home.inet_ns)
-    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=home.inet_ns)
+        cmd = exit_argv(home)
+    testhome.start_exit(home, cmd + list(extra))
 
 
 def tunnel_config(home, **over):
     cfg = home.hub_config(devices=devices())
     cfg["relay"].update({"sniff_timeout_ms": 2000, "idle_timeout_s": 30, "half_close_ms": 1000})
-    t = {"exit": {"ip": EXIT_IP, "port": EXIT_PORT, "name": EXIT_NAME,
-                  "ca_file": home.path("ca.pem")},
-         "cert_file": home.path("hub.pem"), "key_file": home.path("hub.key"),
-         "cell_bytes": 512, "wait_ms": 2000}  # window: the default, 8
-    t.update(over)
-    cfg["tunnel"] = t
+    cfg["tunnel"] = tunnel_section(home, **over)  # window: the default, 8
     return cfg
 
 

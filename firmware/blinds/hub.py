@@ -320,7 +320,7 @@ class Hub:
             m += [s["queries"], s["dropped"], self.devices.evictions, self.devices.conflicts,
                   self.names.resolver.failed, self.names.resolver.failovers, self.dns.tcp_conns,
                   self.budget.used, self.budget.refused]
-            m += [u.connects for u in self.names.resolver.upstreams]
+            m += [u.connects for u in getattr(self.names.resolver, "upstreams", ())]
         if self.relay is not None:
             s = self.relay.stats
             m += [s["accepted"], s["bytes_up"], s["bytes_down"], len(self.relay.streams),

@@ -27,6 +27,11 @@ class TunnelResolver:
         link.on_cell = self._on_answer
         link.on_down = self._on_down
 
+    async def warm(self):
+        # Nothing to open ahead: the tunnel link keeps itself up. (The DoT
+        # resolver's warm() opens its connection at start; the hub asks both.)
+        return
+
     async def query(self, name, qtype):
         """-> decoded dnsmsg.Message, or None when the tunnel did not answer."""
         link = self.link

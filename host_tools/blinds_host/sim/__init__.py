@@ -22,5 +22,5 @@ Modules, each with one job:
 See docs/privacy-lab.md, "The simulated home".
 """
 
-DEFENSES = ("none", "dns", "allowlist")
-PLANNED = ("tunnel", "tunnel+constant", "tunnel+stp", "tunnel+adaptive")
+DEFENSES = ("none", "dns", "allowlist", "tunnel", "tunnel+constant")
+PLANNED = ("tunnel+stp", "tunnel+adaptive")

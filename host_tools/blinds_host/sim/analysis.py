@@ -316,4 +316,6 @@ def _hub_summary(st):
     return {"state": st.get("state"),
             "dns": {k: dns.get(k) for k in ("queries", "allowed", "blocked", "cache_hits",
                                             "upstream") if k in dns},
-            "relay": {k: v for k, v in relay.items() if isinstance(v, (int, float, str))}}
+            "relay": {k: v for k, v in relay.items() if isinstance(v, (int, float, str))},
+            "tunnel": {k: v for k, v in (st.get("tunnel") or {}).items()
+                       if isinstance(v, (int, float, str))} or None}

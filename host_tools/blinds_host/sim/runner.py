@@ -11,6 +11,13 @@
 ``allowlist``
     The hub, every device ``allowlist``-ed to exactly the (name, port) pairs its
     schedule uses: nothing is blocked, but the policy is enforced on each stream.
+``tunnel``
+    The hub, every device ``open``, and all of the uplink (streams and DNS)
+    through the tunnel to an exit (``blinds exit``) in a namespace behind the
+    internet: the ISP sees one flow of equal-length records.
+``tunnel+constant``
+    The same with the ``constant`` shaper: one cell every 50 ms each way,
+    whatever the home does.
 
 Each run builds a fresh home (namespaces, unbound with the schedule's names, the
 cloud replayer on the schedule's addresses), captures both views (``wifi`` on
@@ -38,6 +45,10 @@ START_MARGIN_S = 3.0
 END_MARGIN_S = 3.0
 HUB_IDLE_TIMEOUT_S = 600     # > schedule.SESSION_GAP_S: a session's silences never end it
 MAX_ALLOW = 128
+# Tunnel defenses -> the hub's tunnel.shaper.
+TUNNELS = {"tunnel": {"kind": "none"},
+           "tunnel+constant": {"kind": "constant", "interval_ms": 50}}
+TUNNEL_UP_S = 20.0
 
 
 class SimHome(Home):
@@ -81,7 +92,7 @@ def hub_devices(sched, defense):
         i = d["index"]
         name = ("d%d-%s" % (i, d["name"]))[:32]
         entry = {"mac": home_mod.device_mac(i), "name": name, "max_streams": 16}
-        if defense == "dns":
+        if defense == "dns" or defense in TUNNELS:
             entry["policy"] = "open"
         elif defense == "allowlist":
             allow = [{"host": n, "port": p} for n, p in S.device_names(sched, i)]
@@ -117,7 +128,11 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
             cfg = home.hub_config(devices=hub_devices(sched, defense), default_policy="block_all")
             cfg["relay"].update({"ports": sched["relay_ports"], "idle_timeout_s": HUB_IDLE_TIMEOUT_S,
                                  "max_streams": 64})
+            if defense in TUNNELS:
+                cfg["tunnel"] = _start_exit(home, sched, TUNNELS[defense])
             home.start_hub(cfg)
+            if defense in TUNNELS:
+                _wait_tunnel(home)
         caps = {v: home.capture(v, "%s.pcap" % v) for v in ("wifi", "lastmile")}
         run_s = sched["duration"] / speed
         t0 = time.time() + START_MARGIN_S
@@ -174,9 +189,37 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
             info["hub_log_tail"] = home.hub_log()[-2000:]
     finally:
         home.close()
+        if defense in TUNNELS:
+            from ..exit import testhome
+
+            testhome.remove_exit_ns(home)
     with open(os.path.join(outdir, "run.json"), "w") as f:
         json.dump(info, f, indent=1)
     return info
+
+
+def _start_exit(home, sched, shaper):
+    """The exit in its own namespace, allowed to reach the schedule's servers
+    (whatever their addresses); -> the hub's ``tunnel`` section."""
+    from ..exit import testhome
+    from blinds.net.guard import refused
+
+    testhome.make_exit_ns(home)
+    testhome.make_keys(home)
+    private = sorted({ip + "/32" for ip, _ in S.server_addresses(sched) if refused(ip)})
+    testhome.start_exit(home, testhome.exit_argv(
+        home, [home_mod.INTERNET_PREFIX] + private))
+    return testhome.tunnel_section(home, shaper=shaper)
+
+
+def _wait_tunnel(home):
+    deadline = time.time() + TUNNEL_UP_S
+    while time.time() < deadline:
+        st = (home.hub_status() or {}).get("tunnel") or {}
+        if st.get("state") == "up":
+            return
+        time.sleep(0.3)
+    raise RuntimeError("the hub's tunnel did not come up; hub log:\n" + home.hub_log()[-2000:])
 
 
 def _count(logs, sched):
