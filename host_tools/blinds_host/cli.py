@@ -99,8 +99,9 @@ or per-packet CSV files.""",
                """example:
   blinds attack knn --pcap wifi.pcap --devices devices.csv"""),
     "demo": ("""See the hub at work: a simulated home of five devices is built on this
-computer and a few minutes of its traffic are replayed three times, with no
-hub, with the hub hiding DNS, and with the hub enforcing allowlists. The
+computer and a few minutes of its traffic are replayed five times: with no
+hub, with the hub hiding DNS, with the hub enforcing allowlists, through the
+tunnel to an exit, and through the tunnel at a constant rate. The
 table shows, for an eavesdropper on the WiFi and one on the internet link,
 how well they tell the devices apart, and what each defense costs in traffic
 and delay; an HTML report goes with it. Needs root; takes a few minutes.""",

@@ -1,5 +1,6 @@
 """``blinds demo`` (what ``make demo`` runs): the built-in synthetic home, replayed
-under no hub, the hub concealing DNS, and the hub enforcing allowlists.
+under no hub, the hub concealing DNS, the hub enforcing allowlists, the hub
+tunnelling everything to an exit, and the tunnel with constant-rate shaping.
 
 It is ``blinds sim --synthetic`` with defaults that keep it to a few minutes:
 five device models (plug, camera, speaker, bridge, thermostat; see
@@ -26,8 +27,8 @@ def add_parser(p):
     p.add_argument("--speed", type=float, default=DEFAULT_SPEED, metavar="X",
                    help="time compression (default %g: %d s per defense)"
                    % (DEFAULT_SPEED, DEFAULT_DURATION / DEFAULT_SPEED))
-    p.add_argument("--defense", default="none,dns,allowlist", metavar="LIST",
-                   help="defenses to run (default none,dns,allowlist)")
+    p.add_argument("--defense", default="none,dns,allowlist,tunnel,tunnel+constant", metavar="LIST",
+                   help="defenses to run (default none,dns,allowlist,tunnel,tunnel+constant)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: a new one under "
                    "/tmp, named in the output)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
