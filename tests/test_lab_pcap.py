@@ -16,7 +16,7 @@ import shutil
 import socket
 import struct
 import subprocess
-import tracemalloc
+import sys
 
 import capwriter
 import dpkt
@@ -471,16 +471,19 @@ def test_memory_is_bounded_by_a_record_not_the_file(tmp_path):
         w.write(T_START + i * 1000, body)
     w.close()
     assert os.path.getsize(path) > 8 * 10 ** 6
-    # Warm up first: what the reader imports or caches on first use is not
-    # per-record memory (in a full test session it may not be loaded yet).
-    for _p in pcapio.packets(path):
-        break
-    tracemalloc.start()
-    try:
-        n = sum(len(p.payload) for p in pcapio.packets(path))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    # In a process of its own: tracemalloc sees every allocation of the
+    # process, and a test session has other work under way.
+    script = (
+        "import sys, tracemalloc\n"
+        "from blinds_host.lab import pcapio\n"
+        "for _p in pcapio.packets(sys.argv[1]):\n"
+        "    break\n"  # what the reader loads or caches on first use
+        "tracemalloc.start()\n"
+        "n = sum(len(p.payload) for p in pcapio.packets(sys.argv[1]))\n"
+        "print(n, tracemalloc.get_traced_memory()[1])\n")
+    r = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True,
+                       check=True)
+    n, peak = (int(x) for x in r.stdout.split())
     assert n == 6000 * 1400
     assert peak < 2.5 * 10 ** 6, peak  # the 1 MB read buffer and a few records
 

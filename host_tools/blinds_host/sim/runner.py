@@ -75,7 +75,8 @@ class SimHome(Home):
         template = home_mod.UNBOUND_CONF.replace(
             "  interface: 127.0.0.1@53\n",
             "  interface: 127.0.0.1@53\n  interface: {resolver_ip}@53\n")
-        conf = template.format(wd=self.wd, resolver_ip=RESOLVER_IP, local_data=local)
+        conf = template.format(wd=self.wd, resolver_ip=RESOLVER_IP, local_data=local,
+                               extra=self.unbound_extra)
         with open(self.path("unbound.conf"), "w") as f:
             f.write(conf)
         sh("unbound-checkconf", self.path("unbound.conf"))
