@@ -167,15 +167,21 @@ def _start_exit(tmp_path, hub, **popen_kw):
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_exit_stops_on_signals(tmp_path, sig, status):
+    import random
+
     proc, _ = _start_exit(tmp_path, "a", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
     try:
+        time.sleep(random.uniform(0, 1.0))  # at any moment once it serves
+        t0 = time.monotonic()
         proc.send_signal(sig)
         out = proc.communicate(timeout=20)[0]
+        took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == status, out
+    assert took <= 5.0, took  # issue 12: stopped within 5 s
     assert "Traceback" not in out
 
 
