@@ -230,7 +230,7 @@ def parse(buf, max_packet=MAX_PACKET):
     if r is None:
         return None
     n, off = r
-    t = check_header(buf[0], n, max_packet)
+    check_header(buf[0], n, max_packet)
     if off + n > end:
         return None
     return decode(buf[0], memoryview(buf)[off:off + n]), off + n

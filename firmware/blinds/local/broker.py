@@ -1,0 +1,422 @@
+# The hub's own MQTT 3.1.1 broker, on the AP address's port 1883 (shared
+# with the relay, which hands over the streams that are for the hub itself).
+#
+# One task per connection reads packets; routing, sessions and retained
+# messages live here; writes go out at once and only what the socket did not
+# take is kept (bounded, in pieces). Every store is bounded: sessions,
+# subscriptions, messages held for a session (count and bytes, all sessions
+# together), retained messages, bytes waiting for a slow socket. A client
+# that cannot keep up is cut off and counted; memory never grows with it.
+import asyncio
+import hashlib
+
+from blinds.compat import const, ticks_diff, ticks_ms
+from blinds.local import auth
+from blinds.local import mqtt_codec as mq
+from blinds.local.acl import Acl
+from blinds.local.session import Closed, Client, Session
+
+PORT = const(1883)
+_SWEEP_MS = const(1000)
+_FAIL_DELAY_MS = const(500)  # after a refused password: slows guessing down
+_MSG_OVERHEAD = const(48)  # what a held message costs beyond its topic and payload
+
+# Optional limits of the "mqtt" config section, with their defaults.
+LIMITS = {"max_clients": 8, "max_sessions": 16, "max_packet": 2048, "max_inflight": 8,
+          "max_queued": 32, "max_held_bytes": 16384, "max_retained": 64,
+          "max_retained_bytes": 8192, "max_subscriptions": 16, "max_out_bytes": 4096,
+          "connect_timeout_ms": 5000}
+_STATS = ("accepted", "connected", "refused_full", "refused_auth", "refused_client_id",
+          "refused_unavailable", "bad_packets", "refused_publish", "refused_subscribe",
+          "published", "delivered", "slow_cut", "dropped", "retained_dropped", "takeovers",
+          "wills", "keepalive_closed", "errors")
+
+
+class Broker:
+    def __init__(self, board, cfg):
+        self.board = board
+        m = cfg["mqtt"]
+        for k, v in LIMITS.items():
+            setattr(self, k, m.get(k, v))
+        self.hostname = cfg["ap"].get("hostname", "blinds.home.arpa").lower()
+        self.users = {}
+        for u in m.get("users", ()):
+            self.users[u["username"]] = (u["password_hash"], Acl(u["publish"], u["subscribe"]))
+        an = m.get("anonymous", {})
+        self.anon = Acl(an.get("publish", ()), an.get("subscribe", ())) \
+            if m.get("allow_anonymous") else None
+        # An unknown user name costs as much to refuse as a known one.
+        self.dummy = "%s$%d$%s$%s" % (auth.PREFIX, auth.DEFAULT_ITERATIONS,
+                                      "AAAAAAAAAAAAAAAAAAAAAA==", "A" * 43 + "=")
+        self.verified = {}  # user -> sha256 of the password last accepted (no PBKDF2 again)
+        self.checking = False  # one password check at a time
+        self.sessions = {}  # client id -> Session
+        self.clients = []
+        self.retained = {}  # topic -> (payload, qos)
+        self.retained_bytes = 0
+        self.held_bytes = 0  # QoS 1/2 messages held for sessions, all of them
+        self.auto_ids = 0
+        self.stats = dict((k, 0) for k in _STATS)
+
+    # -- the relay's hook ------------------------------------------------------
+    def claims(self, st, names):
+        """Is this relayed stream for the hub itself? Its name is the hub's
+        own, or it carries none (a raw connection to the AP address), or the
+        name the device last resolved is the hub's."""
+        if st.port != PORT:
+            return False
+        if st.kind not in ("other", "none"):
+            return False
+        if st.name is None or st.name.lower() == self.hostname:
+            return True
+        b = names.bindings(st.dev.idx) if st.dev.idx >= 0 else ()
+        return bool(b) and b[-1] == self.hostname
+
+    async def serve(self, sock, first, dev):
+        """Serve one connection until it ends; closes sock."""
+        self.stats["accepted"] += 1
+        if len(self.clients) >= self.max_clients:
+            self.stats["refused_full"] += 1
+            _close(sock)
+            return
+        c = Client(sock, first, dev, asyncio.current_task(), self.board)
+        c.keep_ms = self.connect_timeout_ms
+        self.clients.append(c)
+        try:
+            await self._packets(c)
+        except mq.MqttError as e:
+            self.stats["bad_packets"] += 1
+            if dev is not None:
+                dev.count("mqtt_bad")
+            if e.code is not None and c.sess is None:
+                _try_write(sock, mq.encode((mq.CONNACK, 0, e.code)))
+        except (Closed, OSError, asyncio.CancelledError):
+            pass
+        except MemoryError:
+            self.stats["errors"] += 1
+        except Exception as e:  # a bug on one connection: log it, end it
+            self.stats["errors"] += 1
+            self.board.log("mqtt: client %s failed: %r" % (c.cid(), e))
+        finally:
+            self._drop(c)
+
+    # -- one connection ------------------------------------------------------------
+    async def _packets(self, c):
+        hdr = bytearray(5)
+        mv = memoryview(hdr)
+        while not c.closing:
+            await c.fill(mv[0:1])
+            i = 1
+            while True:
+                await c.fill(mv[i:i + 1])
+                r = mq.decode_length(hdr, 1, i + 1)
+                if r is not None:
+                    break
+                i += 1
+            n = r[0]
+            mq.check_header(hdr[0], n, self.max_packet)
+            body = bytearray(n)
+            if n:
+                await c.fill(memoryview(body))
+            p = mq.decode(hdr[0], body)
+            del body
+            c.last = ticks_ms()
+            if c.sess is None:
+                if p[0] != mq.CONNECT:
+                    raise mq.MqttError("CONNECT first")
+                await self._connect(c, p)
+            else:
+                self._handle(c, p)
+
+    async def _connect(self, c, p):
+        _, cid, clean, keep, will, user, pw = p
+        acl = await self._login(c, user, pw)
+        if will is not None and not acl.may_publish(will[0]):
+            self.stats["refused_publish"] += 1
+            raise mq.MqttError("will topic not allowed", mq.NOT_AUTHORIZED)
+        if not cid:
+            self.auto_ids += 1
+            cid = "auto-%d" % self.auto_ids
+        s = self.sessions.get(cid)
+        if s is not None and s.user != user:
+            # A client id is its owner's: nobody takes over another's session.
+            self.stats["refused_client_id"] += 1
+            raise mq.MqttError("client id of another user", mq.BAD_CLIENT_ID)
+        if s is not None and s.client is not None:
+            self.stats["takeovers"] += 1
+            self._cut(s.client, None)
+        present = s is not None and not clean and not s.clean
+        if not present:
+            if s is not None:
+                self._forget(s)
+            if len(self.sessions) >= self.max_sessions and not self._evict():
+                self.stats["refused_unavailable"] += 1
+                raise mq.MqttError("no room for a session", mq.UNAVAILABLE)
+            s = self.sessions[cid] = Session(cid, user, clean)
+        s.acl = acl
+        s.client = c
+        c.sess = s
+        c.will = will
+        c.keep_ms = keep * 1500  # 1.5 times the keep-alive, as 3.1.1 says (0: none)
+        self.stats["connected"] += 1
+        self._send(c, mq.encode((mq.CONNACK, 1 if present else 0, mq.ACCEPTED)))
+        if present:
+            for pid, e in s.inflight.items():
+                if e[1]:
+                    self._send(c, mq.encode((mq.PUBREL, pid)))
+                else:
+                    m = e[0]
+                    self._send(c, mq.encode((mq.PUBLISH, m[0], m[1], m[2], m[3], 1, pid)))
+            self._pump(s)
+
+    async def _login(self, c, user, pw):
+        if user is None:
+            if self.anon is None:
+                self.stats["refused_auth"] += 1
+                raise mq.MqttError("anonymous", mq.NOT_AUTHORIZED)
+            return self.anon
+        u = self.users.get(user)
+        key = hashlib.sha256(user.encode() + b"\0" + (pw or b"")).digest()
+        if u is not None and pw is not None and self.verified.get(user) == key:
+            return u[1]
+        while self.checking:
+            await asyncio.sleep_ms(20)
+        self.checking = True
+        try:
+            ok = await auth.check(u[0] if u else self.dummy, pw or b"")
+        finally:
+            self.checking = False
+        if not ok or u is None or pw is None:
+            self.stats["refused_auth"] += 1
+            if c.dev is not None:
+                c.dev.count("mqtt_refused_auth")
+            await asyncio.sleep_ms(_FAIL_DELAY_MS)
+            raise mq.MqttError("bad user name or password", mq.BAD_CREDENTIALS)
+        self.verified[user] = key
+        return u[1]
+
+    def _handle(self, c, p):
+        t = p[0]
+        s = c.sess
+        if t == mq.PUBLISH:
+            self._publish(c, s, p)
+        elif t == mq.PUBACK or t == mq.PUBCOMP:
+            e = s.inflight.get(p[1])
+            if e is not None and e[1] == (t == mq.PUBCOMP) and (t == mq.PUBCOMP or e[0][2] == 1):
+                del s.inflight[p[1]]
+                self._release(e[0])
+                self._pump(s)
+        elif t == mq.PUBREC:
+            e = s.inflight.get(p[1])
+            if e is not None and not e[1]:
+                e[1] = 1
+            self._send(c, mq.encode((mq.PUBREL, p[1])))
+        elif t == mq.PUBREL:
+            if p[1] in s.rx2:
+                s.rx2.remove(p[1])
+            self._send(c, mq.encode((mq.PUBCOMP, p[1])))
+        elif t == mq.SUBSCRIBE:
+            self._subscribe(c, s, p)
+        elif t == mq.UNSUBSCRIBE:
+            for f in p[2]:
+                s.unsubscribe(f)
+            self._send(c, mq.encode((mq.UNSUBACK, p[1])))
+        elif t == mq.PINGREQ:
+            self._send(c, mq.encode((mq.PINGRESP,)))
+        elif t == mq.DISCONNECT:
+            c.will = None  # a clean goodbye: no last will
+            c.closing = True
+        else:  # CONNECT again, or a packet only a server sends
+            raise mq.MqttError("unexpected packet %d" % t)
+
+    def _publish(self, c, s, p):
+        _, topic, payload, qos, retain, dup, pid = p
+        ok = s.acl.may_publish(topic)
+        if not ok:
+            # Dropped, and acknowledged as 3.1.1 requires; counted.
+            self.stats["refused_publish"] += 1
+            if c.dev is not None:
+                c.dev.count("mqtt_refused_publish")
+        elif qos == 2 and pid in s.rx2:
+            ok = False  # a resent QoS 2 message already delivered
+        if qos == 2 and ok:
+            if len(s.rx2) >= self.max_inflight:
+                raise mq.MqttError("too many QoS 2 messages in flight")
+            s.rx2.append(pid)
+        if ok:
+            self.route(topic, payload, qos, retain)
+        if qos == 1:
+            self._send(c, mq.encode((mq.PUBACK, pid)))
+        elif qos == 2:
+            self._send(c, mq.encode((mq.PUBREC, pid)))
+
+    def _subscribe(self, c, s, p):
+        codes = []
+        granted = []
+        for f, q in p[2]:
+            if not s.acl.may_subscribe(f):
+                self.stats["refused_subscribe"] += 1
+                if c.dev is not None:
+                    c.dev.count("mqtt_refused_subscribe")
+                codes.append(mq.SUB_REFUSED)
+            elif not s.subscribe(f, q, self.max_subscriptions):
+                codes.append(mq.SUB_REFUSED)
+            else:
+                codes.append(q)
+                granted.append((f, q))
+        self._send(c, mq.encode((mq.SUBACK, p[1], codes)))
+        for f, q in granted:
+            for topic, (payload, rq) in list(self.retained.items()):
+                if mq.matches(f, topic):
+                    self._deliver(s, topic, payload, min(q, rq), 1)
+
+    # -- routing -----------------------------------------------------------------------
+    def route(self, topic, payload, qos, retain):
+        """Publish a message to every matching session (also the hub's own use)."""
+        self.stats["published"] += 1
+        if retain:
+            self._retain(topic, payload, qos)
+        tl = topic.split("/")
+        dollar = topic[:1] == "$"
+        for s in list(self.sessions.values()):
+            q = s.best_qos(tl, dollar)
+            if q >= 0:
+                self._deliver(s, topic, payload, min(qos, q), 0)
+
+    def _retain(self, topic, payload, qos):
+        old = self.retained.pop(topic, None)
+        if old is not None:
+            self.retained_bytes -= len(topic) + len(old[0])
+        if not payload:
+            return  # an empty retained message deletes the topic's
+        size = len(topic) + len(payload)
+        if len(self.retained) >= self.max_retained or \
+                self.retained_bytes + size > self.max_retained_bytes:
+            self.stats["retained_dropped"] += 1
+            return
+        self.retained[topic] = (payload, qos)
+        self.retained_bytes += size
+
+    def _deliver(self, s, topic, payload, qos, retain):
+        c = s.client
+        if not qos:
+            if c is not None:  # QoS 0 is not kept for an absent client
+                self.stats["delivered"] += 1
+                self._send(c, mq.encode((mq.PUBLISH, topic, payload, 0, retain, 0, 0)))
+            return
+        m = (topic, payload, qos, retain)
+        size = len(topic) + len(payload) + _MSG_OVERHEAD
+        if len(s.queue) >= self.max_queued or self.held_bytes + size > self.max_held_bytes:
+            if c is not None:
+                self._cut(c, "slow_cut")  # it does not keep up: off it goes
+            else:
+                self.stats["dropped"] += 1  # the newest is dropped, as mosquitto does
+            return
+        self.held_bytes += size
+        s.queue.append(m)
+        self._pump(s)
+
+    def _pump(self, s):
+        # Queued QoS 1/2 messages out, up to max_inflight unacknowledged.
+        c = s.client
+        while c is not None and s.queue and len(s.inflight) < self.max_inflight \
+                and not c.closing:
+            m = s.queue.pop(0)
+            pid = s.new_pid()
+            s.inflight[pid] = [m, 0]
+            self.stats["delivered"] += 1
+            self._send(c, mq.encode((mq.PUBLISH, m[0], m[1], m[2], m[3], 0, pid)))
+
+    def _release(self, m):
+        self.held_bytes -= len(m[0]) + len(m[1]) + _MSG_OVERHEAD
+
+    def _forget(self, s):
+        for m in s.queue:
+            self._release(m)
+        for e in s.inflight.values():
+            self._release(e[0])
+        s.queue = []
+        s.inflight = {}
+        if self.sessions.get(s.cid) is s:
+            del self.sessions[s.cid]
+
+    def _evict(self):
+        # Room for a new session: the persistent session absent the longest.
+        old = None
+        for s in self.sessions.values():
+            if s.client is None and (old is None or ticks_diff(old.left, s.left) > 0):
+                old = s
+        if old is None:
+            return False
+        self._forget(old)
+        self.stats["dropped"] += 1
+        return True
+
+    # -- output and ending -------------------------------------------------------------
+    def _send(self, c, data):
+        if c.closing:
+            return
+        try:
+            if not c.send(data, self.max_out_bytes):
+                self._cut(c, "slow_cut")
+        except OSError:
+            self._cut(c, None)
+
+    def _cut(self, c, why):
+        # End a connection from anywhere: its own task notices c.closing; any
+        # other task cancels it (a task cannot cancel itself).
+        if c.closing and why is not None:
+            return
+        c.closing = True
+        if why is not None:
+            self.stats[why] += 1
+        if c.task is not asyncio.current_task():
+            c.task.cancel()
+
+    def _drop(self, c):
+        c.stop()
+        _close(c.sock)
+        if c in self.clients:
+            self.clients.remove(c)
+        s = c.sess
+        if s is not None and s.client is c:
+            s.client = None
+            s.left = ticks_ms()
+            if s.clean:
+                self._forget(s)
+        if c.will is not None:
+            w, c.will = c.will, None
+            self.stats["wills"] += 1
+            self.route(w[0], w[1], w[2], w[3])
+
+    async def sweep(self):
+        # Keep-alive (1.5x what the client said) and the CONNECT deadline.
+        while True:
+            await asyncio.sleep_ms(_SWEEP_MS)
+            now = ticks_ms()
+            for c in list(self.clients):
+                if c.keep_ms and ticks_diff(now, c.last) > c.keep_ms:
+                    self._cut(c, "keepalive_closed")
+
+    def status(self):
+        d = dict(self.stats)
+        d["clients"] = len(self.clients)
+        d["sessions"] = len(self.sessions)
+        d["retained"] = len(self.retained)
+        d["retained_bytes"] = self.retained_bytes
+        d["held_bytes"] = self.held_bytes
+        return d
+
+
+def _close(sock):
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _try_write(sock, data):
+    try:
+        sock.write(data)
+    except OSError:
+        pass
