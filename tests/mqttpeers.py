@@ -82,7 +82,12 @@ class LoneBroker:
     def __init__(self, tmp_path, mqtt_cfg, heap="192k"):
         self.dir = str(tmp_path)
         self.port = free_port()
-        cfg = {"ap": {"hostname": "blinds.home.arpa"}, "mqtt": mqtt_cfg}
+        from blinds.config import sections
+
+        out = []
+        cfg = {"ap": {"hostname": "blinds.home.arpa"},
+               "mqtt": sections.mqtt(mqtt_cfg, "$.mqtt", out)}
+        assert not out, out
         path = os.path.join(self.dir, "cfg.json")
         with open(path, "w") as f:
             json.dump(cfg, f)

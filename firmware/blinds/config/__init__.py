@@ -39,7 +39,7 @@ class ConfigError(Exception):
 
 def _root(cfg, out):
     if not _obj(cfg, "$", out, ("ap", "dns"),
-                ("devices", "default_policy", "uplink", "relay", "hub")):
+                ("devices", "default_policy", "uplink", "relay", "hub", "mqtt")):
         return None
     ap = sections.ap(cfg["ap"], "$.ap", out) if "ap" in cfg else None
     ap_net = ap.pop("net") if ap is not None else None
@@ -76,6 +76,9 @@ def _root(cfg, out):
         r["uplink"] = sections.uplink(cfg["uplink"], "$.uplink", out)
     r["relay"] = sections.relay(cfg.get("relay", {}), "$.relay", out, ap_net)
     r["hub"] = sections.hub(cfg.get("hub", {}), "$.hub", out)
+    # No "mqtt" section: the hub runs no broker.
+    r["mqtt"] = sections.mqtt(cfg["mqtt"], "$.mqtt", out) if cfg.get("mqtt") is not None \
+        else None
     return r
 
 

@@ -21,11 +21,10 @@ _SWEEP_MS = const(1000)
 _FAIL_DELAY_MS = const(500)  # after a refused password: slows guessing down
 _MSG_OVERHEAD = const(48)  # what a held message costs beyond its topic and payload
 
-# Optional limits of the "mqtt" config section, with their defaults.
-LIMITS = {"max_clients": 8, "max_sessions": 16, "max_packet": 2048, "max_inflight": 8,
-          "max_queued": 32, "max_held_bytes": 16384, "max_retained": 64,
-          "max_retained_bytes": 8192, "max_subscriptions": 16, "max_out_bytes": 4096,
-          "connect_timeout_ms": 5000}
+# The limits of the "mqtt" config section (defaults: blinds.config.sections).
+_LIMITS = ("max_clients", "max_sessions", "max_packet", "max_inflight", "max_queued",
+           "max_held_bytes", "max_retained", "max_retained_bytes", "max_subscriptions",
+           "max_out_bytes", "connect_timeout_ms")
 _STATS = ("accepted", "connected", "refused_full", "refused_auth", "refused_client_id",
           "refused_unavailable", "bad_packets", "refused_publish", "refused_subscribe",
           "published", "delivered", "slow_cut", "dropped", "retained_dropped", "takeovers",
@@ -36,15 +35,14 @@ class Broker:
     def __init__(self, board, cfg):
         self.board = board
         m = cfg["mqtt"]
-        for k, v in LIMITS.items():
-            setattr(self, k, m.get(k, v))
-        self.hostname = cfg["ap"].get("hostname", "blinds.home.arpa").lower()
+        for k in _LIMITS:
+            setattr(self, k, m[k])
+        self.hostname = cfg["ap"]["hostname"]
         self.users = {}
-        for u in m.get("users", ()):
+        for u in m["users"]:
             self.users[u["username"]] = (u["password_hash"], Acl(u["publish"], u["subscribe"]))
-        an = m.get("anonymous", {})
-        self.anon = Acl(an.get("publish", ()), an.get("subscribe", ())) \
-            if m.get("allow_anonymous") else None
+        an = m["anonymous"]
+        self.anon = Acl(an["publish"], an["subscribe"]) if m["allow_anonymous"] else None
         # An unknown user name costs as much to refuse as a known one.
         self.dummy = "%s$%d$%s$%s" % (auth.PREFIX, auth.DEFAULT_ITERATIONS,
                                       "AAAAAAAAAAAAAAAAAAAAAA==", "A" * 43 + "=")
