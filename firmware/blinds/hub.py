@@ -30,6 +30,7 @@ class Hub:
         self.dns = None
         self.relay = None
         self.ntp = None
+        self.mqtt = None  # the local broker (blinds.local), when the config has "mqtt"
         self.learner = None
         self.log = None
         self.budget = None
@@ -107,7 +108,7 @@ class Hub:
         if prep is not None:
             prep()
         cfg = self.load_config()
-        self._import_all()
+        self._import_all(cfg)
         # What the code itself holds; "data" heap figures are on top of this.
         gc.collect()
         self.heap_code = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
@@ -134,8 +135,10 @@ class Hub:
                        % (cfg["ap"]["ip"], len(cfg["devices"]), len(cfg["dns"]["upstreams"])))
         await self._status_loop()
 
-    def _import_all(self):
+    def _import_all(self, cfg):
         # Load every module now, so that the heap figure for code is complete.
+        if cfg is not None and cfg["mqtt"] is not None:
+            from blinds.local import acl, auth, broker, mqtt_codec, session  # noqa: F401
         from blinds import devices, names, policy, storage  # noqa: F401
         from blinds.dns import cache, decisions, doh, dot, server, tlsconn, upstream, wire  # noqa: F401
         from blinds.net import budget, guard, sockets  # noqa: F401
@@ -173,6 +176,12 @@ class Hub:
         self.relay = streams.Relay(board, cfg, self.devices, self.names, guard, self.budget,
                                    self.learner)
         self.ntp = ntp.NtpServer(board, cfg["ap"]["ip"])
+        if cfg["mqtt"] is not None:
+            # The local broker takes the relay's streams for the hub itself.
+            from blinds.local.broker import Broker
+
+            self.mqtt = self.relay.local = Broker(board, cfg)
+            self.keep("mqtt-sweep", self.mqtt.sweep)
 
         udp = self._own(self.dns.udp_socket())
         listeners = [(self._own(s), p) for s, p in self._listen_relay()]
@@ -215,7 +224,7 @@ class Hub:
             except OSError:
                 pass
         self.socks = []
-        self.dns = self.relay = self.ntp = None
+        self.dns = self.relay = self.ntp = self.mqtt = None
         self.problems = [("$", "%s" % (e,))]
         self.refuse("start-up failed: %s" % (e,))
 
@@ -289,6 +298,8 @@ class Hub:
             # Other UDP is neither answered nor forwarded; count what arrived.
             st["udp_dropped"] = self.board.udp_dropped()
             st["learn"] = {"flows": self.learner.n, "dropped": self.learner.dropped}
+        if self.mqtt is not None:
+            st["mqtt"] = self.mqtt.status()
         return st
 
     def _mark(self):
@@ -305,6 +316,9 @@ class Hub:
             s = self.relay.stats
             m += [s["accepted"], s["bytes_up"], s["bytes_down"], len(self.relay.streams),
                   self.ntp.served, self.ntp.dropped, self.learner.n, self.board.udp_dropped()]
+        if self.mqtt is not None:
+            s = self.mqtt.stats
+            m += [s["accepted"], s["published"], s["delivered"], s["slow_cut"], s["bad_packets"]]
         return m
 
     def heap(self):

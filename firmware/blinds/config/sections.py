@@ -55,11 +55,11 @@ MQTT_INTS = (
     ("max_packet", 2048, 128, 16384),
     ("max_inflight", 8, 1, 64),
     ("max_queued", 32, 1, 256),
-    ("max_held_bytes", 16384, 1024, 262144),
+    ("max_held_bytes", 8192, 1024, 262144),
     ("max_retained", 64, 0, 1024),
     ("max_retained_bytes", 8192, 0, 262144),
     ("max_subscriptions", 16, 1, 128),
-    ("max_out_bytes", 4096, 256, 65536),
+    ("max_out_bytes", 3072, 256, 65536),
     ("connect_timeout_ms", 5000, 500, 60000),
 )
 _MAX_USERS = const(32)
@@ -362,6 +362,9 @@ def mqtt(v, path, out):
     if isinstance(r["max_clients"], int) and isinstance(r["max_sessions"], int) and \
             r["max_sessions"] < r["max_clients"]:
         out.append((_kp(path, "max_sessions"), "must be at least max_clients"))
+    if isinstance(r["max_out_bytes"], int) and isinstance(r["max_packet"], int) and \
+            r["max_out_bytes"] < r["max_packet"] + 5:
+        out.append((_kp(path, "max_out_bytes"), "must hold the largest packet (max_packet + 5)"))
     return r
 
 

@@ -28,7 +28,7 @@ _LIMITS = ("max_clients", "max_sessions", "max_packet", "max_inflight", "max_que
 _STATS = ("accepted", "connected", "refused_full", "refused_auth", "refused_client_id",
           "refused_unavailable", "bad_packets", "refused_publish", "refused_subscribe",
           "published", "delivered", "slow_cut", "dropped", "retained_dropped", "takeovers",
-          "wills", "keepalive_closed", "errors")
+          "wills", "keepalive_closed", "oom", "errors")
 
 
 class Broker:
@@ -91,7 +91,7 @@ class Broker:
         except (Closed, OSError, asyncio.CancelledError):
             pass
         except MemoryError:
-            self.stats["errors"] += 1
+            self.stats["oom"] += 1
         except Exception as e:  # a bug on one connection: log it, end it
             self.stats["errors"] += 1
             self.board.log("mqtt: client %s failed: %r" % (c.cid(), e))
@@ -160,11 +160,10 @@ class Broker:
         self._send(c, mq.encode((mq.CONNACK, 1 if present else 0, mq.ACCEPTED)))
         if present:
             for pid, e in s.inflight.items():
-                if e[1]:
+                if e[3]:
                     self._send(c, mq.encode((mq.PUBREL, pid)))
                 else:
-                    m = e[0]
-                    self._send(c, mq.encode((mq.PUBLISH, m[0], m[1], m[2], m[3], 1, pid)))
+                    self._send_pub(c, e, pid, 1)
             self._pump(s)
 
     async def _login(self, c, user, pw):
@@ -199,15 +198,19 @@ class Broker:
         if t == mq.PUBLISH:
             self._publish(c, s, p)
         elif t == mq.PUBACK or t == mq.PUBCOMP:
+            # An entry: [message, qos, retain, 0 sent / 1 PUBREL sent]
             e = s.inflight.get(p[1])
-            if e is not None and e[1] == (t == mq.PUBCOMP) and (t == mq.PUBCOMP or e[0][2] == 1):
+            if e is not None and (e[3] if t == mq.PUBCOMP else e[1] == 1 and not e[3]):
                 del s.inflight[p[1]]
-                self._release(e[0])
+                if e[0] is not None:
+                    self._unhold(e[0])
                 self._pump(s)
         elif t == mq.PUBREC:
             e = s.inflight.get(p[1])
-            if e is not None and not e[1]:
-                e[1] = 1
+            if e is not None and e[1] == 2 and not e[3]:
+                e[3] = 1
+                self._unhold(e[0])  # only the packet id is needed from now on
+                e[0] = None
             self._send(c, mq.encode((mq.PUBREL, p[1])))
         elif t == mq.PUBREL:
             if p[1] in s.rx2:
@@ -266,7 +269,7 @@ class Broker:
         for f, q in granted:
             for topic, (payload, rq) in list(self.retained.items()):
                 if mq.matches(f, topic):
-                    self._deliver(s, topic, payload, min(q, rq), 1)
+                    self._deliver(s, self._msg(topic, payload), min(q, rq), 1)
 
     # -- routing -----------------------------------------------------------------------
     def route(self, topic, payload, qos, retain):
@@ -276,10 +279,17 @@ class Broker:
             self._retain(topic, payload, qos)
         tl = topic.split("/")
         dollar = topic[:1] == "$"
+        msg = None  # one message shared by every session that holds it
         for s in list(self.sessions.values()):
             q = s.best_qos(tl, dollar)
             if q >= 0:
-                self._deliver(s, topic, payload, min(qos, q), 0)
+                if msg is None:
+                    msg = self._msg(topic, payload)
+                self._deliver(s, msg, min(qos, q), 0)
+
+    def _msg(self, topic, payload):
+        # [topic, payload, sessions holding it, bytes it costs]
+        return [topic, payload, 0, len(topic) + len(payload) + _MSG_OVERHEAD]
 
     def _retain(self, topic, payload, qos):
         old = self.retained.pop(topic, None)
@@ -295,47 +305,80 @@ class Broker:
         self.retained[topic] = (payload, qos)
         self.retained_bytes += size
 
-    def _deliver(self, s, topic, payload, qos, retain):
+    def _deliver(self, s, msg, qos, retain):
         c = s.client
         if not qos:
             if c is not None:  # QoS 0 is not kept for an absent client
                 self.stats["delivered"] += 1
-                self._send(c, mq.encode((mq.PUBLISH, topic, payload, 0, retain, 0, 0)))
+                self._send_pub(c, [msg, 0, retain, 0], 0, 0)
             return
-        m = (topic, payload, qos, retain)
-        size = len(topic) + len(payload) + _MSG_OVERHEAD
-        if len(s.queue) >= self.max_queued or self.held_bytes + size > self.max_held_bytes:
+        if len(s.queue) >= self.max_queued:
             if c is not None:
                 self._cut(c, "slow_cut")  # it does not keep up: off it goes
             else:
                 self.stats["dropped"] += 1  # the newest is dropped, as mosquitto does
             return
-        self.held_bytes += size
-        s.queue.append(m)
+        if not msg[2] and self.held_bytes + msg[3] > self.max_held_bytes:
+            self._make_room()
+            if self.held_bytes + msg[3] > self.max_held_bytes:
+                self.stats["dropped"] += 1
+                return
+        if not msg[2]:
+            self.held_bytes += msg[3]
+        msg[2] += 1
+        s.queue.append([msg, qos, retain, 0])
         self._pump(s)
+
+    def _make_room(self):
+        # The held messages' budget is spent: an absent session's backlog
+        # goes first (dropped, counted); else the client furthest behind is
+        # cut off (its messages go when its connection ends).
+        worst = None
+        wk = None
+        for o in self.sessions.values():
+            k = (o.client is None, len(o.queue) + len(o.inflight))
+            if k[1] and (worst is None or k > wk):
+                worst, wk = o, k
+        if worst is None:
+            return
+        if worst.client is not None:
+            self._cut(worst.client, "slow_cut")
+            return
+        self.stats["dropped"] += wk[1]
+        self._forget(worst, False)
 
     def _pump(self, s):
         # Queued QoS 1/2 messages out, up to max_inflight unacknowledged.
         c = s.client
         while c is not None and s.queue and len(s.inflight) < self.max_inflight \
                 and not c.closing:
-            m = s.queue.pop(0)
+            e = s.queue.pop(0)
             pid = s.new_pid()
-            s.inflight[pid] = [m, 0]
+            s.inflight[pid] = e
             self.stats["delivered"] += 1
-            self._send(c, mq.encode((mq.PUBLISH, m[0], m[1], m[2], m[3], 0, pid)))
+            self._send_pub(c, e, pid, 0)
 
-    def _release(self, m):
-        self.held_bytes -= len(m[0]) + len(m[1]) + _MSG_OVERHEAD
+    def _send_pub(self, c, e, pid, dup):
+        # The header, then the payload object itself (no copy per subscriber).
+        m = e[0]
+        self._send(c, mq.publish_head(m[0], e[1], e[2], dup, pid, len(m[1])))
+        if m[1]:
+            self._send(c, m[1])
 
-    def _forget(self, s):
-        for m in s.queue:
-            self._release(m)
+    def _unhold(self, msg):
+        msg[2] -= 1
+        if not msg[2]:
+            self.held_bytes -= msg[3]
+
+    def _forget(self, s, whole=True):
+        for e in s.queue:
+            self._unhold(e[0])
         for e in s.inflight.values():
-            self._release(e[0])
+            if e[0] is not None:
+                self._unhold(e[0])
         s.queue = []
         s.inflight = {}
-        if self.sessions.get(s.cid) is s:
+        if whole and self.sessions.get(s.cid) is s:
             del self.sessions[s.cid]
 
     def _evict(self):

@@ -355,22 +355,30 @@ def _connect(body, end):
 
 
 # -- encoding ------------------------------------------------------------------------
+def publish_head(topic, qos, retain, dup, pid, n):
+    """A PUBLISH up to its payload of n bytes: a broker writes the payload
+    (shared by every subscriber) after it, without copying it."""
+    if qos > 2 or not topic_ok(topic) or (not qos and dup) or (qos and not pid):
+        raise MqttError("bad PUBLISH")
+    t = topic.encode()
+    k = len(t) + (4 if qos else 2)
+    out = bytearray(((PUBLISH << 4) | (dup << 3) | (qos << 1) | (1 if retain else 0),))
+    out.extend(encode_length(k + n))
+    _put_bin(out, t)
+    if qos:
+        out.append(pid >> 8)
+        out.append(pid & 255)
+    return bytes(out)
+
+
 def encode(p):
     """A packet tuple -> its bytes (checked as decode checks them)."""
     t = p[0]
+    if t == PUBLISH:
+        return publish_head(p[1], p[3], p[4], p[5], p[6], len(p[2])) + p[2]
     first = t << 4
     out = bytearray()
-    if t == PUBLISH:
-        _, topic, payload, qos, retain, dup, pid = p
-        if qos > 2 or not topic_ok(topic) or (not qos and dup) or (qos and not pid):
-            raise MqttError("bad PUBLISH")
-        first |= (dup << 3) | (qos << 1) | (1 if retain else 0)
-        _put_str(out, topic)
-        if qos:
-            out.append(pid >> 8)
-            out.append(pid & 255)
-        out.extend(payload)
-    elif t in _ID_ONLY:
+    if t in _ID_ONLY:
         out.append(p[1] >> 8)
         out.append(p[1] & 255)
     elif t == CONNECT:

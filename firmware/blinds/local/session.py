@@ -22,8 +22,8 @@ class Session:
         self.clean = clean
         self.acl = None
         self.subs = []  # [filter, qos, levels]
-        self.queue = []  # QoS 1/2 messages (topic, payload, qos, retain) not yet sent
-        self.inflight = {}  # packet id -> [message, 0 sent / 1 PUBREL sent]
+        self.queue = []  # QoS 1/2 entries [message, qos, retain, 0] not yet sent
+        self.inflight = {}  # packet id -> entry, its last item 0 sent / 1 PUBREL sent
         self.rx2 = []  # ids of QoS 2 messages received, PUBREL not yet seen
         self.pid = 0
         self.client = None
@@ -107,7 +107,7 @@ class Client:
             w = self.sock.write(data) or 0
             if w == len(data):
                 return True
-            data = data[w:]
+            data = memoryview(data)[w:]  # no copy: payloads are shared
         if self.pending_bytes + len(data) > limit:
             return False
         self.pending.append(data)
@@ -126,7 +126,7 @@ class Client:
                     self.pending_bytes -= w
                     continue
                 if w:
-                    self.pending[0] = d[w:]
+                    self.pending[0] = memoryview(d)[w:]
                     self.pending_bytes -= w
                 await self.board.wait_writable(self.sock)
         except OSError:
