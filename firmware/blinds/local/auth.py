@@ -88,6 +88,46 @@ def same(a, b):
     return not d
 
 
+class Logins:
+    # Who may connect to the local broker, and with which ACL (blinds.local.acl).
+    def __init__(self, m):
+        from blinds.local.acl import Acl
+
+        self.users = {}
+        for u in m["users"]:
+            self.users[u["username"]] = (u["password_hash"], Acl(u["publish"], u["subscribe"]))
+        an = m["anonymous"]
+        self.anon = Acl(an["publish"], an["subscribe"]) if m["allow_anonymous"] else None
+        # An unknown user name costs as much to refuse as a known one.
+        self.dummy = "%s$%d$%s$%s" % (PREFIX, DEFAULT_ITERATIONS, "A" * 22 + "==", "A" * 43 + "=")
+        self.verified = {}  # user -> sha256 of the password last accepted (no PBKDF2 again)
+        self.checking = False  # one password check at a time: bounded CPU
+
+    async def login(self, user, pw):
+        """-> the client's Acl, or raise MqttError with its CONNACK code."""
+        from blinds.local import mqtt_codec as mq
+
+        if user is None:
+            if self.anon is None:
+                raise mq.MqttError("anonymous", mq.NOT_AUTHORIZED)
+            return self.anon
+        u = self.users.get(user)
+        key = hashlib.sha256(user.encode() + b"\0" + (pw or b"")).digest()
+        if u is not None and pw is not None and self.verified.get(user) == key:
+            return u[1]
+        while self.checking:
+            await asyncio.sleep_ms(20)
+        self.checking = True
+        try:
+            ok = await check(u[0] if u else self.dummy, pw or b"")
+        finally:
+            self.checking = False
+        if not ok or u is None or pw is None:
+            raise mq.MqttError("bad user name or password", mq.BAD_CREDENTIALS)
+        self.verified[user] = key
+        return u[1]
+
+
 async def check(stored, password):
     """Does password (bytes) match the stored hash? Yields between slices."""
     n, salt, dk = parse(stored)

@@ -8,13 +8,11 @@
 # together), retained messages, bytes waiting for a slow socket. A client
 # that cannot keep up is cut off and counted; memory never grows with it.
 import asyncio
-import hashlib
 
 from blinds.compat import const, ticks_diff, ticks_ms
 from blinds.local import auth
 from blinds.local import mqtt_codec as mq
-from blinds.local.acl import Acl
-from blinds.local.session import Closed, Client, Session
+from blinds.local.session import Closed, Client, Retained, Session
 
 PORT = const(1883)
 _SWEEP_MS = const(1000)
@@ -23,7 +21,7 @@ _MSG_OVERHEAD = const(48)  # what a held message costs beyond its topic and payl
 
 # The limits of the "mqtt" config section (defaults: blinds.config.sections).
 _LIMITS = ("max_clients", "max_sessions", "max_packet", "max_inflight", "max_queued",
-           "max_held_bytes", "max_retained", "max_retained_bytes", "max_subscriptions",
+           "max_held_bytes", "max_subscriptions",
            "max_out_bytes", "connect_timeout_ms")
 _STATS = ("accepted", "connected", "refused_full", "refused_auth", "refused_client_id",
           "refused_unavailable", "bad_packets", "refused_publish", "refused_subscribe",
@@ -38,20 +36,10 @@ class Broker:
         for k in _LIMITS:
             setattr(self, k, m[k])
         self.hostname = cfg["ap"]["hostname"]
-        self.users = {}
-        for u in m["users"]:
-            self.users[u["username"]] = (u["password_hash"], Acl(u["publish"], u["subscribe"]))
-        an = m["anonymous"]
-        self.anon = Acl(an["publish"], an["subscribe"]) if m["allow_anonymous"] else None
-        # An unknown user name costs as much to refuse as a known one.
-        self.dummy = "%s$%d$%s$%s" % (auth.PREFIX, auth.DEFAULT_ITERATIONS,
-                                      "AAAAAAAAAAAAAAAAAAAAAA==", "A" * 43 + "=")
-        self.verified = {}  # user -> sha256 of the password last accepted (no PBKDF2 again)
-        self.checking = False  # one password check at a time
+        self.logins = auth.Logins(m)
         self.sessions = {}  # client id -> Session
         self.clients = []
-        self.retained = {}  # topic -> (payload, qos)
-        self.retained_bytes = 0
+        self.retained = Retained(m["max_retained"], m["max_retained_bytes"])
         self.held_bytes = 0  # QoS 1/2 messages held for sessions, all of them
         self.auto_ids = 0
         self.stats = dict((k, 0) for k in _STATS)
@@ -128,7 +116,15 @@ class Broker:
 
     async def _connect(self, c, p):
         _, cid, clean, keep, will, user, pw = p
-        acl = await self._login(c, user, pw)
+        try:
+            acl = await self.logins.login(user, pw)
+        except mq.MqttError as e:
+            self.stats["refused_auth"] += 1
+            if c.dev is not None:
+                c.dev.count("mqtt_refused_auth")
+            if e.code == mq.BAD_CREDENTIALS:
+                await asyncio.sleep_ms(_FAIL_DELAY_MS)
+            raise
         if will is not None and not acl.may_publish(will[0]):
             self.stats["refused_publish"] += 1
             raise mq.MqttError("will topic not allowed", mq.NOT_AUTHORIZED)
@@ -165,32 +161,6 @@ class Broker:
                 else:
                     self._send_pub(c, e, pid, 1)
             self._pump(s)
-
-    async def _login(self, c, user, pw):
-        if user is None:
-            if self.anon is None:
-                self.stats["refused_auth"] += 1
-                raise mq.MqttError("anonymous", mq.NOT_AUTHORIZED)
-            return self.anon
-        u = self.users.get(user)
-        key = hashlib.sha256(user.encode() + b"\0" + (pw or b"")).digest()
-        if u is not None and pw is not None and self.verified.get(user) == key:
-            return u[1]
-        while self.checking:
-            await asyncio.sleep_ms(20)
-        self.checking = True
-        try:
-            ok = await auth.check(u[0] if u else self.dummy, pw or b"")
-        finally:
-            self.checking = False
-        if not ok or u is None or pw is None:
-            self.stats["refused_auth"] += 1
-            if c.dev is not None:
-                c.dev.count("mqtt_refused_auth")
-            await asyncio.sleep_ms(_FAIL_DELAY_MS)
-            raise mq.MqttError("bad user name or password", mq.BAD_CREDENTIALS)
-        self.verified[user] = key
-        return u[1]
 
     def _handle(self, c, p):
         t = p[0]
@@ -267,7 +237,7 @@ class Broker:
                 granted.append((f, q))
         self._send(c, mq.encode((mq.SUBACK, p[1], codes)))
         for f, q in granted:
-            for topic, (payload, rq) in list(self.retained.items()):
+            for topic, (payload, rq) in list(self.retained.topics.items()):
                 if mq.matches(f, topic):
                     self._deliver(s, self._msg(topic, payload), min(q, rq), 1)
 
@@ -276,7 +246,8 @@ class Broker:
         """Publish a message to every matching session (also the hub's own use)."""
         self.stats["published"] += 1
         if retain:
-            self._retain(topic, payload, qos)
+            if not self.retained.keep(topic, payload, qos):
+                self.stats["retained_dropped"] += 1
         tl = topic.split("/")
         dollar = topic[:1] == "$"
         msg = None  # one message shared by every session that holds it
@@ -290,20 +261,6 @@ class Broker:
     def _msg(self, topic, payload):
         # [topic, payload, sessions holding it, bytes it costs]
         return [topic, payload, 0, len(topic) + len(payload) + _MSG_OVERHEAD]
-
-    def _retain(self, topic, payload, qos):
-        old = self.retained.pop(topic, None)
-        if old is not None:
-            self.retained_bytes -= len(topic) + len(old[0])
-        if not payload:
-            return  # an empty retained message deletes the topic's
-        size = len(topic) + len(payload)
-        if len(self.retained) >= self.max_retained or \
-                self.retained_bytes + size > self.max_retained_bytes:
-            self.stats["retained_dropped"] += 1
-            return
-        self.retained[topic] = (payload, qos)
-        self.retained_bytes += size
 
     def _deliver(self, s, msg, qos, retain):
         c = s.client
@@ -443,8 +400,8 @@ class Broker:
         d = dict(self.stats)
         d["clients"] = len(self.clients)
         d["sessions"] = len(self.sessions)
-        d["retained"] = len(self.retained)
-        d["retained_bytes"] = self.retained_bytes
+        d["retained"] = len(self.retained.topics)
+        d["retained_bytes"] = self.retained.size
         d["held_bytes"] = self.held_bytes
         return d
 

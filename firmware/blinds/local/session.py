@@ -61,6 +61,29 @@ class Session:
                 return self.pid
 
 
+class Retained:
+    # Retained messages, bounded in count and bytes (topics and payloads).
+    def __init__(self, max_count, max_bytes):
+        self.topics = {}  # topic -> (payload, qos)
+        self.size = 0
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+
+    def keep(self, topic, payload, qos):
+        # -> False when there was no room (the message is not retained).
+        old = self.topics.pop(topic, None)
+        if old is not None:
+            self.size -= len(topic) + len(old[0])
+        if not payload:
+            return True  # an empty retained message deletes the topic's
+        n = len(topic) + len(payload)
+        if len(self.topics) >= self.max_count or self.size + n > self.max_bytes:
+            return False
+        self.topics[topic] = (payload, qos)
+        self.size += n
+        return True
+
+
 class Client:
     __slots__ = ("sock", "pre", "dev", "task", "sess", "will", "keep_ms", "last", "closing",
                  "pending", "pending_bytes", "flusher", "board")
