@@ -272,3 +272,43 @@ def test_heap_bounded(broker):
     # (sampled every 100 ms, after a collection)
     assert st_["heap_peak"] - st_["heap_base"] < 48 * 1024, st_
     assert st_["errors"] == 0
+
+
+def test_anonymous_acl_and_limits(tmp_path):
+    cfg = {"allow_anonymous": True, "users": USERS[:1],
+           "anonymous": {"publish": ["public/#"], "subscribe": ["public/+"]},
+           "max_clients": 2, "max_sessions": 3}
+    b = LoneBroker(tmp_path, cfg)
+    try:
+        anon = Peer(H, b.port, "anon")
+        assert anon.connect() == 0
+        assert anon.subscribe("public/+", 1) == [1]
+        assert anon.subscribe("public/#", 1) == [0x80]
+        assert anon.subscribe("stat/plug/x", 0) == [0x80]
+        anon.publish("public/a", b"hi", 1)
+        assert anon.get() == ("public/a", b"hi", 1, False)
+        anon.publish("stat/plug/POWER", b"forged", 1)
+        assert b.status()["refused_publish"] == 1
+        # a user's password still counts when anonymous access is allowed
+        assert Peer(H, b.port, "x", "plug", "bad").connect() == 4
+        # two connections at most: the third is told "server unavailable"
+        plug = peer(b, "p1", "plug")
+        assert Peer(H, b.port, "third").connect() == 3
+        assert b.status()["refused_full"] == 1
+        plug.close()
+        # three sessions at most: persistent ones absent longest make room
+        anon.close()
+        for i in range(4):
+            p = Peer(H, b.port, "keep%d" % i, clean=False)
+            assert p.connect() == 0
+            p.subscribe("public/x", 1)
+            p.close()
+        p = Peer(H, b.port, "keep0", clean=False)
+        assert p.connect() == 0 and not p.session_present  # evicted
+        p.close()
+        p = Peer(H, b.port, "keep3", clean=False)
+        assert p.connect() == 0 and p.session_present
+        p.close()
+        assert b.status()["sessions"] <= 3
+    finally:
+        b.stop()

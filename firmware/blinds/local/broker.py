@@ -62,7 +62,10 @@ class Broker:
         """Serve one connection until it ends; closes sock."""
         self.stats["accepted"] += 1
         if len(self.clients) >= self.max_clients:
+            # Its CONNECT is on the way (the relay read its first byte):
+            # "server unavailable" is the answer it gets.
             self.stats["refused_full"] += 1
+            _try_write(sock, b"\x20\x02\x00\x03")
             _close(sock)
             return
         c = Client(sock, first, dev, asyncio.current_task(), self.board)
