@@ -21,7 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PLUG, LAMP, HA = 1, 2, 3  # device numbers in the home
 DEVICES = [  # the plug may reach its cloud; the lamp and HA are blocked (default)
     {"mac": "02:00:00:00:00:01", "name": "plug", "policy": "allowlist",
-     "allow": [{"host": "api.vendor.test", "port": 443}]},
+     "allow": [{"host": "api.vendor.test", "port": 443},
+               {"host": "mqtt.vendor.test", "port": 1883}]},
 ]
 MQTT = {
     "allow_anonymous": False,
@@ -39,6 +40,9 @@ MQTT = {
 
 @pytest.fixture(scope="module")
 def hub(home):
+    from blinds_host.peers.servers import start_cloud
+
+    start_cloud(home, ["mqtt.vendor.test"])
     cfg = home.hub_config(devices=DEVICES)
     cfg["mqtt"] = MQTT
     # local connections count as the device's streams: HA opens 7 at once below
@@ -95,6 +99,34 @@ def test_mosquitto_clients_qos_0_1_2(hub):
     r = hub.dev(PLUG, "mosquitto_pub", "-h", AP_IP, "-u", "plug", "-P", "nope", "-t",
                 "stat/plug/x", "-m", "1")
     assert r.returncode != 0
+
+
+def test_cloud_broker_by_name_still_relayed(hub):
+    # The plug resolved its cloud broker's name and may reach it on 1883: its
+    # nameless MQTT stream is relayed there as before, not taken locally.
+    before = mqtt_stats(hub)["accepted"]
+    sub = subprocess.Popen(
+        ["ip", "netns", "exec", hub.dev_ns(PLUG), "mosquitto_sub", "-h", "mqtt.vendor.test",
+         "-p", "1883", "-t", "cloud/test", "-C", "1", "-W", "20"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        for _ in range(10):
+            r = hub.dev(PLUG, "mosquitto_pub", "-h", "mqtt.vendor.test", "-p", "1883", "-t",
+                        "cloud/test", "-m", "via-cloud")
+            assert r.returncode == 0, r.stderr
+            if sub.poll() is not None:
+                break
+            time.sleep(0.5)
+        out, err = sub.communicate(timeout=25)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+    assert out.strip() == "via-cloud", err
+    assert mqtt_stats(hub)["accepted"] == before
+    st_ = hub.hub_status()
+    assert any(e[2] == "mqtt.vendor.test" and e[3] == 1883 and e[7] == "ok"
+               for e in st_["relay"]["log"])
 
 
 _PAHO = """
@@ -190,9 +222,10 @@ def test_bad_packets_disconnect_others_keep_working(hub):
          "ha-pw", "-t", "stat/plug/alive", "-C", "1", "-W", "60"], stdout=subprocess.PIPE,
         text=True)
     before = mqtt_stats(hub)
-    out = on_dev(hub, PLUG, _FUZZ % (AP_IP, cases), timeout=120)
+    # from the lamp: the plug has a DNS binding for 1883 (its cloud broker, above)
+    out = on_dev(hub, LAMP, _FUZZ % (AP_IP, cases), timeout=120)
     assert out == {"closed": len(cases), "after": 0}
-    r = hub.dev(PLUG, "mosquitto_pub", "-h", AP_IP, "-u", "plug", "-P", "plug-pw", "-t",
+    r = hub.dev(LAMP, "mosquitto_pub", "-h", AP_IP, "-u", "plug", "-P", "plug-pw", "-t",
                 "stat/plug/alive", "-m", "yes", "-q", "1")
     assert r.returncode == 0
     assert sub.communicate(timeout=30)[0].strip() == "yes"
