@@ -87,8 +87,8 @@ def test_normalized_structure_and_defaults():
     cfg["ap"]["_x"] = 1
     norm = config.check(cfg)
     assert norm == {
-        "ap": {"ip": "192.168.4.1", "netmask": "255.255.255.0", "ssid": "blinds",
-               "passphrase": "at least 8 chars", "max_clients": 8},
+        "ap": {"ip": "192.168.4.1", "netmask": "255.255.255.0", "hostname": "blinds.home.arpa",
+               "ssid": "blinds", "passphrase": "at least 8 chars", "max_clients": 8},
         "dns": {
             "upstreams": [
                 {"type": "dot", "ip": "10.0.0.53", "port": 853, "name": "resolver.test",
@@ -115,6 +115,7 @@ def test_normalized_structure_and_defaults():
                   "log_size": 32, "ports": [], "allow_private": []},
         "hub": {"status_interval_s": 10, "unknown_devices": 16, "identity_hold_s": 60,
                 "unknown_max_streams": 4},
+        "mqtt": None,
     }
     # The input is not modified.
     assert cfg["devices"][0]["mac"] == "02-00-00-00-00-AB"

@@ -30,6 +30,7 @@ class Hub:
         self.dns = None
         self.relay = None
         self.ntp = None
+        self.mqtt = None  # the local broker (blinds.local), when the config has "mqtt"
         self.learner = None
         self.log = None
         self.budget = None
@@ -137,6 +138,8 @@ class Hub:
 
     def _import_all(self, cfg):
         # Load every module now, so that the heap figure for code is complete.
+        if cfg is not None and cfg["mqtt"] is not None:
+            from blinds.local import acl, auth, broker, mqtt_codec, session  # noqa: F401
         from blinds import devices, names, policy, storage  # noqa: F401
         from blinds.dns import cache, decisions, doh, dot, server, tlsconn, upstream, wire  # noqa: F401
         from blinds.net import budget, guard, sockets  # noqa: F401
@@ -189,6 +192,12 @@ class Hub:
         self.relay = streams.Relay(board, cfg, self.devices, self.names, guard, self.budget,
                                    self.learner, self.tunnel)
         self.ntp = ntp.NtpServer(board, cfg["ap"]["ip"])
+        if cfg["mqtt"] is not None:
+            # The local broker takes the relay's streams for the hub itself.
+            from blinds.local.broker import Broker
+
+            self.mqtt = self.relay.local = Broker(board, cfg)
+            self.keep("mqtt-sweep", self.mqtt.sweep)
 
         udp = self._own(self.dns.udp_socket())
         listeners = [(self._own(s), p) for s, p in self._listen_relay()]
@@ -233,7 +242,7 @@ class Hub:
             except OSError:
                 pass
         self.socks = []
-        self.dns = self.relay = self.ntp = self.tunnel = None
+        self.dns = self.relay = self.ntp = self.tunnel = self.mqtt = None
         self.problems = [("$", "%s" % (e,))]
         self.refuse("start-up failed: %s" % (e,))
 
@@ -309,6 +318,8 @@ class Hub:
             st["learn"] = {"flows": self.learner.n, "dropped": self.learner.dropped}
         if self.tunnel is not None:
             st["tunnel"] = self.tunnel.status()
+        if self.mqtt is not None:
+            st["mqtt"] = self.mqtt.status()
         return st
 
     def _mark(self):
@@ -328,6 +339,9 @@ class Hub:
         if self.tunnel is not None:
             c = self.tunnel.c
             m += [self.tunnel.state, c["cells_out"], c["cells_in"], c["reconnects"]]
+        if self.mqtt is not None:
+            s = self.mqtt.stats
+            m += [s["accepted"], s["published"], s["delivered"], s["slow_cut"], s["bad_packets"]]
         return m
 
     def heap(self):

@@ -1,16 +1,25 @@
-"""``blinds config``: check hub configuration files.
+"""``blinds config``: check hub configuration files, and write password hashes.
 
 ``blinds config check FILE...`` runs the hub's own validator (the firmware's
 ``blinds.config``, imported unchanged) and adds the checks only a host can do:
 each DNS upstream's ``ca_file`` must exist next to the config file and hold PEM
 certificates. Exit status 0 when every file is valid, 2 otherwise.
+
+``blinds config passwd`` prints a ``password_hash`` for the hub's own services
+(the local MQTT broker's users): PBKDF2-HMAC-SHA256 as
+``pbkdf2-sha256$<iterations>$<salt base64>$<hash base64>``. With ``--config FILE
+--user NAME`` it writes the hash into that user's entry of ``mqtt.users``.
 """
 
 import base64
 import binascii
+import getpass
+import hashlib
 import json
 import os
 import sys
+
+from .errors import UsageError
 
 # Certificates on the hub go to mbedTLS as ``cadata``; a bundle far beyond this
 # would not fit in its RAM, and a file this large is not a CA file anyway.
@@ -51,10 +60,32 @@ def add_parser(p):
     )
 
 
+    from blinds.local.auth import DEFAULT_ITERATIONS
+
+    w = sub.add_parser(
+        "passwd",
+        help="print (or write into a config) a password_hash for a local MQTT user",
+        description="Hash a password as the hub checks it (PBKDF2-HMAC-SHA256). The password is"
+        " asked on the terminal unless --password is given.",
+    )
+    w.add_argument("--password", help="the password (for scripts; visible to other local users)")
+    w.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="PBKDF2 iterations (default %d: the firmware's default, about 0.3 s per"
+        " login on an ESP32; the hub caches a password it accepted)" % DEFAULT_ITERATIONS,
+    )
+    w.add_argument("--config", metavar="FILE", help="write the hash into this config file")
+    w.add_argument("--user", metavar="NAME", help="the mqtt.users entry to write (with --config)")
+
+
 def run(args):
     """Run the chosen action; return the exit status."""
     if args.config_action == "check":
         return _run_check(args)
+    if args.config_action == "passwd":
+        return _run_passwd(args)
     raise AssertionError("unknown config action %r" % args.config_action)
 
 
@@ -190,3 +221,73 @@ def _is_der_sequence(der):
     if k == 0 or k > 4 or len(der) < 2 + k:
         return False
     return 2 + k + int.from_bytes(der[2 : 2 + k], "big") == len(der)
+
+
+def password_hash(password, iterations=None, salt=None):
+    """The stored form of ``password`` (str) as the hub checks it."""
+    from blinds.local import auth
+
+    n = auth.DEFAULT_ITERATIONS if iterations is None else iterations
+    if not auth.MIN_ITERATIONS <= n <= auth.MAX_ITERATIONS:
+        raise UsageError("--iterations must be %d..%d" % (auth.MIN_ITERATIONS, auth.MAX_ITERATIONS))
+    if not password:
+        raise UsageError("the password must not be empty")
+    salt = os.urandom(16) if salt is None else salt
+    dk = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, n)
+    return "%s$%d$%s$%s" % (auth.PREFIX, n, base64.b64encode(salt).decode(),
+                            base64.b64encode(dk).decode())
+
+
+def _ask_password():
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask the password on: give --password")
+    a = getpass.getpass("Password: ")
+    if a != getpass.getpass("Again: "):
+        raise UsageError("the passwords differ")
+    return a
+
+
+def _run_passwd(args):
+    if (args.config is None) != (args.user is None):
+        raise UsageError("--config and --user go together")
+    pw = args.password if args.password is not None else _ask_password()
+    h = password_hash(pw, args.iterations)
+    if args.config is None:
+        print(h)
+        return 0
+    write_user_hash(args.config, args.user, h)
+    print("%s: password_hash of mqtt user %r written" % (args.config, args.user))
+    return 0
+
+
+def write_user_hash(path, user, h):
+    """Set ``user``'s password_hash in the config file at ``path`` (adding the
+    user, with no topics, if absent). Files with // comments are refused: they
+    would be lost in the rewrite."""
+    from .errors import read_input
+
+    text = read_input(path).decode("utf-8", "replace")
+    if any(line.lstrip().startswith("//") for line in text.splitlines()):
+        raise UsageError("%s has // comments, which a rewrite would lose: run without --config"
+                         " and paste the hash" % path)
+    try:
+        cfg = json.loads(text)
+    except ValueError as e:
+        raise UsageError("%s: invalid JSON: %s" % (path, e))
+    if not isinstance(cfg, dict):
+        raise UsageError("%s: not a JSON object" % path)
+    m = cfg.setdefault("mqtt", {"allow_anonymous": False, "users": [],
+                                "anonymous": {"publish": [], "subscribe": []}})
+    if not isinstance(m, dict) or not isinstance(m.setdefault("users", []), list):
+        raise UsageError("%s: mqtt.users is not a list" % path)
+    for u in m["users"]:
+        if isinstance(u, dict) and u.get("username") == user:
+            u["password_hash"] = h
+            break
+    else:
+        m["users"].append({"username": user, "password_hash": h, "publish": [], "subscribe": []})
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -285,7 +285,80 @@ def config_seeds():
     write("config", "comments-only.json", b"// nothing\n  // here\n")
 
 
+def mqtt_seeds():
+    """What mosquitto_pub and mosquitto_sub send to a broker that accepts them
+    (CONNACK, SUBACK, PUBACK/PUBREC sent back by hand), and borderline packets."""
+    clients = [
+        ("mosquitto-pub-q0", ["mosquitto_pub", "-t", "stat/plug/POWER", "-m", "ON"]),
+        ("mosquitto-pub-q1-retain-auth", ["mosquitto_pub", "-t", "tele/plug/STATE", "-m",
+                                          '{"POWER":"ON"}', "-q", "1", "-r", "-u", "plug",
+                                          "-P", "pw"]),
+        ("mosquitto-pub-q2-will", ["mosquitto_pub", "-t", "a/b", "-m", "x", "-q", "2",
+                                   "--will-topic", "a/lwt", "--will-payload", "gone",
+                                   "--will-qos", "1", "--will-retain", "-i", "plug"]),
+        ("mosquitto-sub-wild", ["mosquitto_sub", "-t", "cmnd/+/POWER", "-t", "stat/#", "-q",
+                                "2", "-c", "-i", "ha", "-C", "1"]),
+        ("mosquitto-pub-v31", ["mosquitto_pub", "-V", "mqttv31", "-t", "a", "-m", "x"]),
+    ]
+    for name, argv in clients:
+        write("mqtt", name, _mqtt_talk(argv))
+    write("mqtt", "length-5-bytes", b"\x30\xff\xff\xff\xff\x7f")
+    write("mqtt", "length-non-minimal", b"\x30\x80\x00")
+    write("mqtt", "qos3", b"\x36\x05\x00\x01a\x00\x01")
+    write("mqtt", "wildcard-publish", b"\x30\x05\x00\x03a/+")
+    write("mqtt", "bad-utf8", b"\x30\x04\x00\x02\xc3\x28")
+    write("mqtt", "subscribe-empty", b"\x82\x02\x00\x01")
+    write("mqtt", "oversized", b"\x30\xff\xff\x03" + b"x" * 64)
+
+
+def _mqtt_talk(argv):
+    # A broker of a few lines: answer CONNECT, SUBSCRIBE and QoS 1/2 PUBLISH
+    # so the client sends what it would to a real one; return all it sent.
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    ls.settimeout(5)
+    port = ls.getsockname()[1]
+    p = subprocess.Popen(argv + ["-h", "127.0.0.1", "-p", str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    got = b""
+    try:
+        c, _ = ls.accept()
+        c.settimeout(1)
+        buf = b""
+        while True:
+            try:
+                d = c.recv(4096)
+            except TimeoutError:
+                break
+            if not d:
+                break
+            got += d
+            buf += d
+            while len(buf) >= 2 and len(buf) >= 2 + buf[1] and buf[1] < 128:
+                first, n = buf[0], buf[1]
+                t, qos = first >> 4, (first >> 1) & 3
+                body, buf = buf[2:2 + n], buf[2 + n:]
+                if t == 1:
+                    c.sendall(b"\x20\x02\x00\x00")
+                elif t == 8:
+                    c.sendall(b"\x90\x03" + body[:2] + b"\x01")
+                    c.sendall(b"\x30\x07\x00\x03a/bON")  # one message for -C 1
+                elif t == 3 and qos:
+                    k = 2 + (body[0] << 8 | body[1])
+                    c.sendall((b"\x40\x02" if qos == 1 else b"\x50\x02") + body[k:k + 2])
+                elif t == 6:
+                    c.sendall(b"\x70\x02" + body[:2])
+        c.close()
+    finally:
+        p.kill()
+        p.wait()
+        ls.close()
+    return got
+
+
 def main():
+    mqtt_seeds()
     dns_seeds()
     tls_seeds()
     http_seeds()

@@ -271,6 +271,32 @@ def config(m, data):
     _check(m.check(norm) == norm, "normalizing is not idempotent")
 
 
+# ---- MQTT ---------------------------------------------------------------------
+
+
+def mqtt(m, data):
+    """mqtt_codec.parse over a client's bytes, packet after packet: each is a
+    packet that encodes back to exactly its bytes (one spelling per packet),
+    need-more, or MqttError with a CONNACK code of 3.1.1 or none."""
+    off = 0
+    n = len(data)
+    mv = memoryview(data)
+    while off < n:
+        try:
+            r = m.parse(mv[off:])
+        except m.MqttError as e:
+            _check(e.code is None or 1 <= e.code <= 5, "CONNACK code %r" % (e.code,))
+            return
+        if r is None:
+            return
+        p, used = r
+        _check(2 <= used <= n - off and used <= m.MAX_PACKET + 5, "used %d" % used)
+        _check(m.encode(p) == bytes(mv[off:off + used]), "encodes to other bytes")
+        if p[0] == m.PUBLISH:
+            _check(m.topic_ok(p[1]) and p[3] <= 2, "bad PUBLISH accepted")
+        off += used
+
+
 # ---- the table ---------------------------------------------------------------
 
 # name -> (firmware module, target function). Change module paths here only.
@@ -281,8 +307,9 @@ TARGETS = {
     "http_head": ("blinds.relay.httphost", http_head),
     "sntp": ("blinds.time.sntp", sntp),
     "config": ("blinds.config", config),
+    "mqtt": ("blinds.local.mqtt_codec", mqtt),
 }
-NAMES = ("dns_query", "dns_message", "sni", "http_head", "sntp", "config")
+NAMES = ("dns_query", "dns_message", "sni", "http_head", "sntp", "config", "mqtt")
 
 
 def module(path):

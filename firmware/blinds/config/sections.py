@@ -54,11 +54,31 @@ TUNNEL_INTS = (
 )
 SHAPERS = ("none", "constant")
 FALLBACKS = ("block", "direct")
+HOSTNAME = "blinds.home.arpa"  # RFC 8375: a name for the home network only
+# The local MQTT broker's limits (blinds.local.broker).
+MQTT_INTS = (
+    ("max_clients", 8, 1, 32),
+    ("max_sessions", 16, 1, 64),
+    ("max_packet", 2048, 128, 16384),
+    ("max_inflight", 8, 1, 64),
+    ("max_queued", 32, 1, 256),
+    ("max_held_bytes", 8192, 1024, 262144),
+    ("max_retained", 64, 0, 1024),
+    ("max_retained_bytes", 8192, 0, 262144),
+    ("max_subscriptions", 16, 1, 128),
+    ("max_out_bytes", 3072, 256, 65536),
+    ("connect_timeout_ms", 5000, 500, 60000),
+)
+_MAX_USERS = const(32)
+_MAX_TOPICS = const(32)
 
 def ap(v, path, out):
-    if not _obj(v, path, out, ("ip", "ssid", "passphrase"), ("netmask", "max_clients")):
+    if not _obj(v, path, out, ("ip", "ssid", "passphrase"), ("netmask", "max_clients",
+                                                             "hostname")):
         return None
-    r = {"ip": v.get("ip"), "netmask": v.get("netmask", "255.255.255.0")}
+    r = {"ip": v.get("ip"), "netmask": v.get("netmask", "255.255.255.0"), "hostname": HOSTNAME}
+    if "hostname" in v:
+        r["hostname"] = _name(v["hostname"], path + ".hostname", out, False)
     ip = _unicast(v["ip"], path + ".ip", out) if "ip" in v else None
     mask = 0xFFFFFF00
     if "netmask" in v:
@@ -375,3 +395,80 @@ def _shaper(v, path, out):
         if "interval_ms" in v and v["interval_ms"] != 0:
             out.append((path + ".interval_ms", "only with kind constant"))
     return {"kind": kind, "interval_ms": 0}
+
+
+def mqtt(v, path, out):
+    # The local MQTT broker: who may connect (users with PBKDF2 hashes, or
+    # anonymous clients if allowed) and the topics each may use; limits.
+    if not _obj(v, path, out, (), ("allow_anonymous", "users", "anonymous")
+                + tuple(t[0] for t in MQTT_INTS)):
+        return None
+    r = {"allow_anonymous": False, "users": []}
+    if "allow_anonymous" in v:
+        if isinstance(v["allow_anonymous"], bool):
+            r["allow_anonymous"] = v["allow_anonymous"]
+        else:
+            _want(out, path + ".allow_anonymous", "true or false", v["allow_anonymous"])
+    seen = {}
+    us = v.get("users")
+    if "users" in v and _list(us, path + ".users", out, 0, _MAX_USERS):
+        for i in range(len(us)):
+            p = "%s.users[%d]" % (path, i)
+            u = _user(us[i], p, out)
+            r["users"].append(u)
+            n = u["username"] if u else None
+            if isinstance(n, str):
+                if n in seen:
+                    out.append((p + ".username", "duplicate of " + seen[n] + ".username"))
+                seen[n] = p
+    r["anonymous"] = _acl(v.get("anonymous", {}), path + ".anonymous", out, ())
+    _ints(v, r, path, out, MQTT_INTS)
+    if isinstance(r["max_clients"], int) and isinstance(r["max_sessions"], int) and \
+            r["max_sessions"] < r["max_clients"]:
+        out.append((_kp(path, "max_sessions"), "must be at least max_clients"))
+    if isinstance(r["max_out_bytes"], int) and isinstance(r["max_packet"], int) and \
+            r["max_out_bytes"] < r["max_packet"] + 5:
+        out.append((_kp(path, "max_out_bytes"), "must hold the largest packet (max_packet + 5)"))
+    return r
+
+
+def _user(v, path, out):
+    from blinds.local.auth import parse
+
+    r = _acl(v, path, out, ("username", "password_hash"))
+    if r is None:
+        return None
+    r["username"] = _str(v["username"], path + ".username", out, 1, 64) if "username" in v \
+        else None
+    h = v.get("password_hash")
+    r["password_hash"] = h
+    if "password_hash" in v:
+        try:
+            parse(h)
+        except ValueError as e:
+            out.append((path + ".password_hash", "%s (write one with `blinds config passwd`)"
+                        % (e.args[0] if e.args else e)))
+    return r
+
+
+def _acl(v, path, out, required):
+    # "publish" and "subscribe": lists of topic filters (+ and # allowed).
+    from blinds.local.mqtt_codec import filter_ok
+
+    if not _obj(v, path, out, required, ("publish", "subscribe")):
+        return None
+    r = {}
+    for k in ("publish", "subscribe"):
+        r[k] = []
+        p = path + "." + k
+        if k in v and _list(v[k], p, out, 0, _MAX_TOPICS):
+            for i in range(len(v[k])):
+                f = v[k][i]
+                if _str(f, "%s[%d]" % (p, i), out, 1, 256) is None:
+                    continue
+                if "\0" in f or not filter_ok(f):
+                    out.append(("%s[%d]" % (p, i), "not an MQTT topic filter ('+' and '#' only"
+                                " as whole levels, '#' last)"))
+                    continue
+                r[k].append(f)
+    return r

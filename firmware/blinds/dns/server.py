@@ -48,6 +48,7 @@ class DnsServer:
         self.budget = budget  # sockets for TCP connections (blinds.net.budget)
         self.ap_ip = cfg["ap"]["ip"]
         self.ap_rdata = ip_bytes(self.ap_ip)
+        self.hostname = cfg["ap"]["hostname"]
         self.ready = [None] * len(devices.slots)  # slot -> {query after the ID: ready reply}
         self.n_ready = 0
         devices.on_evict.append(self.forget)
@@ -106,6 +107,15 @@ class DnsServer:
             return dnsmsg.build_reply(out, q, qend, dnsmsg.NOTIMP), None
         if dev is not None:
             dev.seen_s = int(now_s)
+        if qname == self.hostname:
+            # The hub's own name: its address for every device, whatever its
+            # policy (the hub's services decide by credentials). Bound, so
+            # a nameless stream after it is for the hub (blinds.local).
+            st["allowed"] += 1
+            if dev is not None and dev.idx >= 0:
+                self.names.bind(dev.idx, qname)
+            ans = ((_T_A, 60, self.ap_rdata),) if qtype == _T_A else ()
+            return dnsmsg.build_reply(out, q, qend, dnsmsg.NOERROR, ans), None
         mac = dev.mac if dev is not None else None
         allowed = mac is not None and self.policy.allows_wire_name(mac, qname)
         if not allowed:

@@ -78,6 +78,7 @@ class Relay:
         self.guard = guard
         self.budget = budget
         self.learner = learner
+        self.local = None  # the hub's own services (blinds.local), set by the hub
         r = cfg["relay"]
         self.ap_ip = cfg["ap"]["ip"]
         self.ports = relay_ports(cfg)
@@ -176,6 +177,12 @@ class Relay:
     async def _run(self, st):
         try:
             first = await sniff(self, st)
+            if self.local is not None and self.local.claims(st, self.names):
+                # For the hub itself (its own name, or none): served by the
+                # local service whatever the policy; it closes the socket.
+                st.result = "local"
+                await self.local.serve(st.down, first, st.dev)
+                return
             name = st.name
             if name is None or not self.policy.allows(st.dev.mac, name, st.port):
                 self.stats["blocked"] += 1

@@ -1,0 +1,423 @@
+# The hub's own MQTT 3.1.1 broker, on the AP address's port 1883 (shared
+# with the relay, which hands over the streams that are for the hub itself).
+#
+# One task per connection reads packets; routing, sessions and retained
+# messages live here; writes go out at once and only what the socket did not
+# take is kept (bounded, in pieces). Every store is bounded: sessions,
+# subscriptions, messages held for a session (count and bytes, all sessions
+# together), retained messages, bytes waiting for a slow socket. A client
+# that cannot keep up is cut off and counted; memory never grows with it.
+import asyncio
+
+from blinds.compat import const, ticks_diff, ticks_ms
+from blinds.local import auth
+from blinds.local import mqtt_codec as mq
+from blinds.local.session import Closed, Client, Retained, Session
+
+PORT = const(1883)
+_SWEEP_MS = const(1000)
+_FAIL_DELAY_MS = const(500)  # after a refused password: slows guessing down
+_MSG_OVERHEAD = const(48)  # what a held message costs beyond its topic and payload
+
+# The limits of the "mqtt" config section (defaults: blinds.config.sections).
+_LIMITS = ("max_clients", "max_sessions", "max_packet", "max_inflight", "max_queued",
+           "max_held_bytes", "max_subscriptions",
+           "max_out_bytes", "connect_timeout_ms")
+_STATS = ("accepted", "connected", "refused_full", "refused_auth", "refused_client_id",
+          "refused_unavailable", "bad_packets", "refused_publish", "refused_subscribe",
+          "published", "delivered", "slow_cut", "dropped", "retained_dropped", "takeovers",
+          "wills", "keepalive_closed", "oom", "errors")
+
+
+class Broker:
+    def __init__(self, board, cfg):
+        self.board = board
+        m = cfg["mqtt"]
+        for k in _LIMITS:
+            setattr(self, k, m[k])
+        self.hostname = cfg["ap"]["hostname"]
+        self.logins = auth.Logins(m)
+        self.sessions = {}  # client id -> Session
+        self.clients = []
+        self.retained = Retained(m["max_retained"], m["max_retained_bytes"])
+        self.held_bytes = 0  # QoS 1/2 messages held for sessions, all of them
+        self.auto_ids = 0
+        self.stats = dict((k, 0) for k in _STATS)
+
+    # -- the relay's hook ------------------------------------------------------
+    def claims(self, st, names):
+        """Is this relayed stream for the hub itself? Its name is the hub's
+        own, or it carries none (a raw connection to the AP address), or the
+        name the device last resolved is the hub's."""
+        if st.port != PORT:
+            return False
+        if st.kind not in ("other", "none"):
+            return False
+        if st.name is None or st.name.lower() == self.hostname:
+            return True
+        b = names.bindings(st.dev.idx) if st.dev.idx >= 0 else ()
+        return bool(b) and b[-1] == self.hostname
+
+    async def serve(self, sock, first, dev):
+        """Serve one connection until it ends; closes sock."""
+        self.stats["accepted"] += 1
+        if len(self.clients) >= self.max_clients:
+            # Its CONNECT is on the way (the relay read its first byte):
+            # "server unavailable" is the answer it gets.
+            self.stats["refused_full"] += 1
+            _try_write(sock, b"\x20\x02\x00\x03")
+            _close(sock)
+            return
+        c = Client(sock, first, dev, asyncio.current_task(), self.board)
+        c.keep_ms = self.connect_timeout_ms
+        self.clients.append(c)
+        try:
+            await self._packets(c)
+        except mq.MqttError as e:
+            self.stats["bad_packets"] += 1
+            if dev is not None:
+                dev.count("mqtt_bad")
+            if e.code is not None and c.sess is None:
+                _try_write(sock, mq.encode((mq.CONNACK, 0, e.code)))
+        except (Closed, OSError, asyncio.CancelledError):
+            pass
+        except MemoryError:
+            self.stats["oom"] += 1
+        except Exception as e:  # a bug on one connection: log it, end it
+            self.stats["errors"] += 1
+            self.board.log("mqtt: client %s failed: %r" % (c.cid(), e))
+        finally:
+            self._drop(c)
+
+    # -- one connection ------------------------------------------------------------
+    async def _packets(self, c):
+        hdr = bytearray(5)
+        mv = memoryview(hdr)
+        while not c.closing:
+            await c.fill(mv[0:1])
+            i = 1
+            while True:
+                await c.fill(mv[i:i + 1])
+                r = mq.decode_length(hdr, 1, i + 1)
+                if r is not None:
+                    break
+                i += 1
+            n = r[0]
+            mq.check_header(hdr[0], n, self.max_packet)
+            body = bytearray(n)
+            if n:
+                await c.fill(memoryview(body))
+            p = mq.decode(hdr[0], body)
+            del body
+            c.last = ticks_ms()
+            if c.sess is None:
+                if p[0] != mq.CONNECT:
+                    raise mq.MqttError("CONNECT first")
+                await self._connect(c, p)
+            else:
+                self._handle(c, p)
+
+    async def _connect(self, c, p):
+        _, cid, clean, keep, will, user, pw = p
+        try:
+            acl = await self.logins.login(user, pw)
+        except mq.MqttError as e:
+            self.stats["refused_auth"] += 1
+            if c.dev is not None:
+                c.dev.count("mqtt_refused_auth")
+            if e.code == mq.BAD_CREDENTIALS:
+                await asyncio.sleep_ms(_FAIL_DELAY_MS)
+            raise
+        if will is not None and not acl.may_publish(will[0]):
+            self.stats["refused_publish"] += 1
+            raise mq.MqttError("will topic not allowed", mq.NOT_AUTHORIZED)
+        if not cid:
+            self.auto_ids += 1
+            cid = "auto-%d" % self.auto_ids
+        s = self.sessions.get(cid)
+        if s is not None and s.user != user:
+            # A client id is its owner's: nobody takes over another's session.
+            self.stats["refused_client_id"] += 1
+            raise mq.MqttError("client id of another user", mq.BAD_CLIENT_ID)
+        if s is not None and s.client is not None:
+            self.stats["takeovers"] += 1
+            self._cut(s.client, None)
+        present = s is not None and not clean and not s.clean
+        if not present:
+            if s is not None:
+                self._forget(s)
+            if len(self.sessions) >= self.max_sessions and not self._evict():
+                self.stats["refused_unavailable"] += 1
+                raise mq.MqttError("no room for a session", mq.UNAVAILABLE)
+            s = self.sessions[cid] = Session(cid, user, clean)
+        s.acl = acl
+        s.client = c
+        c.sess = s
+        c.will = will
+        c.keep_ms = keep * 1500  # 1.5 times the keep-alive, as 3.1.1 says (0: none)
+        self.stats["connected"] += 1
+        self._send(c, mq.encode((mq.CONNACK, 1 if present else 0, mq.ACCEPTED)))
+        if present:
+            for pid, e in s.inflight.items():
+                if e[3]:
+                    self._send(c, mq.encode((mq.PUBREL, pid)))
+                else:
+                    self._send_pub(c, e, pid, 1)
+            self._pump(s)
+
+    def _handle(self, c, p):
+        t = p[0]
+        s = c.sess
+        if t == mq.PUBLISH:
+            self._publish(c, s, p)
+        elif t == mq.PUBACK or t == mq.PUBCOMP:
+            # An entry: [message, qos, retain, 0 sent / 1 PUBREL sent]
+            e = s.inflight.get(p[1])
+            if e is not None and (e[3] if t == mq.PUBCOMP else e[1] == 1 and not e[3]):
+                del s.inflight[p[1]]
+                if e[0] is not None:
+                    self._unhold(e[0])
+                self._pump(s)
+        elif t == mq.PUBREC:
+            e = s.inflight.get(p[1])
+            if e is not None and e[1] == 2 and not e[3]:
+                e[3] = 1
+                self._unhold(e[0])  # only the packet id is needed from now on
+                e[0] = None
+            self._send(c, mq.encode((mq.PUBREL, p[1])))
+        elif t == mq.PUBREL:
+            if p[1] in s.rx2:
+                s.rx2.remove(p[1])
+            self._send(c, mq.encode((mq.PUBCOMP, p[1])))
+        elif t == mq.SUBSCRIBE:
+            self._subscribe(c, s, p)
+        elif t == mq.UNSUBSCRIBE:
+            for f in p[2]:
+                s.unsubscribe(f)
+            self._send(c, mq.encode((mq.UNSUBACK, p[1])))
+        elif t == mq.PINGREQ:
+            self._send(c, mq.encode((mq.PINGRESP,)))
+        elif t == mq.DISCONNECT:
+            c.will = None  # a clean goodbye: no last will
+            c.closing = True
+        else:  # CONNECT again, or a packet only a server sends
+            raise mq.MqttError("unexpected packet %d" % t)
+
+    def _publish(self, c, s, p):
+        _, topic, payload, qos, retain, dup, pid = p
+        ok = s.acl.may_publish(topic)
+        if not ok:
+            # Dropped, and acknowledged as 3.1.1 requires; counted.
+            self.stats["refused_publish"] += 1
+            if c.dev is not None:
+                c.dev.count("mqtt_refused_publish")
+        elif qos == 2 and pid in s.rx2:
+            ok = False  # a resent QoS 2 message already delivered
+        if qos == 2 and ok:
+            if len(s.rx2) >= self.max_inflight:
+                raise mq.MqttError("too many QoS 2 messages in flight")
+            s.rx2.append(pid)
+        if ok:
+            self.route(topic, payload, qos, retain)
+        if qos == 1:
+            self._send(c, mq.encode((mq.PUBACK, pid)))
+        elif qos == 2:
+            self._send(c, mq.encode((mq.PUBREC, pid)))
+
+    def _subscribe(self, c, s, p):
+        codes = []
+        granted = []
+        for f, q in p[2]:
+            if not s.acl.may_subscribe(f):
+                self.stats["refused_subscribe"] += 1
+                if c.dev is not None:
+                    c.dev.count("mqtt_refused_subscribe")
+                codes.append(mq.SUB_REFUSED)
+            elif not s.subscribe(f, q, self.max_subscriptions):
+                codes.append(mq.SUB_REFUSED)
+            else:
+                codes.append(q)
+                granted.append((f, q))
+        self._send(c, mq.encode((mq.SUBACK, p[1], codes)))
+        for f, q in granted:
+            for topic, (payload, rq) in list(self.retained.topics.items()):
+                if mq.matches(f, topic):
+                    self._deliver(s, self._msg(topic, payload), min(q, rq), 1)
+
+    # -- routing -----------------------------------------------------------------------
+    def route(self, topic, payload, qos, retain):
+        """Publish a message to every matching session (also the hub's own use)."""
+        self.stats["published"] += 1
+        if retain:
+            if not self.retained.keep(topic, payload, qos):
+                self.stats["retained_dropped"] += 1
+        tl = topic.split("/")
+        dollar = topic[:1] == "$"
+        msg = None  # one message shared by every session that holds it
+        for s in list(self.sessions.values()):
+            q = s.best_qos(tl, dollar)
+            if q >= 0:
+                if msg is None:
+                    msg = self._msg(topic, payload)
+                self._deliver(s, msg, min(qos, q), 0)
+
+    def _msg(self, topic, payload):
+        # [topic, payload, sessions holding it, bytes it costs]
+        return [topic, payload, 0, len(topic) + len(payload) + _MSG_OVERHEAD]
+
+    def _deliver(self, s, msg, qos, retain):
+        c = s.client
+        if not qos:
+            if c is not None:  # QoS 0 is not kept for an absent client
+                self.stats["delivered"] += 1
+                self._send_pub(c, [msg, 0, retain, 0], 0, 0)
+            return
+        if len(s.queue) >= self.max_queued:
+            if c is not None:
+                self._cut(c, "slow_cut")  # it does not keep up: off it goes
+            else:
+                self.stats["dropped"] += 1  # the newest is dropped, as mosquitto does
+            return
+        if not msg[2] and self.held_bytes + msg[3] > self.max_held_bytes:
+            self._make_room()
+            if self.held_bytes + msg[3] > self.max_held_bytes:
+                self.stats["dropped"] += 1
+                return
+        if not msg[2]:
+            self.held_bytes += msg[3]
+        msg[2] += 1
+        s.queue.append([msg, qos, retain, 0])
+        self._pump(s)
+
+    def _make_room(self):
+        # The held messages' budget is spent: an absent session's backlog
+        # goes first (dropped, counted); else the client furthest behind is
+        # cut off (its messages go when its connection ends).
+        worst = None
+        wk = None
+        for o in self.sessions.values():
+            k = (o.client is None, len(o.queue) + len(o.inflight))
+            if k[1] and (worst is None or k > wk):
+                worst, wk = o, k
+        if worst is None:
+            return
+        if worst.client is not None:
+            self._cut(worst.client, "slow_cut")
+            return
+        self.stats["dropped"] += wk[1]
+        self._forget(worst, False)
+
+    def _pump(self, s):
+        # Queued QoS 1/2 messages out, up to max_inflight unacknowledged.
+        c = s.client
+        while c is not None and s.queue and len(s.inflight) < self.max_inflight \
+                and not c.closing:
+            e = s.queue.pop(0)
+            pid = s.new_pid()
+            s.inflight[pid] = e
+            self.stats["delivered"] += 1
+            self._send_pub(c, e, pid, 0)
+
+    def _send_pub(self, c, e, pid, dup):
+        # The header, then the payload object itself (no copy per subscriber).
+        m = e[0]
+        self._send(c, mq.publish_head(m[0], e[1], e[2], dup, pid, len(m[1])))
+        if m[1]:
+            self._send(c, m[1])
+
+    def _unhold(self, msg):
+        msg[2] -= 1
+        if not msg[2]:
+            self.held_bytes -= msg[3]
+
+    def _forget(self, s, whole=True):
+        for e in s.queue:
+            self._unhold(e[0])
+        for e in s.inflight.values():
+            if e[0] is not None:
+                self._unhold(e[0])
+        s.queue = []
+        s.inflight = {}
+        if whole and self.sessions.get(s.cid) is s:
+            del self.sessions[s.cid]
+
+    def _evict(self):
+        # Room for a new session: the persistent session absent the longest.
+        old = None
+        for s in self.sessions.values():
+            if s.client is None and (old is None or ticks_diff(old.left, s.left) > 0):
+                old = s
+        if old is None:
+            return False
+        self._forget(old)
+        self.stats["dropped"] += 1
+        return True
+
+    # -- output and ending -------------------------------------------------------------
+    def _send(self, c, data):
+        if c.closing:
+            return
+        try:
+            if not c.send(data, self.max_out_bytes):
+                self._cut(c, "slow_cut")
+        except OSError:
+            self._cut(c, None)
+
+    def _cut(self, c, why):
+        # End a connection from anywhere: its own task notices c.closing; any
+        # other task cancels it (a task cannot cancel itself).
+        if c.closing and why is not None:
+            return
+        c.closing = True
+        if why is not None:
+            self.stats[why] += 1
+        if c.task is not asyncio.current_task():
+            c.task.cancel()
+
+    def _drop(self, c):
+        c.stop()
+        _close(c.sock)
+        if c in self.clients:
+            self.clients.remove(c)
+        s = c.sess
+        if s is not None and s.client is c:
+            s.client = None
+            s.left = ticks_ms()
+            if s.clean:
+                self._forget(s)
+        if c.will is not None:
+            w, c.will = c.will, None
+            self.stats["wills"] += 1
+            self.route(w[0], w[1], w[2], w[3])
+
+    async def sweep(self):
+        # Keep-alive (1.5x what the client said) and the CONNECT deadline.
+        while True:
+            await asyncio.sleep_ms(_SWEEP_MS)
+            now = ticks_ms()
+            for c in list(self.clients):
+                if c.keep_ms and ticks_diff(now, c.last) > c.keep_ms:
+                    self._cut(c, "keepalive_closed")
+
+    def status(self):
+        d = dict(self.stats)
+        d["clients"] = len(self.clients)
+        d["sessions"] = len(self.sessions)
+        d["retained"] = len(self.retained.topics)
+        d["retained_bytes"] = self.retained.size
+        d["held_bytes"] = self.held_bytes
+        return d
+
+
+def _close(sock):
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _try_write(sock, data):
+    try:
+        sock.write(data)
+    except OSError:
+        pass
