@@ -16,8 +16,10 @@
     through the tunnel to an exit (``blinds exit``) in a namespace behind the
     internet: the ISP sees one flow of equal-length records.
 ``tunnel+constant``
-    The same with the ``constant`` shaper: one cell every 50 ms each way,
-    whatever the home does.
+    The same with the ``constant`` shaper: one 512-byte cell every 10 ms each
+    way, whatever the home does (about 50 KB/s each way: the synthetic home
+    averages ~13 KB/s with camera bursts above it; at 50 ms, 10 KB/s, its
+    streams queue for tens of seconds).
 
 Each run builds a fresh home (namespaces, unbound with the schedule's names, the
 cloud replayer on the schedule's addresses), captures both views (``wifi`` on
@@ -47,7 +49,7 @@ HUB_IDLE_TIMEOUT_S = 600     # > schedule.SESSION_GAP_S: a session's silences ne
 MAX_ALLOW = 128
 # Tunnel defenses -> the hub's tunnel.shaper.
 TUNNELS = {"tunnel": {"kind": "none"},
-           "tunnel+constant": {"kind": "constant", "interval_ms": 50}}
+           "tunnel+constant": {"kind": "constant", "interval_ms": 10}}
 TUNNEL_UP_S = 20.0
 
 
