@@ -131,15 +131,18 @@ def test_runner_registry_and_only(tmp_path):
 
     reg = bench.registry()
     names = [n for _, n, _ in reg]
-    assert names == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names",
-                     "relay_bulk_throughput", "relay_connect_added_latency", "relay_heap_16streams",
-                     "replay_fidelity", "knn_grid_10h"]
-    assert [s for s, _, _ in reg] == ["dns"] * 3 + ["relay"] * 3 + ["sim", "lab"]
+    assert names[:9] == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names",
+                         "dns_miss_after_idle", "relay_bulk_throughput",
+                         "relay_connect_added_latency", "relay_heap_16streams", "replay_fidelity",
+                         "knn_grid_10h"]
+    assert "exit_homes_per_core" in names[9:]
+    assert [s for s, _, _ in reg][:9] == ["dns"] * 4 + ["relay"] * 3 + ["sim", "lab"]
+    assert set(s for s, _, _ in reg[9:]) == {"tunnel"}
     assert all(callable(f) for _, _, f in reg)
     assert [n for n, _ in harness.select(reg, ["dns_heap_8dev_64names,dns_cached_qps"])] == [
         "dns_heap_8dev_64names", "dns_cached_qps"]
-    assert [n for n, _ in harness.select(reg, ["relay,dns_cached_qps", "dns"])] == names[3:6] + [
-        "dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names"]
+    assert [n for n, _ in harness.select(reg, ["relay,dns_cached_qps", "dns"])] == names[4:7] + [
+        "dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names", "dns_miss_after_idle"]
     assert len(harness.select(reg, None)) == len(reg)
     with pytest.raises(SystemExit):
         harness.select(reg, ["no_such_benchmark"])

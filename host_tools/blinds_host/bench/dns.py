@@ -538,8 +538,8 @@ def bench_miss_after_idle(n=10, home=None, dev=1, idle_s=(7.0, 12.0), heap=None)
     return out
 
 BENCHMARKS = [
-    ("dns_miss_after_idle", bench_miss_after_idle),
     ("dns_cached_qps", bench_cached_qps),
     ("dns_miss_added_latency", bench_miss_latency),
     ("dns_heap_8dev_64names", bench_heap),
+    ("dns_miss_after_idle", bench_miss_after_idle),
 ]
