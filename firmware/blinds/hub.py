@@ -141,12 +141,18 @@ class Hub:
         if cfg is not None and cfg["mqtt"] is not None:
             from blinds.local import acl, auth, broker, mqtt_codec, session  # noqa: F401
         from blinds import devices, names, policy, storage  # noqa: F401
-        from blinds.dns import cache, decisions, doh, dot, server, tlsconn, upstream, wire  # noqa: F401
+        from blinds.dns import cache, decisions, msg, server, wire  # noqa: F401
         from blinds.net import budget, guard, sockets  # noqa: F401
         from blinds.relay import httphost, learn, sni, sniff, streams  # noqa: F401
         from blinds.time import server as _ntp  # noqa: F401
         from blinds.time import sntp  # noqa: F401
 
+        from blinds.net.budget import direct_allowed
+
+        if cfg is None or direct_allowed(cfg):
+            # The hub's own DoT/DoH upstreams: not even loaded when a tunnel
+            # carries every lookup and nothing may go direct.
+            from blinds.dns import doh, dot, tlsconn, upstream  # noqa: F401
         if cfg is not None and cfg.get("tunnel") is not None:
             from blinds.tunnel import cells, link, resolver, shaper  # noqa: F401
             from blinds.tunnel import streams as _ts  # noqa: F401
@@ -155,7 +161,7 @@ class Hub:
         # Build the services, then bind every socket; nothing is served until
         # all of them are bound, so a failure leaves nothing half open.
         from blinds.devices import Devices
-        from blinds.dns import cache, decisions, server, upstream
+        from blinds.dns import cache, decisions, server
         from blinds.names import Names
         from blinds.net.budget import Budget, direct_allowed
         from blinds.net.guard import Guard
@@ -171,6 +177,8 @@ class Hub:
         # upstreams are not even built unless fallback is "direct".
         resolver = None
         if direct_allowed(cfg):
+            from blinds.dns import upstream
+
             resolver = upstream.Resolver(upstream.make_upstreams(dnscfg, board))
         tcfg = cfg.get("tunnel")
         if tcfg is not None:

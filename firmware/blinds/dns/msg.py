@@ -260,3 +260,12 @@ def add_padding(msg, block=128):
     ln = len(encode(msg)) + 4  # + option code and length
     opts.append((OPT_PADDING, bytes((-ln) % block)))
 
+
+def make_query(name, qtype):
+    # An upstream query: RD set, ID 0 (DoH wants 0; DoT and the tunnel replace
+    # it), EDNS(0) padded to 128-byte blocks (RFC 8467) so that query sizes do
+    # not tell names apart.
+    m = Message(0, 0x0100)
+    m.questions = [(name, qtype, C_IN)]
+    add_padding(m, 128)
+    return encode(m)

@@ -4,6 +4,7 @@
 # anything but a verified TLS connection (blinds.dns.tlsconn).
 from blinds.compat import const, ticks_ms
 from blinds.dns import msg as dnsmsg
+from blinds.dns.msg import make_query  # noqa: F401 - its users import it from here too
 from blinds.dns.doh import DohUpstream
 from blinds.dns.dot import DotUpstream
 from blinds.dns.tlsconn import UpstreamError, pem_to_der, tls_context  # noqa: F401
@@ -33,15 +34,6 @@ def split_url(url):
     hostport, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
     host, _, port = hostport.partition(":")
     return host.lower(), int(port) if port else 443, path
-
-
-def make_query(name, qtype):
-    # RD set, ID 0 (DoH wants 0; DoT replaces it), EDNS(0) padded to 128-byte
-    # blocks (RFC 8467) so query sizes do not tell names apart.
-    m = dnsmsg.Message(0, 0x0100)
-    m.questions = [(name, qtype, dnsmsg.C_IN)]
-    dnsmsg.add_padding(m, 128)
-    return dnsmsg.encode(m)
 
 
 class Resolver:

@@ -8,7 +8,7 @@ import os
 
 from blinds.compat import const
 from blinds.dns import msg as dnsmsg
-from blinds.dns.upstream import make_query
+from blinds.dns.msg import make_query
 from blinds.tunnel import cells
 from blinds.tunnel.cells import HEADER
 
