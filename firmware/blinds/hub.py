@@ -30,6 +30,7 @@ class Hub:
         self.dns = None
         self.relay = None
         self.ntp = None
+        self.sntp = None  # the SNTP client on the uplink, when configured (no tunnel)
         self.learner = None
         self.log = None
         self.budget = None
@@ -144,6 +145,8 @@ class Hub:
         from blinds.time import server as _ntp  # noqa: F401
         from blinds.time import sntp  # noqa: F401
 
+        if cfg is not None and cfg.get("time") is not None:
+            from blinds.time import client  # noqa: F401
         if cfg is not None and cfg.get("tunnel") is not None:
             from blinds.tunnel import cells, link, resolver, shaper  # noqa: F401
             from blinds.tunnel import streams as _ts  # noqa: F401
@@ -203,6 +206,13 @@ class Hub:
         self.keep("ntp", lambda: self.ntp.serve(nsock))
         if self.tunnel is not None:
             self.keep("tunnel", self.tunnel.run)
+        elif cfg.get("time") is not None:
+            # Not with a tunnel: then its TIME cells set the clock, and nothing
+            # but the tunnel leaves the uplink.
+            from blinds.time.client import SntpClient
+
+            self.sntp = SntpClient(board, cfg["time"], self.budget)
+            self.keep("sntp", self.sntp.run)
 
     def _listen_relay(self):
         out = []
@@ -233,7 +243,7 @@ class Hub:
             except OSError:
                 pass
         self.socks = []
-        self.dns = self.relay = self.ntp = self.tunnel = None
+        self.dns = self.relay = self.ntp = self.tunnel = self.sntp = None
         self.problems = [("$", "%s" % (e,))]
         self.refuse("start-up failed: %s" % (e,))
 
@@ -292,6 +302,9 @@ class Hub:
             "heap": self.heap(),
             "restarts": self.restarts,
             "status_writes": self.status_writes,
+            "clock": {"synced": self.board.synced(), "syncs": getattr(self.board, "time_syncs", 0),
+                      "set_ms": getattr(self.board, "time_set_ms", None),
+                      "sntp": self.sntp.status() if self.sntp is not None else None},
         }
         if self.dns is not None:
             res = self.names.resolver
@@ -314,7 +327,10 @@ class Hub:
     def _mark(self):
         # What changes when the hub does something: if none of it moved,
         # status.json is not rewritten (an ESP32's flash wears).
-        m = [self.state, self.reason, len(self.restarts), sum(self.restarts.values())]
+        m = [self.state, self.reason, len(self.restarts), sum(self.restarts.values()),
+             getattr(self.board, "time_syncs", 0)]
+        if self.sntp is not None:
+            m += list(self.sntp.c.values())
         if self.dns is not None:
             s = self.dns.stats
             m += [s["queries"], s["dropped"], self.devices.evictions, self.devices.conflicts,

@@ -39,7 +39,7 @@ class ConfigError(Exception):
 
 def _root(cfg, out):
     if not _obj(cfg, "$", out, ("ap", "dns"),
-                ("devices", "default_policy", "uplink", "relay", "hub", "tunnel")):
+                ("devices", "default_policy", "uplink", "relay", "hub", "tunnel", "time")):
         return None
     ap = sections.ap(cfg["ap"], "$.ap", out) if "ap" in cfg else None
     ap_net = ap.pop("net") if ap is not None else None
@@ -78,6 +78,8 @@ def _root(cfg, out):
     r["hub"] = sections.hub(cfg.get("hub", {}), "$.hub", out)
     if "tunnel" in cfg:
         r["tunnel"] = sections.tunnel(cfg["tunnel"], "$.tunnel", out, ap_net)
+    if "time" in cfg:
+        r["time"] = sections.time(cfg["time"], "$.time", out, ap_net)
     return r
 
 
