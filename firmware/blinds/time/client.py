@@ -117,12 +117,14 @@ class SntpClient:
         self.offset_ms = None
         self.delay_ms = None
         self.server = None
-        self.last_error = None
+        self.last_error = None  # why the last exchange failed (None after a good one)
+        self.last_rejected = None  # the last reply that was not taken, and why
 
     def status(self):
         st = dict(self.c)
         st.update({"server": self.server, "offset_ms": self.offset_ms,
-                   "delay_ms": self.delay_ms, "last_error": self.last_error})
+                   "delay_ms": self.delay_ms, "last_error": self.last_error,
+                   "last_rejected": self.last_rejected})
         return st
 
     async def run(self):
@@ -139,6 +141,8 @@ class SntpClient:
     def _fail(self, key, why):
         self.c[key] += 1
         self.last_error = why
+        if key == "rejected":
+            self.last_rejected = why
         return False
 
     async def poll_once(self):
