@@ -302,9 +302,7 @@ class Hub:
             "heap": self.heap(),
             "restarts": self.restarts,
             "status_writes": self.status_writes,
-            "clock": {"synced": self.board.synced(), "syncs": getattr(self.board, "time_syncs", 0),
-                      "set_ms": getattr(self.board, "time_set_ms", None),
-                      "sntp": self.sntp.status() if self.sntp is not None else None},
+            "clock": self._clock(),
         }
         if self.dns is not None:
             res = self.names.resolver
@@ -323,6 +321,15 @@ class Hub:
         if self.tunnel is not None:
             st["tunnel"] = self.tunnel.status()
         return st
+
+    def _clock(self):
+        # Whether the board has the time, how often it was set (SNTP or the
+        # tunnel's TIME cells), and the SNTP client's counters.
+        b = self.board
+        synced = getattr(b, "synced", None)
+        return {"synced": synced() if synced is not None else None,
+                "syncs": getattr(b, "time_syncs", 0), "set_ms": getattr(b, "time_set_ms", None),
+                "sntp": self.sntp.status() if self.sntp is not None else None}
 
     def _mark(self):
         # What changes when the hub does something: if none of it moved,
