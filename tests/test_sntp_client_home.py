@@ -108,6 +108,7 @@ def test_clock_set_from_chrony_after_a_silent_server(ntp):
     c = clock.get("sntp") or {}
     assert c.get("synced", 0) >= 1, (st, ntp.hub_log()[-2000:])
     assert c["timeouts"] >= 1 and c["server"] == NTP_IP, c  # the silent one first, then chrony
+    assert c["stratum"] == 3, c  # chrony's "local stratum 3"
     assert c["kisses"] == 0 and c["rejected"] == 0, str(c)
     # The namespaces share the host's clock: chrony's time is ours.
     assert abs(c["offset_ms"]) < 250 and 0 <= c["delay_ms"] < 250, c

@@ -117,12 +117,13 @@ class SntpClient:
         self.offset_ms = None
         self.delay_ms = None
         self.server = None
+        self.stratum = None
         self.last_error = None  # why the last exchange failed (None after a good one)
         self.last_rejected = None  # the last reply that was not taken, and why
 
     def status(self):
         st = dict(self.c)
-        st.update({"server": self.server, "offset_ms": self.offset_ms,
+        st.update({"server": self.server, "stratum": self.stratum, "offset_ms": self.offset_ms,
                    "delay_ms": self.delay_ms, "last_error": self.last_error,
                    "last_rejected": self.last_rejected})
         return st
@@ -203,6 +204,7 @@ class SntpClient:
                 return self._fail("rejected", "round trip %d ms to %s" % (rtt, server[0]))
             self.board.set_time_ms(t4 + off)
             self.offset_ms, self.delay_ms, self.server = off, rtt, server[0]
+            self.stratum = stratum
             self.c["synced"] += 1
             self.last_error = None
             return True
