@@ -38,6 +38,8 @@ class Board(Storage):
         self.leases = {}  # ip -> mac, from the AP's station list
         self.leases_ms = None
         self.time_ok = False
+        self.time_syncs = 0  # clock sets (SNTP client, tunnel TIME cells)
+        self.time_set_ms = None  # the last time set
 
     # -- network -----------------------------------------------------------
     async def start_network(self, cfg):
@@ -122,8 +124,9 @@ class Board(Storage):
         return self.time_ok
 
     def set_time_ms(self, ms):
-        # Wall-clock time from the tunnel exit's TIME cell (UNIX ms, UTC): set
-        # the RTC, whose epoch is 2000-01-01; from now on the hub is synced.
+        # Wall-clock time (UNIX ms, UTC) from the SNTP client or the tunnel
+        # exit's TIME cell: set the RTC, whose epoch is 2000-01-01; from now
+        # on the hub is synced.
         import machine
 
         s = ms // 1000
@@ -132,6 +135,8 @@ class Board(Storage):
         t = time.gmtime(s)
         machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], (ms % 1000) * 1000))
         self.time_ok = True
+        self.time_syncs += 1
+        self.time_set_ms = ms
 
     def log(self, msg):
         t = time.localtime()

@@ -30,6 +30,8 @@ class Board(Storage):
         Storage.__init__(self, config_path, state_dir)
         self.arp = {}  # 4 address bytes -> "aa:bb:..."
         self.arp_read_ms = None
+        self.time_syncs = 0  # clock sets asked for (SNTP client, tunnel TIME cells)
+        self.time_set_ms = None  # the last time given
 
     # -- network -----------------------------------------------------------
     async def start_network(self, cfg):
@@ -140,7 +142,10 @@ class Board(Storage):
         return True  # the host keeps its own time
 
     def set_time_ms(self, ms):
-        pass  # the tunnel exit's TIME: the host's clock is already synced
+        # The SNTP client's or the tunnel exit's time: the host keeps its own
+        # clock (already synced), so only the request is recorded.
+        self.time_syncs += 1
+        self.time_set_ms = ms
 
     def log(self, msg):
         t = time.localtime()

@@ -31,6 +31,7 @@ class Hub:
         self.relay = None
         self.ntp = None
         self.mqtt = None  # the local broker (blinds.local), when the config has "mqtt"
+        self.sntp = None  # the SNTP client on the uplink, when configured (no tunnel)
         self.learner = None
         self.log = None
         self.budget = None
@@ -153,6 +154,8 @@ class Hub:
             # The hub's own DoT/DoH upstreams: not even loaded when a tunnel
             # carries every lookup and nothing may go direct.
             from blinds.dns import doh, dot, tlsconn, upstream  # noqa: F401
+        if cfg is not None and cfg.get("time") is not None:
+            from blinds.time import client  # noqa: F401
         if cfg is not None and cfg.get("tunnel") is not None:
             from blinds.tunnel import cells, link, resolver, shaper  # noqa: F401
             from blinds.tunnel import streams as _ts  # noqa: F401
@@ -220,6 +223,13 @@ class Hub:
         self.keep("ntp", lambda: self.ntp.serve(nsock))
         if self.tunnel is not None:
             self.keep("tunnel", self.tunnel.run)
+        elif cfg.get("time") is not None:
+            # Not with a tunnel: then its TIME cells set the clock, and nothing
+            # but the tunnel leaves the uplink.
+            from blinds.time.client import SntpClient
+
+            self.sntp = SntpClient(board, cfg["time"], self.budget)
+            self.keep("sntp", self.sntp.run)
 
     def _listen_relay(self):
         out = []
@@ -250,7 +260,7 @@ class Hub:
             except OSError:
                 pass
         self.socks = []
-        self.dns = self.relay = self.ntp = self.tunnel = self.mqtt = None
+        self.dns = self.relay = self.ntp = self.tunnel = self.mqtt = self.sntp = None
         self.problems = [("$", "%s" % (e,))]
         self.refuse("start-up failed: %s" % (e,))
 
@@ -309,6 +319,7 @@ class Hub:
             "heap": self.heap(),
             "restarts": self.restarts,
             "status_writes": self.status_writes,
+            "clock": self._clock(),
         }
         if self.dns is not None:
             res = self.names.resolver
@@ -330,10 +341,22 @@ class Hub:
             st["mqtt"] = self.mqtt.status()
         return st
 
+    def _clock(self):
+        # Whether the board has the time, how often it was set (SNTP or the
+        # tunnel's TIME cells), and the SNTP client's counters.
+        b = self.board
+        synced = getattr(b, "synced", None)
+        return {"synced": synced() if synced is not None else None,
+                "syncs": getattr(b, "time_syncs", 0), "set_ms": getattr(b, "time_set_ms", None),
+                "sntp": self.sntp.status() if self.sntp is not None else None}
+
     def _mark(self):
         # What changes when the hub does something: if none of it moved,
         # status.json is not rewritten (an ESP32's flash wears).
-        m = [self.state, self.reason, len(self.restarts), sum(self.restarts.values())]
+        m = [self.state, self.reason, len(self.restarts), sum(self.restarts.values()),
+             getattr(self.board, "time_syncs", 0)]
+        if self.sntp is not None:
+            m += list(self.sntp.c.values())
         if self.dns is not None:
             s = self.dns.stats
             m += [s["queries"], s["dropped"], self.devices.evictions, self.devices.conflicts,

@@ -9,6 +9,11 @@ certificates. Exit status 0 when every file is valid, 2 otherwise.
 (the local MQTT broker's users): PBKDF2-HMAC-SHA256 as
 ``pbkdf2-sha256$<iterations>$<salt base64>$<hash base64>``. With ``--config FILE
 --user NAME`` it writes the hash into that user's entry of ``mqtt.users``.
+
+With ``--board``, a valid configuration can still draw warnings (on stderr as
+``FILE: warning: ...`` lines, or a ``warnings`` list with ``--json``; the exit
+status stays 0): e.g. one that leaves that board's socket budget room for fewer
+than :data:`MIN_STREAMS` relayed streams.
 """
 
 import base64
@@ -26,6 +31,10 @@ from .errors import UsageError
 MAX_CA_FILE_BYTES = 256 * 1024
 
 BOARDS = ("unix", "esp32")
+
+# Fewer relayed streams than this at once and a device's page load or an app's
+# few parallel connections already queue or get refused.
+MIN_STREAMS = 4
 
 _BEGIN = "-----BEGIN CERTIFICATE-----"
 _END = "-----END CERTIFICATE-----"
@@ -46,7 +55,8 @@ def add_parser(p):
     c.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON object per file on stdout: {file, ok, problems: [{path, message}]}",
+        help="print one JSON object per file on stdout:"
+        " {file, ok, problems: [{path, message}], warnings: [{path, message}]}",
     )
     c.add_argument(
         "--board",
@@ -92,7 +102,9 @@ def run(args):
 def _run_check(args):
     status = 0
     for path in args.files:
-        problems = check_file(path, ca_check=not args.no_ca_check, board=args.board)
+        problems, warnings = check_file_warnings(
+            path, ca_check=not args.no_ca_check, board=args.board
+        )
         if problems:
             status = 2
         if args.json:
@@ -100,9 +112,13 @@ def _run_check(args):
                 "file": path,
                 "ok": not problems,
                 "problems": [{"path": p, "message": m} for p, m in problems],
+                "warnings": [{"path": p, "message": m} for p, m in warnings],
             }
             print(json.dumps(doc))
-        elif problems:
+            continue
+        for p, m in warnings:
+            print("%s: warning: %s: %s" % (path, p, m), file=sys.stderr)
+        if problems:
             for p, m in problems:
                 print("%s: %s: %s" % (path, p, m), file=sys.stderr)
         else:
@@ -128,21 +144,52 @@ def check_file(path, ca_check=True, board=None):
     problem, so that every outcome has the same shape. ``board`` ("unix" or
     "esp32") adds that board's limits.
     """
+    return check_file_warnings(path, ca_check, board)[0]
+
+
+def check_file_warnings(path, ca_check=True, board=None):
+    """(problems, warnings) for the config file at ``path``: as :func:`check_file`,
+    plus warnings for a valid configuration on ``board`` (see :func:`board_warnings`)."""
     from blinds import config
 
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        return [("$", "cannot read file: %s" % (e.strerror or e))]
+        return [("$", "cannot read file: %s" % (e.strerror or e))], []
     try:
         cfg = config.load_text(data)
     except config.ConfigError as e:
-        return e.problems
-    problems = config.validate(cfg, board_limits(board) if board else None)
+        return e.problems, []
+    limits = board_limits(board) if board else None
+    problems = config.validate(cfg, limits)
     if ca_check:
         problems += check_ca_files(cfg, os.path.dirname(os.path.abspath(path)))
-    return problems
+    if problems or limits is None:
+        return problems, []
+    return problems, board_warnings(config.check(cfg, limits), limits)
+
+
+def board_warnings(cfg, limits):
+    """Warnings, as (json_path, message) pairs, for the normalized ``cfg`` on a
+    board with ``limits``: a socket budget with room for fewer than
+    :data:`MIN_STREAMS` relayed streams at once (docs/sockets.md)."""
+    from blinds.net import budget
+
+    fixed = budget.fixed_sockets(cfg)
+    per = budget.stream_sockets(cfg)
+    streams = max(0, limits["max_sockets"] - fixed) // per
+    if streams >= MIN_STREAMS:
+        return []
+    return [
+        (
+            "$.relay",
+            "the %s board has %d sockets; the hub's own take %d, which leaves room for %d"
+            " relayed stream(s) at once (%d socket(s) each), fewer than %d: use fewer relay"
+            " ports or upstreams, a tunnel, or a board built with more sockets"
+            % (limits.get("name", "target"), limits["max_sockets"], fixed, streams, per, MIN_STREAMS),
+        )
+    ]
 
 
 def check_ca_files(cfg, base_dir):

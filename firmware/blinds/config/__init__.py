@@ -40,7 +40,7 @@ class ConfigError(Exception):
 def _root(cfg, out):
     if not _obj(cfg, "$", out, ("ap", "dns"),
                 ("devices", "default_policy", "uplink", "relay", "hub", "tunnel",
-                 "mqtt")):
+                 "mqtt", "time")):
         return None
     ap = sections.ap(cfg["ap"], "$.ap", out) if "ap" in cfg else None
     ap_net = ap.pop("net") if ap is not None else None
@@ -82,6 +82,8 @@ def _root(cfg, out):
     # No "mqtt" section: the hub runs no broker.
     r["mqtt"] = sections.mqtt(cfg["mqtt"], "$.mqtt", out) if cfg.get("mqtt") is not None \
         else None
+    if "time" in cfg:
+        r["time"] = sections.time(cfg["time"], "$.time", out, ap_net)
     return r
 
 

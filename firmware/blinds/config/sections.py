@@ -52,6 +52,8 @@ TUNNEL_INTS = (
     ("wait_ms", 5000, 0, 60000),
     ("window", 8, 1, 64),
 )
+TIME_INTS = (("poll_s", 1024, 16, 86400),)
+_MAX_TIME_SERVERS = const(4)
 SHAPERS = ("none", "constant")
 FALLBACKS = ("block", "direct")
 HOSTNAME = "blinds.home.arpa"  # RFC 8375: a name for the home network only
@@ -338,6 +340,28 @@ def uplink(v, path, out):
         if pw and len(pw) < 8:
             out.append((path + ".passphrase", "must be empty (open network) or 8..63 characters"))
     return {"ssid": ssid, "passphrase": pw}
+
+
+def time(v, path, out, ap_net):
+    # SNTP servers the hub sets its clock from over the uplink (when no tunnel
+    # brings the time): addresses only, as the hub never looks names up in the clear.
+    if not _obj(v, path, out, ("servers",), tuple(t[0] for t in TIME_INTS)):
+        return None
+    r = {"servers": []}
+    sp = path + ".servers"
+    if "servers" in v and _list(v["servers"], sp, out, 1, _MAX_TIME_SERVERS):
+        for i in range(len(v["servers"])):
+            p = "%s[%d]" % (sp, i)
+            e = v["servers"][i]
+            if not _obj(e, p, out, ("ip",), ("port",)):
+                continue
+            ip = _unicast(e["ip"], p + ".ip", out) if "ip" in e else None
+            if ip is not None and ap_net is not None and ip & ap_net[1] == ap_net[0]:
+                out.append((p + ".ip", "is inside the hub's own access-point subnet"))
+            port = _int(e["port"], p + ".port", out, 1, 65535) if "port" in e else 123
+            r["servers"].append({"ip": e.get("ip"), "port": port})
+    _ints(v, r, path, out, TIME_INTS)
+    return r
 
 
 def tunnel(v, path, out, ap_net):

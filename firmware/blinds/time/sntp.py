@@ -1,5 +1,6 @@
 # SNTP server packet logic (RFC 4330): the hub answers its devices' time queries
-# so they need not reach a public NTP pool.
+# so they need not reach a public NTP pool. (The client side, which sets the
+# hub's own clock, is blinds.time.client: loaded only when configured.)
 #
 # reply() fills a caller-owned 48-byte buffer with struct.pack_into and allocates
 # nothing else (with integer time on a 64-bit port it runs under heap_lock).
