@@ -12,6 +12,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from conftest import need_home
 
 from blinds_host.bench.clients import MIB
@@ -39,6 +41,19 @@ def check_common(res, name):
     assert res["name"] == name
     assert isinstance(res["goal_met"], bool)
     json.dumps(res)  # the runner writes it as JSON
+
+
+def check_two_ways(res, name, num, den):
+    """A throughput result: both directions complete, each a ratio num/den, the
+    value the lower; returns the two directions."""
+    check_common(res, name)
+    assert res["all_complete"], res
+    ways = [res[side] for side in ("server_to_device", "device_to_server")]
+    for d in ways:
+        assert positive(d[num]) and positive(d[den]), d
+        assert d["ratio"] == pytest.approx(d[num] / d[den], rel=1e-2)
+    assert res["value"] == min(d["ratio"] for d in ways)
+    return ways
 
 
 def test_cached_qps(home8):
@@ -89,14 +104,8 @@ def test_relay_bulk_throughput(home8):
 
     res = bench_relay.bench_bulk_throughput(nbytes=2 * MIB, rounds=1, home=home8,
                                             diagnostic_buffer_size=None)
-    check_common(res, "relay_bulk_throughput")
-    assert res["all_complete"], res
-    for side in ("server_to_device", "device_to_server"):
-        d = res[side]
-        assert positive(d["hub_mb_s"]) and positive(d["socat_mb_s"]), d
-        assert d["ratio"] == pytest.approx(d["hub_mb_s"] / d["socat_mb_s"], rel=1e-2)
+    for d in check_two_ways(res, "relay_bulk_throughput", "hub_mb_s", "socat_mb_s"):
         assert [r["bytes"] for r in d["hub_runs"]] == [2 * MIB], d
-    assert res["value"] == min(res["server_to_device"]["ratio"], res["device_to_server"]["ratio"])
     assert res["hub_relayed"] == 2, res  # one stream each way, through the hub
     assert home8.hub_proc is None and not [k for k in home8.procs if k.startswith("bench-")]
 
@@ -131,13 +140,12 @@ def test_runner_registry_and_only(tmp_path):
 
     reg = bench.registry()
     names = [n for _, n, _ in reg]
-    assert names[:9] == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names",
-                         "dns_miss_after_idle", "relay_bulk_throughput",
-                         "relay_connect_added_latency", "relay_heap_16streams", "replay_fidelity",
-                         "knn_grid_10h"]
-    assert "exit_homes_per_core" in names[9:]
-    assert [s for s, _, _ in reg][:9] == ["dns"] * 4 + ["relay"] * 3 + ["sim", "lab"]
-    assert set(s for s, _, _ in reg[9:]) == {"tunnel"}
+    assert names == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names",
+                     "dns_miss_after_idle", "relay_bulk_throughput",
+                     "relay_connect_added_latency", "relay_heap_16streams", "replay_fidelity",
+                     "knn_grid_10h", "tunnel_bulk_throughput", "tunnel_connect_added_latency",
+                     "tunnel_heap_16streams", "tunnel_constant_overhead", "exit_homes_per_core"]
+    assert [s for s, _, _ in reg] == ["dns"] * 4 + ["relay"] * 3 + ["sim", "lab"] + ["tunnel"] * 5
     assert all(callable(f) for _, _, f in reg)
     assert [n for n, _ in harness.select(reg, ["dns_heap_8dev_64names,dns_cached_qps"])] == [
         "dns_heap_8dev_64names", "dns_cached_qps"]
@@ -212,3 +220,80 @@ def test_signal_closes_the_home(tmp_path, signum, status):
     assert "interrupted" in err and wd in err  # the logs of the stopped run are kept, and named
     doc = json.loads(out.read_text())
     assert doc["incomplete"] is True and doc["results"] == []
+
+
+# ---- the tunnel's benchmarks (bench/tunnel.py), one exit for all of them -------------------
+@pytest.fixture(scope="module")
+def exit_home(home8):
+    from blinds_host.exit import testhome
+
+    testhome.make_exit_ns(home8)
+    testhome.make_keys(home8)
+    testhome.start_exit(home8)
+    yield home8
+    home8.stop_peer("exit")
+    testhome.remove_exit_ns(home8)
+
+
+def test_tunnel_bulk_throughput(exit_home):
+    from blinds_host.bench import tunnel as bench_tunnel
+
+    res = bench_tunnel.bench_bulk_throughput(nbytes=2 * MIB, rounds=1, home=exit_home)
+    check_two_ways(res, "tunnel_bulk_throughput", "tunnel_mb_s", "direct_mb_s")
+    # one stream each way in each session; the exit is left running, the hub stopped
+    assert res["tunnel_run"]["hub_relayed"] == 2 and res["direct_run"]["hub_relayed"] == 2
+    assert exit_home.procs["exit"].poll() is None and exit_home.hub_proc is None
+
+
+def test_tunnel_connect_latency(exit_home):
+    from blinds_host.bench import tunnel as bench_tunnel
+
+    res = bench_tunnel.bench_connect_latency(n=6, batch=3, home=exit_home)
+    check_common(res, "tunnel_connect_added_latency")
+    assert res["failed"] == {"tunnel": 0, "direct_relay": 0}, res
+    for side in ("tunnel", "direct_relay"):
+        assert res[side]["n"] == 6 and positive(res[side]["p95_ms"]), res
+    assert res["value"] == pytest.approx(res["tunnel"]["p95_ms"] - res["direct_relay"]["p95_ms"],
+                                         abs=1e-3)
+
+
+def test_tunnel_stream_heap(exit_home):
+    from blinds_host.bench import tunnel as bench_tunnel
+
+    res = bench_tunnel.bench_stream_heap(home=exit_home, n_devices=2, per_device=2, seconds=1.0)
+    check_common(res, "tunnel_heap_16streams")
+    assert res["streams"] == 4 and res["roomy_ok"] and res["roomy_max_active"] == 4, res["runs"]
+    assert positive(res["value"]) and res["goal_met"] == res["capped_ok"]
+    assert res["runs"]["roomy"]["relay"]["relayed"] >= 4
+
+
+def test_tunnel_constant_overhead(exit_home):
+    from blinds_host.bench import tunnel as bench_tunnel
+
+    res = bench_tunnel.bench_constant_overhead(seconds=2.0, interval_ms=50, home=exit_home)
+    check_common(res, "tunnel_constant_overhead")
+    cap = res["capture"]
+    # 20 cells a second; the record of a 512-byte cell is one of the TLS sizes
+    assert cap["span_s"] >= 1.5 and cap["record_bytes"] in (534, 541, 533), cap
+    assert abs(cap["cells"] - 1 - 20 * cap["span_s"]) <= 3, cap
+    assert res["cells_per_s"] == pytest.approx(20, rel=0.1), res
+    assert res["uplink_ip_b_s"] > res["uplink_cell_b_s"] > 0 and res["nominal_b_s"] == 10240.0
+
+
+@given(st.integers(64, 4096), st.integers(1, 1000), st.integers(3, 500), st.integers(40, 80),
+       st.integers(0, 3))
+def test_constant_overhead_accounting(cell, iv, n, hdr, acks_per_cell):
+    """Headers taken off exactly give the nominal rate back: n cell records, one
+    per interval, each with hdr bytes of IP+TCP and TLS overhead 29, plus pure
+    ACKs, over (n - 1) intervals."""
+    from blinds_host.bench.tunnel import constant_overhead
+
+    span = (n - 1) * iv / 1000.0
+    k = n - 1  # the window holds n - 1 records
+    ip = k * (cell + 29 + hdr) + k * acks_per_cell * hdr
+    fig = {"cells": n, "span_s": span, "ip_bytes": ip, "header_bytes": k * hdr * (1 + acks_per_cell),
+           "record_overhead": 29}
+    r = constant_overhead(fig, cell, iv)
+    assert r["ratio"] == pytest.approx(1.0, abs=1e-3)
+    assert r["cells_per_s"] == pytest.approx(1000.0 / iv, rel=1e-3)
+    assert r["ip_over_nominal"] > 1

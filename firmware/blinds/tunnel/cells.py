@@ -65,6 +65,20 @@ def check_size(cell_bytes):
         raise CellError("cell size %d out of range %d..%d" % (cell_bytes, MIN_CELL, MAX_CELL))
 
 
+_zero = memoryview(b"")  # zeros, as long as the longest cell padded so far
+
+
+def _pad(buf, start):
+    # Zero buf[start:] with one slice copy (a byte loop costs ~14 us a cell
+    # in the interpreter). The zero block is made once per cell size.
+    global _zero
+    k = len(buf) - start
+    if k > 0:
+        if len(_zero) < k:
+            _zero = memoryview(bytes(len(buf)))
+        buf[start:] = _zero[:k]
+
+
 def pack(buf, ctype, sid=0, payload=b"", flags=0):
     """Write one cell into buf (exactly len(buf) bytes long); return buf."""
     n = len(payload)
@@ -73,8 +87,7 @@ def pack(buf, ctype, sid=0, payload=b"", flags=0):
     struct.pack_into(">BBHH", buf, 0, ctype, flags, sid, n)
     buf[HEADER:HEADER + n] = payload
     # Zero padding: a record's content says no more than its length does.
-    for i in range(HEADER + n, len(buf)):
-        buf[i] = 0
+    _pad(buf, HEADER + n)
     return buf
 
 
@@ -82,8 +95,7 @@ def pack_head(buf, ctype, sid, n, flags=0):
     """Write only the header of a cell whose n payload bytes are already in
     buf[HEADER:]; zero the rest. For the relay's copy path (readinto)."""
     struct.pack_into(">BBHH", buf, 0, ctype, flags, sid, n)
-    for i in range(HEADER + n, len(buf)):
-        buf[i] = 0
+    _pad(buf, HEADER + n)
     return buf
 
 

@@ -4,7 +4,8 @@
 # Upward (device -> exit) nothing is buffered: a small task waits until the
 # device's socket is readable and the stream has credit, then asks the
 # link's writer, which reads the device's bytes straight into its one cell
-# buffer when the stream's turn comes. Downward (exit -> device) the link's
+# buffer when the stream's turn comes, and keeps reading at each turn until
+# the socket has no more (only then does the small task wait again). Downward (exit -> device) the link's
 # reader writes each DATA cell to the device's socket at once when it can;
 # what the device does not take waits, at most `window` cells of it, in
 # cell buffers from the link's pool (tunnel/link.py), written out by the
@@ -73,6 +74,8 @@ class TStream:
             self.credit += cells.u16(b)
             if self.credit > link.peer_window:
                 return self._violation()
+            if self.ready and self.close_out is None:
+                link.want(self)  # it had bytes waiting for this credit
             self.uev.set()
         else:  # CLOSE
             self.got_close = b[HEADER] if n else cells.RESET
@@ -179,8 +182,9 @@ class TStream:
             return True
         if self.close_out is not None or not self.ready or self.credit <= 0:
             return False
-        self.ready = False
-        self.uev.set()
+        # ready stays set while the device's socket gives bytes: the writer
+        # reads it again at the stream's next turn without a wake-up of the
+        # upward task per cell; a read that would block hands it back.
         if self.pre is not None:
             n = min(len(self.pre) - self.pre_off, link.pmax)
             buf[HEADER:HEADER + n] = self.pre[self.pre_off:self.pre_off + n]
@@ -192,6 +196,9 @@ class TStream:
                 n = self.down.readinto(link.wpay)
             except OSError:
                 n = -1
+            if n is None or n <= 0:
+                self.ready = False
+                self.uev.set()
             if n is None:
                 return False
             if n <= 0:

@@ -141,7 +141,7 @@ def _bulk_figures(runs):
 
 
 def bench_bulk_throughput(nbytes=64 * MIB, rounds=3, home=None, dev=1, heap=None, buffer_size=None,
-                          diagnostic_buffer_size=8192):
+                          diagnostic_buffer_size=8192, extra=None):
     """One bulk stream each way through the hub, against socat relaying the same.
 
     The bench server runs on BULK_NAME's address, port BULK_PORT; device
@@ -153,7 +153,8 @@ def bench_bulk_throughput(nbytes=64 * MIB, rounds=3, home=None, dev=1, heap=None
     hub and socat for each direction, ``rounds`` times. A 1 MiB transfer each
     way through both goes first, untimed. ``heap``: the hub's GC heap; None
     gives it heap.code + 128 KB (harness.esp32_heap). ``buffer_size``:
-    relay.buffer_size (None: the firmware's default, 2048).
+    relay.buffer_size (None: the firmware's default, 2048). ``extra``: sections
+    added to the hub's configuration (bench/tunnel.py: a ``tunnel``).
 
     With ``diagnostic_buffer_size``, one more round on a hub configured with
     that relay.buffer_size (against socat again), for information: it shows
@@ -169,6 +170,7 @@ def bench_bulk_throughput(nbytes=64 * MIB, rounds=3, home=None, dev=1, heap=None
                                default_policy="block_all")
             if buffer_size is not None:
                 cfg["relay"]["buffer_size"] = buffer_size
+            cfg.update(extra or {})
             if heap is None:
                 heap, _code = harness.esp32_heap(h, cfg)
             harness.prime_arp(h, [dev])
@@ -224,7 +226,8 @@ def bench_bulk_throughput(nbytes=64 * MIB, rounds=3, home=None, dev=1, heap=None
 
 
 # -- 2. added connect latency ---------------------------------------------------------
-def bench_connect_latency(n=100, batch=25, home=None, dev=1, heap=None, gap_ms=5, socat=True):
+def bench_connect_latency(n=100, batch=25, home=None, dev=1, heap=None, gap_ms=5, socat=True,
+                          extra=None):
     """connect() to first response byte, through the hub against direct.
 
     cloud_http serves api.vendor.test on 10.0.0.80:80 (internet namespace).
@@ -236,7 +239,7 @@ def bench_connect_latency(n=100, batch=25, home=None, dev=1, heap=None, gap_ms=5
     third set goes from the device through socat on 192.168.4.1:SOCAT_HTTP_PORT
     (for information: what a minimal userspace relay adds). Batches of
     ``batch`` requests alternate hub, direct, socat; three untimed requests per
-    path go first. ``heap`` as for :func:`bench_bulk_throughput`.
+    path go first. ``heap`` and ``extra`` as for :func:`bench_bulk_throughput`.
     """
     from ..peers.servers import SERVICES, proc_key, start_cloud
 
@@ -248,6 +251,7 @@ def bench_connect_latency(n=100, batch=25, home=None, dev=1, heap=None, gap_ms=5
         cfg = h.hub_config(devices=[{"mac": device_mac(dev), "name": "web", "policy": "allowlist",
                                      "allow": [{"host": HTTP_NAME, "port": HTTP_PORT}]}],
                            default_policy="block_all")
+        cfg.update(extra or {})
         sk = None
         try:
             if heap is None:
@@ -399,7 +403,7 @@ def _per_stream_kb(run, n_streams):
 
 def bench_stream_heap(home=None, n_devices=4, per_device=4, seconds=6.0, interval_ms=100,
                       msg_bytes=1024, cap_kb=STREAMS_DATA_GOAL_KB, roomy_heap="512k",
-                      buffer_size=None, diagnostic_buffer_size=1024):
+                      buffer_size=None, diagnostic_buffer_size=1024, extra=None):
     """Peak GC heap with ``n_devices`` x ``per_device`` streams open at once.
 
     Devices 1..n_devices (allowlist: BULK_NAME on BULK_PORT, ``max_streams``
@@ -418,6 +422,7 @@ def bench_stream_heap(home=None, n_devices=4, per_device=4, seconds=6.0, interva
     ``buffer_size``: relay.buffer_size for the hub (None: the default, 2048).
     With ``diagnostic_buffer_size``, a third run (roomy heap) with that
     relay.buffer_size, for information: what a stream costs besides its buffers.
+    ``extra`` as for :func:`bench_bulk_throughput`.
     """
     with harness.home_for(home, n_devices) as h:
         ip = h.zone[BULK_NAME]
@@ -433,6 +438,7 @@ def bench_stream_heap(home=None, n_devices=4, per_device=4, seconds=6.0, interva
         cfg = h.hub_config(devices=devices, default_policy="block_all")
         if buffer_size is not None:
             cfg["relay"]["buffer_size"] = buffer_size
+        cfg.update(extra or {})
         harness.prime_arp(h, devs)
         try:
             hold = (devs, per_device, seconds, interval_ms, msg_bytes)
