@@ -181,9 +181,6 @@ class Devices:
             return "?"
         return d.name
 
-    def seen(self, dev, now_s):
-        dev.seen_s = int(now_s)
-
     def status(self):
         devs = []
         for d in self.slots:

@@ -63,13 +63,5 @@ class Cache:
         del self.d[worst]
         self.evictions += 1
 
-    def addrs(self, name, now_ms):
-        # The upstream addresses of a cached name, as dotted strings.
-        e = self.get(name, now_ms)
-        if e is None:
-            return []
-        a = e[1]
-        return ["%d.%d.%d.%d" % (a[i], a[i + 1], a[i + 2], a[i + 3]) for i in range(0, len(a), 4)]
-
     def __len__(self):
         return len(self.d)

@@ -9,6 +9,9 @@
 # are not subject to the guard: they never come from a device.
 #
 # Shared by the hub (the relay) and the host tools (the tunnel exit).
+from blinds.compat import const, ticks_diff, ticks_ms
+
+_REFRESH_MS = const(10000)  # the hub's own addresses are re-read at most this often
 
 # (network, prefix length): "this network", private, CGNAT, loopback,
 # link-local, private, IETF protocol assignments, private, benchmarking,
@@ -88,8 +91,8 @@ class Guard:
     """refused() with the hub's configuration and its own addresses.
 
     own_ips: a function giving the hub's current addresses (dotted strings);
-    they can change (an uplink's DHCP lease), so they are re-read at most
-    every refresh_ms through the clock function ticks."""
+    they can change (an uplink's DHCP lease), so they are re-read when a
+    check comes _REFRESH_MS or more after the last reading."""
 
     def __init__(self, ap_ip, netmask, allow_private=(), own_ips=None):
         self.ap_net = prefix((ap_ip, _bits(ip_int(netmask))))
@@ -97,9 +100,11 @@ class Guard:
         self.own_ips = own_ips
         self.base = (ip_int(ap_ip),)
         self.own = self.base
+        self.read_ms = 0
         self.refresh()
 
     def refresh(self):
+        self.read_ms = ticks_ms()
         extra = ()
         if self.own_ips is not None:
             try:
@@ -109,6 +114,8 @@ class Guard:
         self.own = self.base + extra
 
     def refused(self, ip):
+        if self.own_ips is not None and ticks_diff(ticks_ms(), self.read_ms) >= _REFRESH_MS:
+            self.refresh()
         return refused(ip, self.allow, self.own, self.ap_net)
 
 
