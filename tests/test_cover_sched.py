@@ -57,7 +57,7 @@ def simulate(sc):
     st = []
     for i in range(n):
         d = s.status(i)
-        d["owed"] = s.slots[i].owed
+        d["owed"] = s.owed[i]
         st.append(d)
     return {"log": log, "status": st, "end": now}
 """
@@ -277,7 +277,7 @@ def test_unix_port_agrees():
     src = SIM + "\nimport sys, json\nfor line in sys.stdin:\n" \
         "    print(json.dumps(simulate(json.loads(line))))\n"
     stdin = "".join(json.dumps(sc) + "\n" for sc in SCENARIOS).encode()
-    res = run_mp(src, heap="96k", stdin=stdin)
+    res = run_mp(src, heap="2m", stdin=stdin)
     assert res.returncode == 0, res.stderr.decode()
     got = [json.loads(x) for x in res.stdout.decode().splitlines()]
     assert got == [json.loads(json.dumps(simulate(sc))) for sc in SCENARIOS]

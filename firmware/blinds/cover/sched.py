@@ -15,6 +15,8 @@
 # Answers: a device that leaves _MISSES requests in a row unanswered for
 # answer_ms is left alone for backoff_s, then gets one small probe; each probe
 # that goes unanswered doubles the wait, up to max_backoff_s.
+from array import array
+
 from blinds.compat import const, ticks_add, ticks_diff
 from blinds.cover.echo import MIN_FRAME
 
@@ -34,43 +36,17 @@ _MISSES = const(3)
 _MAX_DT_MS = const(2000)  # a stalled loop does not come back to a flood
 _MAX_DECOY_BYTES = const(1048576)
 _MIN_DECOY_MS = const(1)
+_MAX_DECOY_MS = const(3600000)
 
 
-class Slot:
-    # Class attributes are the defaults (see blinds.devices.Device).
-    state = ABSENT
-    tokens = 0
-    tok_rem = 0
-    owed = 0
-    floor_rem = 0
-    frame = 0  # the size of the next frame, drawn when needed
-    d_bytes = 0  # the decoy under way: bytes, duration, start, bytes due so far
-    d_ms = 0
-    d_start = 0
-    d_done = 0
-    p_bytes = 0  # one decoy waiting behind it
-    p_ms = 0
-    unanswered = 0
-    miss_ms = 0
-    probe_out = False
-    until_ms = 0
-    backoff_ms = 0
-    sent = 0
-    sent_bytes = 0
-    answered = 0
-    answered_bytes = 0
-    decoys = 0
-    decoys_dropped = 0
-    cut_bytes = 0
-    silences = 0
-
-    def __init__(self, budget, cap):
-        self.budget = budget
-        self.cap = cap
-        if budget:
-            self.tokens = cap  # the bucket starts full
-        else:
-            self.state = OFF
+# Per-device state lives in arrays, one entry per configured device, fixed at
+# boot: a few hundred bytes for 64 devices where objects would take tens of KB.
+# State and times fit 32 bits; byte counters are 64-bit.
+_STATE = ("state", "budget", "cap", "tokens", "tok_rem", "owed", "floor_rem", "frame",
+          "d_bytes", "d_ms", "d_start", "d_done", "p_bytes", "p_ms", "unanswered", "miss_ms",
+          "probe_out", "until_ms", "backoff_ms")
+COUNTERS = ("sent", "sent_bytes", "answered", "answered_bytes", "decoys", "decoys_dropped",
+            "cut_bytes", "silences")
 
 
 class Schedule:
@@ -80,10 +56,19 @@ class Schedule:
         self.floor = wcfg["floor_Bps"]
         self.max_frame = wcfg["max_frame"]
         self.answer_ms = wcfg["answer_ms"]
-        self.backoff_ms = wcfg["backoff_s"] * 1000
+        self.backoff0_ms = wcfg["backoff_s"] * 1000
         self.max_backoff_ms = wcfg["max_backoff_s"] * 1000
         self.rand = rand
-        self.slots = [Slot(b, b * wcfg["burst_s"]) for b in budgets]
+        self.n = n = len(budgets)
+        for k in _STATE:
+            setattr(self, k, array("i", bytes(4 * n)))
+        for k in COUNTERS:
+            setattr(self, "c_" + k, array("q", bytes(8 * n)))
+        for i in range(n):
+            b = budgets[i]
+            self.budget[i] = b
+            self.cap[i] = self.tokens[i] = b * wcfg["burst_s"]  # the bucket starts full
+            self.state[i] = ABSENT if b else OFF
         self.last_ms = None
 
     # -- time ------------------------------------------------------------------
@@ -98,152 +83,156 @@ class Schedule:
             return
         if dt > _MAX_DT_MS:
             dt = _MAX_DT_MS
-        for s in self.slots:
-            if s.state == OFF:
+        state, tokens, tok_rem, cap = self.state, self.tokens, self.tok_rem, self.cap
+        floor_rem = self.floor_rem
+        for i in range(self.n):
+            if state[i] == OFF:
                 continue
-            v = s.budget * dt + s.tok_rem
-            s.tokens += v // 1000
-            s.tok_rem = v % 1000
-            if s.tokens >= s.cap:
-                s.tokens = s.cap
-                s.tok_rem = 0
-            v = self.floor * dt + s.floor_rem
+            v = self.budget[i] * dt + tok_rem[i]
+            tokens[i] += v // 1000
+            tok_rem[i] = v % 1000
+            if tokens[i] >= cap[i]:
+                tokens[i] = cap[i]
+                tok_rem[i] = 0
+            v = self.floor * dt + floor_rem[i]
             add = v // 1000
-            s.floor_rem = v % 1000
-            if s.d_bytes:
-                add += self._decoy_due(s, now)
-            if s.state == ANSWERING:
-                s.owed += add
+            floor_rem[i] = v % 1000
+            if self.d_bytes[i]:
+                add += self._decoy_due(i, now)
+            if state[i] == ANSWERING:
+                self.owed[i] += add
 
-    def _decoy_due(self, s, now):
+    def _decoy_due(self, i, now):
         # The decoy's bytes that fell due since the last call: spread evenly
         # over its duration (decoys run on time whether sent or not).
-        el = ticks_diff(now, s.d_start)
-        due = s.d_bytes if el >= s.d_ms else s.d_bytes * el // s.d_ms
-        add = due - s.d_done
-        s.d_done = due
-        if el >= s.d_ms:
-            s.d_bytes, s.d_ms, s.p_bytes, s.p_ms = s.p_bytes, s.p_ms, 0, 0
-            s.d_start = now
-            s.d_done = 0
+        el = ticks_diff(now, self.d_start[i])
+        b, ms = self.d_bytes[i], self.d_ms[i]
+        due = b if el >= ms else b * el // ms
+        add = due - self.d_done[i]
+        self.d_done[i] = due
+        if el >= ms:
+            self.d_bytes[i], self.d_ms[i] = self.p_bytes[i], self.p_ms[i]
+            self.p_bytes[i] = self.p_ms[i] = 0
+            self.d_start[i] = now
+            self.d_done[i] = 0
         return add
 
     def decoy(self, i, nbytes, duration_ms, now):
         # Queue a decoy of nbytes over duration_ms for device i: it starts now
         # if none is under way, else after it; a third is dropped. -> queued?
-        s = self.slots[i]
-        if s.state == OFF or nbytes <= 0:
+        if self.state[i] == OFF or nbytes <= 0:
             return False
         nbytes = min(nbytes, _MAX_DECOY_BYTES)
-        duration_ms = max(duration_ms, _MIN_DECOY_MS)
-        if not s.d_bytes:
-            s.d_bytes, s.d_ms, s.d_start, s.d_done = nbytes, duration_ms, now, 0
-        elif not s.p_bytes:
-            s.p_bytes, s.p_ms = nbytes, duration_ms
+        duration_ms = min(max(duration_ms, _MIN_DECOY_MS), _MAX_DECOY_MS)
+        if not self.d_bytes[i]:
+            self.d_bytes[i], self.d_ms[i], self.d_start[i] = nbytes, duration_ms, now
+            self.d_done[i] = 0
+        elif not self.p_bytes[i]:
+            self.p_bytes[i], self.p_ms[i] = nbytes, duration_ms
         else:
-            s.decoys_dropped += 1
+            self.c_decoys_dropped[i] += 1
             return False
-        s.decoys += 1
+        self.c_decoys[i] += 1
         return True
 
     # -- sending ----------------------------------------------------------------
     def next(self, i, now):
         # The size of a frame to have device i send now, taken from its bucket;
         # 0 when nothing is due.
-        s = self.slots[i]
-        if s.state == PROBING:
-            if s.probe_out or s.tokens < MIN_FRAME:
+        st = self.state[i]
+        if st == PROBING:
+            if self.probe_out[i] or self.tokens[i] < MIN_FRAME:
                 return 0
-            s.probe_out = True
-            s.tokens -= MIN_FRAME
+            self.probe_out[i] = 1
+            self.tokens[i] -= MIN_FRAME
             return MIN_FRAME
-        if s.state != ANSWERING:
+        if st != ANSWERING:
             return 0
-        f = s.frame
+        f = self.frame[i]
         if not f:
             # Sizes drawn uniformly, floor and decoys alike: a frame's length
             # does not tell which it carries.
-            f = s.frame = MIN_FRAME + self.rand(self.max_frame - MIN_FRAME + 1)
-        if s.owed < f or s.tokens < f:
+            f = self.frame[i] = MIN_FRAME + self.rand(self.max_frame - MIN_FRAME + 1)
+        if self.owed[i] < f or self.tokens[i] < f:
             return 0
-        s.owed -= f
-        s.tokens -= f
-        s.frame = 0
+        self.owed[i] -= f
+        self.tokens[i] -= f
+        self.frame[i] = 0
         return f
 
     def settle(self, i):
         # After a turn's frames: what is owed beyond one frame was not sent in
         # its time (budget, or the turn's limit), and is cut.
-        s = self.slots[i]
-        if s.owed > self.max_frame:
-            s.cut_bytes += s.owed - self.max_frame
-            s.owed = self.max_frame
+        over = self.owed[i] - self.max_frame
+        if over > 0:
+            self.c_cut_bytes[i] += over
+            self.owed[i] = self.max_frame
 
     def sent(self, i, f, now):
-        s = self.slots[i]
-        s.sent += 1
-        s.sent_bytes += f
-        if not s.unanswered:
-            s.miss_ms = now
-        s.unanswered += 1
+        self.c_sent[i] += 1
+        self.c_sent_bytes[i] += f
+        if not self.unanswered[i]:
+            self.miss_ms[i] = now
+        self.unanswered[i] += 1
 
     def answered(self, i, f, now):
         # -> EV_BACK when a silent device answers again, else 0.
-        s = self.slots[i]
-        s.answered += 1
-        s.answered_bytes += f
-        s.unanswered = 0
-        if s.state == SILENT or s.state == PROBING:
-            s.state = ANSWERING
-            s.backoff_ms = 0
-            s.probe_out = False
+        self.c_answered[i] += 1
+        self.c_answered_bytes[i] += f
+        self.unanswered[i] = 0
+        st = self.state[i]
+        if st == SILENT or st == PROBING:
+            self.state[i] = ANSWERING
+            self.backoff_ms[i] = 0
+            self.probe_out[i] = 0
             return EV_BACK
         return 0
 
     # -- answers and presence --------------------------------------------------------
     def check(self, i, now):
         # Move device i between answering, silent and probing; -> an EV_ or 0.
-        s = self.slots[i]
-        if s.state == ANSWERING:
-            if s.unanswered >= _MISSES and ticks_diff(now, s.miss_ms) >= self.answer_ms:
-                s.backoff_ms = self.backoff_ms
-                self._silence(s, now)
+        st = self.state[i]
+        if st == ANSWERING:
+            if self.unanswered[i] >= _MISSES and \
+                    ticks_diff(now, self.miss_ms[i]) >= self.answer_ms:
+                self.backoff_ms[i] = self.backoff0_ms
+                self._silence(i, now)
                 return EV_SILENT
-        elif s.state == SILENT:
-            if ticks_diff(now, s.until_ms) >= 0:
-                s.state = PROBING
-                s.probe_out = False
-                s.unanswered = 0
-        elif s.state == PROBING:
-            if s.probe_out and s.unanswered and ticks_diff(now, s.miss_ms) >= self.answer_ms:
-                s.backoff_ms = min(s.backoff_ms * 2, self.max_backoff_ms)
-                self._silence(s, now)
+        elif st == SILENT:
+            if ticks_diff(now, self.until_ms[i]) >= 0:
+                self.state[i] = PROBING
+                self.probe_out[i] = 0
+                self.unanswered[i] = 0
+        elif st == PROBING:
+            if self.probe_out[i] and self.unanswered[i] and \
+                    ticks_diff(now, self.miss_ms[i]) >= self.answer_ms:
+                self.backoff_ms[i] = min(self.backoff_ms[i] * 2, self.max_backoff_ms)
+                self._silence(i, now)
                 return EV_STILL
         return 0
 
-    def _silence(self, s, now):
-        s.state = SILENT
-        s.silences += 1
-        s.until_ms = ticks_add(now, s.backoff_ms)
-        s.owed = 0
-        s.frame = 0
+    def _silence(self, i, now):
+        self.state[i] = SILENT
+        self.c_silences[i] += 1
+        self.until_ms[i] = ticks_add(now, self.backoff_ms[i])
+        self.owed[i] = 0
+        self.frame[i] = 0
 
     def present(self, i, here):
         # The station table says whether device i has an address.
-        s = self.slots[i]
-        if s.state == OFF:
+        st = self.state[i]
+        if st == OFF:
             return
         if not here:
-            s.state = ABSENT
-            s.owed = 0
-            s.unanswered = 0
-        elif s.state == ABSENT:
-            s.state = ANSWERING
+            self.state[i] = ABSENT
+            self.owed[i] = 0
+            self.unanswered[i] = 0
+        elif st == ABSENT:
+            self.state[i] = ANSWERING
 
     def status(self, i):
-        s = self.slots[i]
-        return {"state": STATES[s.state], "budget_Bps": s.budget, "sent": s.sent,
-                "sent_bytes": s.sent_bytes, "answered": s.answered,
-                "answered_bytes": s.answered_bytes, "decoys": s.decoys,
-                "decoys_dropped": s.decoys_dropped, "cut_bytes": s.cut_bytes,
-                "silences": s.silences, "backoff_s": s.backoff_ms // 1000}
+        d = {"state": STATES[self.state[i]], "budget_Bps": self.budget[i],
+             "backoff_s": self.backoff_ms[i] // 1000}
+        for k in COUNTERS:
+            d[k] = getattr(self, "c_" + k)[i]
+        return d

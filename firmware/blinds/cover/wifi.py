@@ -127,13 +127,12 @@ class WifiCover:
             self.sched.present(i, ip is not None)
 
     def _say(self, i, ev):
-        s = self.sched.slots[i]
         if ev == EV_BACK:
             self.board.log("cover: %s answers echo requests again" % self.names[i])
         else:
             self.board.log("cover: %s does not answer echo requests%s; left alone for %d s"
                            % (self.names[i], "" if ev == EV_SILENT else " (still)",
-                              s.backoff_ms // 1000))
+                              self.sched.backoff_ms[i] // 1000))
 
     # -- answers ------------------------------------------------------------------------
     async def receive(self):
@@ -176,4 +175,4 @@ class WifiCover:
     def mark(self):
         # What moves when the cover does something (the hub's status writes).
         return [self.c["sent"], self.c["replies"], self.c["send_errors"], self.c["decoys"]] + \
-            [s.state for s in self.sched.slots]
+            list(self.sched.state)
