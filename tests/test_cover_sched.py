@@ -326,3 +326,43 @@ def test_heap_stays_bounded_on_the_unix_port():
     assert res.returncode == 0, res.stderr.decode()
     peak, end = (int(x) for x in res.stdout.split())
     assert end <= peak + 512
+
+
+def test_cover_type_checks_against_esp32_stubs(tmp_path):
+    """The cover's socket calls (SOCK_RAW, sendto, readinto, setblocking) exist on
+    the ESP32 as micropython-esp32-stubs describe it: pyright on a copy of the
+    cover package, the stubs as the only library."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from blinds_host.paths import FIRMWARE
+    from test_esp32_board import _need_stubs
+
+    stubs = _need_stubs()
+    pkg = tmp_path / "blinds"
+    (pkg / "cover").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    shutil.copy(os.path.join(FIRMWARE, "blinds", "compat.py"), pkg / "compat.py")
+    for f in ("__init__.py", "echo.py", "sched.py", "wifi.py"):
+        shutil.copy(os.path.join(FIRMWARE, "blinds", "cover", f), pkg / "cover" / f)
+    (tmp_path / "pyrightconfig.json").write_text(json.dumps({
+        "include": ["blinds/cover"], "extraPaths": [stubs], "typeshedPath": stubs,
+        "pythonVersion": "3.11", "typeCheckingMode": "basic",
+        "reportMissingModuleSource": "none"}))
+    pyright = os.path.join(os.path.dirname(sys.executable), "pyright")
+
+    def errors():
+        r = subprocess.run([pyright, "-p", str(tmp_path / "pyrightconfig.json"), "--outputjson"],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                           env=dict(os.environ, PYRIGHT_PYTHON_IGNORE_WARNINGS="1"))
+        rep = json.loads(r.stdout)
+        assert rep["summary"]["filesAnalyzed"] == 4
+        return [d for d in rep["generalDiagnostics"] if d["severity"] == "error"]
+
+    assert errors() == []
+    # the check has teeth: a socket call the ESP32 does not have is reported
+    with open(pkg / "cover" / "wifi.py", "a") as f:
+        f.write("\n\nsocket.socket().recvfrom_into(bytearray(4))\n")
+    assert errors()

@@ -84,10 +84,10 @@ def _root(cfg, out):
         else None
     if "time" in cfg:
         r["time"] = sections.time(cfg["time"], "$.time", out, ap_net)
-    # No "cover" section: no WiFi cover (docs/cover.md).
-    r["cover"] = cover.cover(cfg["cover"], "$.cover", out) if "cover" in cfg else None
-    if r["cover"] is not None and r["cover"]["wifi"] is not None:
-        cover.fill_devices(devices, r["cover"]["wifi"], out)
+    if "cover" in cfg:  # the WiFi cover (docs/cover.md)
+        c = r["cover"] = cover.cover(cfg["cover"], "$.cover", out)
+        if c is not None and c["wifi"] is not None:
+            cover.fill_devices(devices, c["wifi"], out)
     return r
 
 

@@ -42,11 +42,16 @@ _MAX_DECOY_MS = const(3600000)
 # Per-device state lives in arrays, one entry per configured device, fixed at
 # boot: a few hundred bytes for 64 devices where objects would take tens of KB.
 # State and times fit 32 bits; byte counters are 64-bit.
-_STATE = ("state", "budget", "cap", "tokens", "tok_rem", "owed", "floor_rem", "frame",
-          "d_bytes", "d_ms", "d_start", "d_done", "p_bytes", "p_ms", "unanswered", "miss_ms",
-          "probe_out", "until_ms", "backoff_ms")
 COUNTERS = ("sent", "sent_bytes", "answered", "answered_bytes", "decoys", "decoys_dropped",
             "cut_bytes", "silences")
+
+
+def _i32(n):
+    return array("i", bytes(4 * n))
+
+
+def _i64(n):
+    return array("q", bytes(8 * n))
 
 
 class Schedule:
@@ -60,10 +65,33 @@ class Schedule:
         self.max_backoff_ms = wcfg["max_backoff_s"] * 1000
         self.rand = rand
         self.n = n = len(budgets)
-        for k in _STATE:
-            setattr(self, k, array("i", bytes(4 * n)))
-        for k in COUNTERS:
-            setattr(self, "c_" + k, array("q", bytes(8 * n)))
+        self.state = _i32(n)
+        self.budget = _i32(n)
+        self.cap = _i32(n)
+        self.tokens = _i32(n)  # the bucket, bytes
+        self.tok_rem = _i32(n)  # and thousandths of a byte
+        self.owed = _i32(n)  # floor and decoy bytes due and not sent yet
+        self.floor_rem = _i32(n)
+        self.frame = _i32(n)  # the size of the next frame, drawn when needed
+        self.d_bytes = _i32(n)  # the decoy under way: bytes, duration, start, bytes due so far
+        self.d_ms = _i32(n)
+        self.d_start = _i32(n)
+        self.d_done = _i32(n)
+        self.p_bytes = _i32(n)  # one decoy waiting behind it
+        self.p_ms = _i32(n)
+        self.unanswered = _i32(n)  # requests since the last reply
+        self.miss_ms = _i32(n)  # when the first of them left
+        self.probe_out = _i32(n)
+        self.until_ms = _i32(n)  # end of a silent device's backoff
+        self.backoff_ms = _i32(n)
+        self.c_sent = _i64(n)
+        self.c_sent_bytes = _i64(n)
+        self.c_answered = _i64(n)
+        self.c_answered_bytes = _i64(n)
+        self.c_decoys = _i64(n)
+        self.c_decoys_dropped = _i64(n)
+        self.c_cut_bytes = _i64(n)
+        self.c_silences = _i64(n)
         for i in range(n):
             b = budgets[i]
             self.budget[i] = b
@@ -231,8 +259,10 @@ class Schedule:
             self.state[i] = ANSWERING
 
     def status(self, i):
+        c = (self.c_sent, self.c_sent_bytes, self.c_answered, self.c_answered_bytes,
+             self.c_decoys, self.c_decoys_dropped, self.c_cut_bytes, self.c_silences)
         d = {"state": STATES[self.state[i]], "budget_Bps": self.budget[i],
              "backoff_s": self.backoff_ms[i] // 1000}
-        for k in COUNTERS:
-            d[k] = getattr(self, "c_" + k)[i]
+        for k in range(len(COUNTERS)):
+            d[COUNTERS[k]] = c[k][i]
         return d

@@ -31,7 +31,7 @@ class WifiCover:
         self.macs = [d["mac"] for d in devs]
         self.sched = Schedule([d["cover_budget_Bps"] for d in devs], w, rand)
         self.ips = [None] * len(devs)
-        self.addrs = [None] * len(devs)
+        self.addrs = {}  # device index -> the socket address of its IP
         self.keys = {}  # 4 address bytes -> device index
         self.buf = bytearray(echo.MAX_FRAME)  # past the echo header it stays zero
         self.mv = memoryview(self.buf)
@@ -73,7 +73,8 @@ class WifiCover:
             await asyncio.sleep_ms(self.interval_ms)
 
     def turn(self, now):
-        if self.sock is None:
+        sock = self.sock
+        if sock is None:
             return
         self.c["turns"] += 1
         if self.stations_ms is None or ticks_diff(now, self.stations_ms) >= _STATIONS_MS:
@@ -90,15 +91,15 @@ class WifiCover:
                 f = sch.next(i, now)
                 if not f:
                     break
-                self._send(i, f, now)
+                self._send(sock, i, f, now)
                 k += 1
             sch.settle(i)
 
-    def _send(self, i, f, now):
+    def _send(self, sock, i, f, now):
         self.seq = (self.seq + 1) & 0xFFFF
         n = echo.request(self.buf, self.ident, self.seq, f)
         try:
-            self.sock.sendto(self.mv[:n], self.addrs[i])
+            sock.sendto(self.mv[:n], self.addrs[i])
             self.c["sent"] += 1
         except OSError:  # no route, no ARP answer, full buffer: an unanswered request
             self.c["send_errors"] += 1
@@ -120,7 +121,7 @@ class WifiCover:
                 if old is not None:
                     self.keys.pop(echo.ip_key(old), None)
                 self.ips[i] = ip
-                self.addrs[i] = None
+                self.addrs.pop(i, None)
                 if ip is not None:
                     self.addrs[i] = socket.getaddrinfo(ip, 0)[0][-1]
                     self.keys[echo.ip_key(ip)] = i
@@ -141,9 +142,12 @@ class WifiCover:
             self.read()
 
     def read(self):
+        sock = self.sock
+        if sock is None:
+            return
         for _ in range(_READS_PER_WAKE):
             try:
-                n = self.sock.readinto(self.rbuf)
+                n = sock.readinto(self.rbuf)
             except OSError:
                 return
             if not n:
