@@ -141,5 +141,11 @@ def test_a_decoy_raises_the_rate_within_the_budget(home):
     assert 0.7 * FLOOR <= after <= 1.3 * FLOOR, after
     assert during <= (BUDGET + BUDGET * 2 + 1514) / 2, during
     assert during >= 0.7 * BUDGET, during
-    d = {x["name"]: x for x in out["status"]["devices"]}["dev1"]
+    devs = {x["name"]: x for x in out["status"]["devices"]}
+    d = devs["dev1"]
     assert d["decoys"] == 1 and d["cut_bytes"] > 40000 - 3 * BUDGET - 2 * 1514
+    # Every reply is counted, also when two devices answer at once (one datagram a read).
+    for name in ("dev1", "dev3"):
+        d = devs[name]
+        assert d["state"] == "answering" and d["answered"] >= d["sent"] - 2, d
+        assert d["answered_bytes"] >= d["sent_bytes"] - 2 * 1514, d

@@ -10,6 +10,7 @@ IPPROTO_ICMP = const(1)  # neither the unix port nor the ESP32 names it
 HEADERS = const(42)  # Ethernet + IPv4 + ICMP echo header
 MIN_FRAME = const(60)  # Ethernet's minimum without FCS
 MAX_FRAME = const(1514)  # one unfragmented frame at MTU 1500
+READ_BYTES = const(28)  # IPv4 header without options + ICMP header: all reply() reads
 _ETH = const(14)
 _ECHO_REQUEST = const(8)
 _ECHO_REPLY = const(0)
@@ -39,7 +40,7 @@ def reply(buf, n, ident):
     # An echo reply to us in buf[:n] (IPv4 header included, as raw sockets
     # deliver on Linux and lwIP) -> its frame length, else 0. The sender is
     # buf[12:16].
-    if n < 28 or buf[0] >> 4 != 4:
+    if n < READ_BYTES or buf[0] >> 4 != 4:
         return 0
     ihl = (buf[0] & 15) * 4
     if n < ihl + 8 or buf[9] != IPPROTO_ICMP or buf[ihl] != _ECHO_REPLY:

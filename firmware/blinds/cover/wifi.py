@@ -35,8 +35,13 @@ class WifiCover:
         self.keys = {}  # 4 address bytes -> device index
         self.buf = bytearray(echo.MAX_FRAME)  # past the echo header it stays zero
         self.mv = memoryview(self.buf)
-        self.rbuf = bytearray(echo.MAX_FRAME)
-        self.rmv = memoryview(self.rbuf)
+        # A reply is read into 28 bytes: MicroPython's readinto() reads again
+        # until its buffer is full, which on a datagram socket would append the
+        # next datagram; no ICMP datagram is shorter than 28 bytes, and the
+        # rest of a longer one is discarded (Linux and lwIP alike). What is
+        # needed is in them: the IP header (sender, total length) and the
+        # echo header.
+        self.rbuf = bytearray(echo.READ_BYTES)
         self.ident = random.getrandbits(16)
         self.seq = 0
         self.sock = None
@@ -155,7 +160,7 @@ class WifiCover:
             f = echo.reply(self.rbuf, n, self.ident)
             if not f:
                 continue  # other ICMP (the socket sees all of it)
-            i = self.keys.get(bytes(self.rmv[12:16]))
+            i = self.keys.get(bytes(self.rbuf[12:16]))
             if i is None:
                 self.c["foreign"] += 1
                 continue
