@@ -149,3 +149,28 @@ def test_a_decoy_raises_the_rate_within_the_budget(home):
         d = devs[name]
         assert d["state"] == "answering" and d["answered"] >= d["sent"] - 2, d
         assert d["answered_bytes"] >= d["sent_bytes"] - 2 * 1514, d
+
+
+def test_without_a_raw_socket_the_hub_runs_uncovered_and_says_so(home):
+    # The hub started without CAP_NET_RAW (setpriv drops it from the bounding
+    # set): no raw socket, so no cover; everything else serves, and the status
+    # and the log say why.
+    from blinds_host import cmd_run
+
+    cfg_path = home.path("hub-noraw.json")
+    with open(cfg_path, "w") as f:
+        json.dump(_config(home), f)
+    args = cmd_run.build_parser().parse_args(
+        ["--config", cfg_path, "--state", home.hub_state, "--heap", "256k"])
+    argv, env = cmd_run.command(args)
+    home.start_hub_argv(["env", "MICROPYPATH=" + env["MICROPYPATH"], "setpriv",
+                         "--bounding-set", "-net_raw"] + argv)
+    try:
+        st = home.wait_hub(state="running")
+        assert st["cover"]["state"] == "unavailable"
+        assert "raw ICMP socket" in st["cover"]["reason"]
+        assert "cover: cannot open a raw ICMP socket" in home.hub_log()
+        r = home.dev(1, "dig", "+time=2", "+tries=1", "+short", "@" + AP_IP, "api.vendor.test")
+        assert r.stdout.strip() == AP_IP  # served (the hub answers with its own address)
+    finally:
+        home.stop_hub()

@@ -366,3 +366,43 @@ def test_cover_type_checks_against_esp32_stubs(tmp_path):
     with open(pkg / "cover" / "wifi.py", "a") as f:
         f.write("\n\nsocket.socket().recvfrom_into(bytearray(4))\n")
     assert errors()
+
+
+@given(st.lists(st.one_of(st.just(b""), st.binary(min_size=4, max_size=4)), max_size=8),
+       st.binary(min_size=4, max_size=4))
+def test_sender_finds_the_first_device_with_that_address(keys, addr):
+    buf = bytes(12) + addr + bytes(12)
+    want = keys.index(addr) if addr in keys else -1
+    assert echo.sender(buf, keys) == want
+    assert echo.ip_key("192.168.4.11") == bytes([192, 168, 4, 11])
+
+
+ECHO_MP = r"""
+import sys, json
+from blinds.cover import echo
+buf = bytearray(echo.MAX_FRAME)
+for line in sys.stdin:
+    ident, seq, frame = json.loads(line)
+    n = echo.request(buf, ident, seq, frame)
+    pkt = bytes(20) + bytes(buf[:n])
+    ip = bytearray(pkt)
+    ip[0], ip[9], ip[2], ip[3] = 0x45, 1, len(pkt) >> 8, len(pkt) & 255
+    ip[20] = 0  # as the reply
+    print(json.dumps([n, bytes(buf[:8]).hex(), echo.reply(ip, 28, ident)]))
+"""
+
+
+def test_unix_port_builds_the_same_echo_packets():
+    import random
+
+    rng = random.Random(5)
+    cases = [(rng.randrange(65536), rng.randrange(65536), rng.randrange(60, 1515))
+             for _ in range(200)] + [(0, 0, 60), (0xFFFF, 0xFFFF, 1514), (0xF7FF, 0, 100)]
+    res = run_mp(ECHO_MP, heap="64k", stdin="".join(json.dumps(c) + "\n" for c in cases).encode())
+    assert res.returncode == 0, res.stderr.decode()
+    got = [json.loads(x) for x in res.stdout.decode().splitlines()]
+    buf = bytearray(echo.MAX_FRAME)
+    for (ident, seq, frame), (n, head, rep) in zip(cases, got, strict=True):
+        assert n == echo.request(buf, ident, seq, frame)
+        assert head == bytes(buf[:8]).hex()
+        assert rep == frame  # the reply of that request is a frame of that size

@@ -54,3 +54,14 @@ def ip_key(text):
     # "192.168.4.11" -> b"\xc0\xa8\x04\x0b", the form reply() leaves at buf[12:16].
     p = text.split(".")
     return bytes((int(p[0]), int(p[1]), int(p[2]), int(p[3])))
+
+
+def sender(buf, keys):
+    # The index in keys (4-byte addresses, b"" for none) of the reply's sender
+    # (buf[12:16]), or -1; compared byte by byte, so nothing is allocated.
+    for i in range(len(keys)):
+        k = keys[i]
+        if k and k[0] == buf[12] and k[1] == buf[13] and k[2] == buf[14] \
+                and k[3] == buf[15]:
+            return i
+    return -1

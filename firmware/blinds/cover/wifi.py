@@ -32,7 +32,7 @@ class WifiCover:
         self.sched = Schedule([d["cover_budget_Bps"] for d in devs], w, rand)
         self.ips = [None] * len(devs)
         self.addrs = {}  # device index -> the socket address of its IP
-        self.keys = {}  # 4 address bytes -> device index
+        self.keys = [b""] * len(devs)  # each device's address as 4 bytes (b"": none)
         self.buf = bytearray(echo.MAX_FRAME)  # past the echo header it stays zero
         self.mv = memoryview(self.buf)
         # A reply is read into 28 bytes: MicroPython's readinto() reads again
@@ -122,14 +122,12 @@ class WifiCover:
         for i in range(len(self.macs)):
             ip = by_mac.get(self.macs[i])
             if ip != self.ips[i]:
-                old = self.ips[i]
-                if old is not None:
-                    self.keys.pop(echo.ip_key(old), None)
                 self.ips[i] = ip
                 self.addrs.pop(i, None)
+                self.keys[i] = b""
                 if ip is not None:
                     self.addrs[i] = socket.getaddrinfo(ip, 0)[0][-1]
-                    self.keys[echo.ip_key(ip)] = i
+                    self.keys[i] = echo.ip_key(ip)
             self.sched.present(i, ip is not None)
 
     def _say(self, i, ev):
@@ -160,8 +158,8 @@ class WifiCover:
             f = echo.reply(self.rbuf, n, self.ident)
             if not f:
                 continue  # other ICMP (the socket sees all of it)
-            i = self.keys.get(bytes(self.rbuf[12:16]))
-            if i is None:
+            i = echo.sender(self.rbuf, self.keys)
+            if i < 0:
                 self.c["foreign"] += 1
                 continue
             self.c["replies"] += 1
