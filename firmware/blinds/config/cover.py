@@ -17,7 +17,8 @@ WIFI_INTS = (
 # Probes a device answers. "icmp": echo requests over a raw socket (unix port
 # and ESP32 both have SOCK_RAW). A UDP probe to a closed port was measured and
 # left out: Linux answers it at most 6 times, then once a second, with at most
-# 576 bytes, and lwIP does not tell a UDP socket that it was answered.
+# 576 bytes, and lwIP does not tell a UDP socket that it was answered. A TCP
+# connect to a closed port is always answered, but with a 60-byte RST: no sizes.
 PROBES = ("icmp",)
 MAX_DEVICE_BUDGET = 100000
 
