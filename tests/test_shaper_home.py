@@ -11,11 +11,22 @@ from test_dns_home import dig
 from test_relay import curl
 from test_tunnel_home import tun, tunnel_config, tunnel_status  # noqa: F401 - the fixture
 
+from blinds_host.cmd_verify import check, load_config
 from blinds_host.home import AP_IP
 
 STP = {"kind": "stp", "interval_ms": 20, "active_ms": 200, "q": 0.2}
 ADAPTIVE = {"kind": "adaptive", "interval_ms": 20, "floor_interval_ms": 500,
             "budget_Bps": 6000, "noise": 1.0, "day_s": 240}
+
+
+def tunnel_records(home, pcap):
+    """`blinds verify` on the capture: the one tunnel flow, and the histogram
+    of the uplink's record lengths."""
+    rep = check([pcap], load_config(home.path("hub.json")))
+    assert rep["ok"] and rep["tunnel_only"], rep["violations"]
+    flows = [f for f in rep["flows"] if f["kind"] == "tunnel"]
+    assert len(flows) == 1, flows
+    return flows[0], rep["record_lengths"]["hub_to_exit"]
 
 
 @pytest.mark.parametrize("shaper", [STP, ADAPTIVE], ids=["stp", "adaptive"])
@@ -36,12 +47,7 @@ def test_shaped_tunnel_end_to_end(tun, shaper):  # noqa: F811 - the fixture
             time.sleep(1)
         finally:
             pcap = cap.stop()
-        from blinds_host.cmd_verify import check, load_config
-
-        rep = check([pcap], load_config(tun.path("hub.json")))
-        assert rep["ok"] and rep["tunnel_only"], rep["violations"]
-        (fl,) = [f for f in rep["flows"] if f["kind"] == "tunnel"]
-        up = rep["record_lengths"]["hub_to_exit"]
+        fl, up = tunnel_records(tun, pcap)
         ((size, n),) = up.items()  # one record length: every cell alike
         st = tun.hub_status()["tunnel"]
         assert st["shaper"]["kind"] == shaper["kind"]
