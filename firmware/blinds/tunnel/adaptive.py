@@ -67,6 +67,7 @@ class AdaptiveShaper(NoShaper):
         self.now = 0  # the last ticks the writer told
         self.drain = False  # a real cell took a slot: what waits with it follows
         self.hk = None
+        self.draw_at = 0
         self.win = 0
         self.saved_at = None
         self.c = {"pad_floor": 0, "pad_noise": 0, "pad_decoy": 0, "skipped": 0, "decoys": 0,
@@ -85,8 +86,7 @@ class AdaptiveShaper(NoShaper):
     # -- the writer's questions -------------------------------------------------------------
     def start(self, now):
         if self.hk is None:
-            self.hk = now
-            self.win = now
+            self.hk = self.win = self.draw_at = now
             self.saved_at = now
         self.floor_at = ticks_add(now, self._jitter())
 
@@ -198,8 +198,10 @@ class AdaptiveShaper(NoShaper):
         m = self.model
         m.obs += dt / 1000
         m.sweep(now)
-        if self.ratio > 0:
-            self._decoys(now, dt)
+        # Decoys are drawn once a noise window (floats allocate on the board).
+        if self.ratio > 0 and ticks_diff(now, self.draw_at) >= _WINDOW_MS:
+            self._decoys(now, ticks_diff(now, self.draw_at))
+            self.draw_at = now
         if m.dirty and ticks_diff(now, self.saved_at) >= self.save_ms:
             self.save(now)
 

@@ -166,8 +166,14 @@ class Model:
         days = (self.obs - d.born) / day_s
         if days * 24 < 1:
             return 0.0  # less than an hour of it learned
-        s = (h[hour - 1] + 2 * h[hour] + h[(hour + 1) % 24]) / 4
-        return s / max(1.0, days) / (day_s / 24)
+        # Smoothed with the neighbouring hours the device is used in (a lone
+        # hour keeps its own rate): weights 1, 2, 1.
+        s, w = 2 * h[hour], 2
+        for x in (h[hour - 1], h[(hour + 1) % 24]):
+            if x > 0:
+                s += x
+                w += 1
+        return s / w / max(1.0, days) / (day_s / 24)
 
     def pick(self, d):
         """A template of d, drawn in proportion to how often it was seen."""

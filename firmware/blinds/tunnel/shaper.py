@@ -25,6 +25,7 @@ KIND_CONSTANT = const(1)
 KIND_STP = const(2)
 KIND_ADAPTIVE = const(3)
 FOREVER = const(0x3FFFFFFF)  # slack when nothing bounds it
+TOLERANT_MS = const(1000)  # cells that may wait this long wait for cover (stp)
 
 
 class NoShaper:

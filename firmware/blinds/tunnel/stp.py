@@ -1,7 +1,7 @@
 # The stp shaper: stochastic traffic padding (Apthorpe et al., PETS 2019),
 # as docs/shaping.md describes it; the interface is tunnel/shaper.py's.
 from blinds.compat import ticks_add, ticks_diff
-from blinds.tunnel.shaper import FOREVER, KIND_STP, ConstantShaper
+from blinds.tunnel.shaper import FOREVER, KIND_STP, TOLERANT_MS, ConstantShaper
 from blinds.tunnel.shapes import MAX_TOSSES, Q_ONE, seed_rng, u32
 
 
@@ -14,7 +14,8 @@ class StpShaper(ConstantShaper):
     # is tossed; heads opens a cover period of the same shape (one unit,
     # extended with the frequency real periods were). A real cell waits for
     # the period's next slot only while its slack allows; else it leaves at
-    # once (counted in over).
+    # once (counted in over). While idle, cells that may wait TOLERANT_MS or
+    # more wait for a cover period instead of opening one of their own.
     KIND = KIND_STP
 
     def __init__(self, interval_ms, active_ms, q, rng=None):
@@ -79,14 +80,16 @@ class StpShaper(ConstantShaper):
                 and ticks_diff(now, self.until) >= 0:
             self._unit_over(now)
         if not self.active:
-            if pending:
+            # A delay-tolerant backlog (slack of TOLERANT_MS or more) waits
+            # for a cover period to ride in, until its slack is that short.
+            if pending and (slack < TOLERANT_MS or not self.q):
                 self._open(now, False)
                 return 0
             if not self.q:
                 return -1
             d = ticks_diff(self.next, now)
             if d > 0:
-                return d
+                return min(d, slack - TOLERANT_MS + 1) if pending else d
             # One coin per grid point passed (a late loop tosses for each).
             k = min(MAX_TOSSES, -d // iv + 1)
             self.late += k - 1
