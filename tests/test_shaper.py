@@ -322,11 +322,14 @@ def test_hello_round_trip_and_exit_twin_plays_the_ordered_half(tmp_path):
     assert hub._decoy(10000, d, False)
     order = hub.order_taken()
     assert order is not None and hub.order_taken() is None
-    down = sum(d.tpl[0][4])
+    from blinds.tunnel.bursts import DOWN, UP
+
+    down = sum(d.tpl[0][DOWN:])
+    assert sum(d.tpl[0][UP:DOWN]) == 10 and down == 20
     ex.start(10000)
     assert ex.ordered(10000, bytes(order))
     assert not ex.ordered(10000, b"D\x02" + bytes(20))
-    assert sum(p[2][0] for p in ex.plays if p[5] == 1) == d.tpl[0][4][0]
+    assert [list(p[2]) for p in ex.plays if p[5] == 1] == [list(d.tpl[0][DOWN:])]
     now, sent = 10000, 0
     while now < 20000:
         x = ex.due(now, False)
@@ -367,7 +370,7 @@ def test_model_stays_bounded(notes):
     for d in m.devs.values():
         assert len(d.tpl) <= bursts._MAX_TEMPLATES and len(d.follow) <= bursts._MAX_FOLLOW
         for t in d.tpl:
-            assert len(t[3]) == len(t[4]) == bursts._SEGS and t[1] <= bursts._MAX_WIDTH
+            assert len(t) == bursts._TPL and 1 <= t[1] <= bursts._MAX_WIDTH and t[0] >= 1
     snap = json.loads(json.dumps(m.snapshot()))
     m2 = bursts.Model(20, random.Random(0), 240)
     assert m2.restore(json.dumps(snap)) and m2.snapshot() == snap

@@ -227,7 +227,7 @@ class AdaptiveShaper(NoShaper):
             r = m.rate(d, hour, self.day_s) * self.ratio
             if r > 0:
                 rates.append((d, r))
-                cost += r * m.mean_cells(d, 3) * self.cell
+                cost += r * m.mean_up(d) * self.cell
         spare = self.budget - self.cell * (1000 / self.floor_ms + self.noise)
         scale = 1.0 if cost <= spare else max(0.0, spare) / cost
         for d, r in rates:
@@ -248,7 +248,7 @@ class AdaptiveShaper(NoShaper):
         """Start a decoy burst of device d now: its uplink half here, its
         downlink half ordered from the exit; False when the budget cannot pay."""
         t = self.model.pick(d)
-        if not self._play(now, t[1], t[3], 1):
+        if not self._play(now, t[1], t[bursts.UP:bursts.DOWN], 1):
             self.c["decoys_skipped"] += 1
             return False
         self.c["decoys_followed" if followed else "decoys"] += 1
@@ -258,7 +258,7 @@ class AdaptiveShaper(NoShaper):
         o[0], o[1] = _ORDER, 1
         o[2:6] = u32(t[1])
         for i in range(8):
-            n = min(65535, t[4][i])
+            n = t[bursts.DOWN + i]
             o[6 + 2 * i], o[7 + 2 * i] = n >> 8, n & 255
         self.order = o
         # Coherence: the devices that follow d in real life follow its decoy.
@@ -267,7 +267,7 @@ class AdaptiveShaper(NoShaper):
                     self.rng.getrandbits(16) * d.n < f[0] * 65536:
                 self.follow.append([ticks_add(now, f[1]), name])
         if self.on_decoy is not None:
-            self.on_decoy(d.name, (sum(t[3]) + sum(t[4])) * self.cell, t[2])
+            self.on_decoy(d.name, sum(t[bursts.UP:]) * self.cell, t[2])
         return True
 
     def order_taken(self):

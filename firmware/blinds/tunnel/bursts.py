@@ -9,15 +9,16 @@
 # (pairs merged) when the burst outgrows it, so a burst costs two lists of
 # _SEGS counters whatever its length.
 import json
+from array import array
 
 from blinds.compat import const, ticks_diff
 
 _SEGS = const(8)
 _GAP_MS = const(1500)  # a device quiet this long has ended its burst
 _MIN_CELLS = const(3)  # smaller bursts (keep-alives) are left to the floor
-_MAX_DEVICES = const(16)
-_MAX_TEMPLATES = const(6)
-_MAX_FOLLOW = const(4)
+_MAX_DEVICES = const(12)
+_MAX_TEMPLATES = const(4)
+_MAX_FOLLOW = const(3)
 _CO_MS = const(120000)  # B's burst starting this soon after A's: "A, then B" ...
 _CO_DAY = const(48)  # ... or within this fraction of a (compressed) day, if less
 _MAX_WIDTH = const(75000)  # 8 segments of this: bursts are cut at 10 minutes
@@ -25,16 +26,21 @@ _HALVE_AT = const(2048)  # bursts counted per device before all its counts halve
 _VERSION = const(1)
 
 
+UP = const(3)  # a template: array("I"): weight, width_ms, duration_ms, then
+DOWN = const(3 + _SEGS)  # _SEGS counts of cells up, then _SEGS down
+_TPL = const(3 + 2 * _SEGS)
+
+
 class Dev:
     # One device's learned state, and its burst in progress (cur).
     def __init__(self, name, born):
         self.name = name
-        self.hist = [0.0] * 24  # real bursts started per hour of day (decayed)
+        self.hist = array("f", [0.0] * 24)  # real bursts started per hour (decayed)
         self.born = born  # the model's observed seconds when it was first seen
         self.n = 0  # bursts learned (decayed alongside hist)
-        self.tpl = []  # [weight, width_ms, duration_ms, up[_SEGS], down[_SEGS]]
+        self.tpl = []  # templates (UP, DOWN)
         self.follow = {}  # name -> [count, mean lag ms]: bursts of name after ours
-        self.cur = None  # [start ticks, width, up, down, hour]
+        self.cur = None  # [start ticks, width, counts up then down (array "H"), hour]
         self.last = 0  # ticks of its last cell
         self.noted = 0  # ticks its last cell was told
         self.seen = 0  # the model's clock (s) when last active: LRU
@@ -65,21 +71,23 @@ class Model:
             self.end(d)
             b = None
         if b is None:
-            b = d.cur = [now, self.iv, [0] * _SEGS, [0] * _SEGS, hour]
+            b = d.cur = [now, self.iv, array("H", bytes(4 * _SEGS)), hour]
         if ticks_diff(now, d.last) > 0:
             d.last = now
         d.seen = self.obs
         off = max(0, ticks_diff(now, b[0]))
         w = b[1]
+        c = b[2]
         while off >= w * _SEGS and w < _MAX_WIDTH:
-            for c in (b[2], b[3]):
+            for o in (0, _SEGS):
                 for i in range(_SEGS // 2):
-                    c[i] = c[2 * i] + c[2 * i + 1]
+                    c[o + i] = min(65535, c[o + 2 * i] + c[o + 2 * i + 1])
                 for i in range(_SEGS // 2, _SEGS):
-                    c[i] = 0
+                    c[o + i] = 0
             w = b[1] = w * 2
-        seg = min(_SEGS - 1, off // w)
-        (b[2] if up else b[3])[seg] += 1
+        seg = min(_SEGS - 1, off // w) + (0 if up else _SEGS)
+        if c[seg] < 65535:
+            c[seg] += 1
 
     def _new(self, name):
         if len(self.devs) >= _MAX_DEVICES:
@@ -101,15 +109,16 @@ class Model:
     def end(self, d):
         b = d.cur
         d.cur = None
-        up, down = b[2], b[3]
-        total = sum(up) + sum(down)
-        if total < _MIN_CELLS:
+        if sum(b[2]) < _MIN_CELLS:
             return
         self.dirty = True
-        d.hist[b[4]] += 1.0
+        d.hist[b[3]] += 1.0
         d.n += 1
-        dur = ticks_diff(d.last, b[0])
-        self._template(d, [1, b[1], dur, up, down])
+        t = array("I", bytes(4 * _TPL))
+        t[0], t[1], t[2] = 1, b[1], max(0, ticks_diff(d.last, b[0]))
+        for i in range(2 * _SEGS):
+            t[UP + i] = b[2][i]
+        self._template(d, t)
         # Ordered co-occurrence: devices whose burst started shortly before.
         for a in self.devs.values():
             if a is d or a.bstart is None:
@@ -129,16 +138,17 @@ class Model:
             self._halve(d)
 
     def _template(self, d, t):
-        n = sum(t[3]) + sum(t[4])
+        n = sum(t[UP:])
         for x in d.tpl:
-            m = sum(x[3]) + sum(x[4])
+            m = sum(x[UP:])
             if 2 * n <= 3 * m and 2 * m <= 3 * n and 2 * t[2] <= 3 * x[2] + 2 * self.iv \
                     and 2 * x[2] <= 3 * t[2] + 2 * self.iv:
                 x[0] += 1
                 # The shape drifts with the device: the newest replaces it
                 # with probability 1/weight (a reservoir of one).
                 if self.rng.getrandbits(16) * x[0] < 65536:
-                    x[1:] = t[1:]
+                    for i in range(1, _TPL):
+                        x[i] = t[i]
                 return
         if len(d.tpl) >= _MAX_TEMPLATES:
             d.tpl.remove(min(d.tpl, key=lambda x: x[0]))
@@ -187,12 +197,12 @@ class Model:
                 return t
         return d.tpl[-1]
 
-    def mean_cells(self, d, i):
-        """The templates' mean cell count in direction i (3 up, 4 down)."""
+    def mean_up(self, d):
+        """The templates' mean count of cells up (what a decoy costs here)."""
         w = c = 0
         for t in d.tpl:
             w += t[0]
-            c += t[0] * sum(t[i])
+            c += t[0] * sum(t[UP:DOWN])
         return c / w if w else 0.0
 
     # -- persistence ---------------------------------------------------------------------
@@ -200,7 +210,8 @@ class Model:
         devs = {}
         for d in self.devs.values():
             devs[d.name] = {"h": [round(x, 3) for x in d.hist], "age": round(self.obs - d.born),
-                            "n": d.n, "t": d.tpl, "f": d.follow}
+                            "n": d.n, "t": [list(t) for t in d.tpl],
+                            "f": d.follow}
         return {"v": _VERSION, "obs": round(self.obs), "devices": devs}
 
     def restore(self, data):
@@ -219,14 +230,17 @@ class Model:
                 h = e["h"]
                 if len(h) != 24:
                     raise ValueError("hist")
-                d.hist = [max(0.0, float(x)) for x in h]
+                d.hist = array("f", [max(0.0, float(x)) for x in h])
                 d.n = int(e["n"])
                 for t in e["t"][:_MAX_TEMPLATES]:
-                    up, down = [int(x) for x in t[3]], [int(x) for x in t[4]]
-                    if len(up) != _SEGS or len(down) != _SEGS:
+                    if len(t) != _TPL:
                         raise ValueError("template")
-                    d.tpl.append([max(1, int(t[0])), max(1, min(_MAX_WIDTH, int(t[1]))),
-                                  max(0, int(t[2])), up, down])
+                    x = array("I", [min(0xFFFFFFFF, max(0, int(v))) for v in t])
+                    x[0] = max(1, x[0])
+                    x[1] = max(1, min(_MAX_WIDTH, x[1]))
+                    for i in range(UP, _TPL):
+                        x[i] = min(65535, x[i])
+                    d.tpl.append(x)
                 for k, f in list(e["f"].items())[:_MAX_FOLLOW]:
                     d.follow[str(k)] = [int(f[0]), int(f[1])]
                 devs[d.name] = d
