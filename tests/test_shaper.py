@@ -286,6 +286,8 @@ def test_delay_tolerant_cells_ride_in_scheduled_slots(seed, floor):
                         None, random.Random(seed), 512)
     sh.start(0)
     slot = sh.floor_at
+    sh._next_slot()
+    assert (sh.slot_t, sh.slot_src) == (slot, -1)
     assert floor // 2 <= slot <= floor * 3 // 2
     assert sh.due(0, True, 50) == (slot if slot <= 50 else 0)
     assert sh.due(0, True, 600000) == slot
@@ -364,7 +366,7 @@ def test_model_stays_bounded(notes):
     now = 0
     for dev, gap, up in notes:
         now += gap
-        m.note(now, "d%d" % dev, up, now // 10000 % 24, now)
+        m.note(now, "d%d" % dev, up, now, lambda back: (now - back) // 10000 % 24)
     m.sweep(now + 10_000)
     assert len(m.devs) <= bursts._MAX_DEVICES
     for d in m.devs.values():
@@ -447,3 +449,34 @@ def test_make_builds_each_kind():
     s = make({"kind": "stp", "interval_ms": 5, "active_ms": 10, "q": 1.0})
     assert isinstance(s, StpShaper) and s.q == shapes.Q_ONE
     assert make(adaptive_cfg()).KIND == 3
+
+
+ALLOC = r"""
+import gc, json, random
+from blinds.tunnel.adaptive import AdaptiveShaper
+from blinds.tunnel.stp import StpShaper
+cfg = json.loads(INPUT)
+res = []
+for sh in (AdaptiveShaper(cfg, None, random, 512), StpShaper(20, 200, 100000, random)):
+    sh.start(0)
+    now = 10
+    for rounds in (50, 400):
+        gc.collect()
+        gc.disable()
+        m = gc.mem_alloc()
+        for i in range(rounds):
+            sh.due(now, True, 40)
+            sh.note(now, "cam", i % 3 == 0)
+            sh.sent(now, True)
+            now += 1
+        res.append((gc.mem_alloc() - m) / rounds)
+        gc.enable()
+print(json.dumps(res[1::2]))
+"""
+
+
+def test_no_allocation_per_cell_unix_port():
+    # The writer's per-cell calls allocate nothing on MicroPython (the
+    # housekeeping every 250 ms, a few floats, is all that shows).
+    per_cell = run_mp(ALLOC, adaptive_cfg(state_file="x"))
+    assert all(b < 4 for b in per_cell), per_cell

@@ -64,9 +64,12 @@ class AdaptiveShaper(NoShaper):
         self.follow = []  # [ticks, device name]
         self.order = None  # a decoy order waiting for the next PAD
         self.floor_at = 0
+        self.slot_t = 0  # the next scheduled cell (_next_slot)
+        self.slot_src = -1
         self.now = 0  # the last ticks the writer told
         self.drain = False  # a real cell took a slot: what waits with it follows
         self.hk = None
+        self.hourf = self._hour  # bound once: a bound method per cell would allocate
         self.draw_at = 0
         self.win = 0
         self.saved_at = None
@@ -99,11 +102,11 @@ class AdaptiveShaper(NoShaper):
         if ticks_diff(now, self.hk) >= _HOUSE_MS:
             self._house(now)
         while True:
-            t, src = self._next_slot()
-            d = ticks_diff(t, now)
+            self._next_slot()
+            d = ticks_diff(self.slot_t, now)
             if d > 0 or pending or self.tokens >= self.cell:
                 break
-            self._consume(src, now)  # a PAD slot the budget cannot pay: skipped
+            self._consume(self.slot_src, now)  # a PAD slot the budget cannot pay: skipped
             self.c["skipped"] += 1
         if pending:
             return d if 0 < d <= slack else 0
@@ -112,9 +115,10 @@ class AdaptiveShaper(NoShaper):
         return min(d, _HOUSE_MS)
 
     def sent(self, now, real):
-        t, src = self._next_slot()
+        self._next_slot()
+        src = self.slot_src
         self.now = now
-        if ticks_diff(t, now) <= 0:
+        if ticks_diff(self.slot_t, now) <= 0:
             if real:
                 self.c["rode"] += 1
                 self.drain = True
@@ -129,20 +133,21 @@ class AdaptiveShaper(NoShaper):
 
     def note(self, now, dev, up):
         if self.state_file is not None and dev is not None:
-            back = ticks_diff(self.now, now)
-            self.model.note(now, dev, up, self._hour(back if back > 0 else 0), self.now)
+            self.model.note(now, dev, up, self.now, self.hourf)
 
     # -- the schedule -------------------------------------------------------------------------
     def _next_slot(self):
-        # (ticks, source) of the earliest scheduled cell: -1 the floor, else
-        # the index of a play.
+        # The earliest scheduled cell into slot_t (ticks) and slot_src (-1
+        # the floor, else the index of a play); no tuple: nothing allocated.
         t, src = self.floor_at, -1
         for i in range(len(self.plays)):
             p = self.plays[i]
             x = ticks_add(p[0], p[3] * p[1] + (p[4] * p[1]) // p[2][p[3]])
             if ticks_diff(x, t) < 0:
-                t, src = x, i
-        return t, src
+                t = x
+                src = i
+        self.slot_t = t
+        self.slot_src = src
 
     def _consume(self, src, now):
         if src < 0:

@@ -59,9 +59,10 @@ class Model:
         self.bad_state = 0
 
     # -- learning -------------------------------------------------------------------
-    def note(self, now, name, up, hour, at):
+    def note(self, now, name, up, at, hour):
         # A cell of device name at ticks now (when its bytes began to wait),
-        # told at ticks at (when it left).
+        # told at ticks at (when it left); hour(ms): the hour of day ms ago,
+        # asked only when a burst starts (no float work per cell).
         d = self.devs.get(name)
         if d is None:
             d = self._new(name)
@@ -71,7 +72,8 @@ class Model:
             self.end(d)
             b = None
         if b is None:
-            b = d.cur = [now, self.iv, array("H", bytes(4 * _SEGS)), hour]
+            back = ticks_diff(at, now)
+            b = d.cur = [now, self.iv, array("H", bytes(4 * _SEGS)), hour(back if back > 0 else 0)]
         if ticks_diff(now, d.last) > 0:
             d.last = now
         d.seen = self.obs
