@@ -432,7 +432,10 @@ class Link:
                 continue
             if d > 0:
                 k = 0
-                await self._wait(d, slacked)
+                if slacked:
+                    await self._wait(d)
+                else:
+                    await asyncio.sleep_ms(d)  # no coroutine of our own per slot
                 continue
             real = self._fill()
             buf = self.wbuf if real else self._pad(cover, pending, take)
@@ -453,10 +456,8 @@ class Link:
                 k = 0
                 await asyncio.sleep_ms(0)  # the reader's turn
 
-    async def _wait(self, d, slacked):
-        if not slacked:
-            await asyncio.sleep_ms(d)
-            return
+    async def _wait(self, d):
+        # Until the shaper's next slot, or new data, whichever comes first.
         self.kick.clear()
         try:
             await asyncio.wait_for_ms(self.kick.wait(), d)
