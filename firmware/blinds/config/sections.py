@@ -2,7 +2,6 @@
 # uplink and hub. Each returns the section normalized, defaults filled in (the
 # one place for defaults), and appends (path, message) for what is wrong.
 from blinds.compat import const
-from blinds.config import shaping
 from blinds.config.values import (
     _BLANK, _DIGITS, _URL_PATH_CHARS, _choice, _dns_name, _int, _ints, _ipv4, _kp, _list, _mac,
     _name, _obj, _str, _unicast, _want,
@@ -399,6 +398,8 @@ def tunnel(v, path, out, ap_net):
     _ints(v, r, path, out, TUNNEL_INTS)
     r["shaper"] = {"kind": "none", "interval_ms": 0}
     if "shaper" in v:
+        from blinds.config import shaping  # loaded only for a shaper: heap at boot
+
         r["shaper"] = shaping.shaper(v["shaper"], path + ".shaper", out, r["cell_bytes"])
     r["fallback"] = "block"
     if "fallback" in v:
