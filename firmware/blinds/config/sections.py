@@ -30,7 +30,10 @@ DNS_INTS = (
     ("max_ttl_s", 86400, 1, 604800),
     ("log_size", 32, 1, 1024),
 )
-_DEVICE_INTS = (("max_streams", 4, 1, 16),)
+# max_delay_ms: how long a shaper may hold a device's cells (docs/shaping.md);
+# interactive by default, up to a day for delay-tolerant devices.
+MAX_DELAY_MS = const(50)
+_DEVICE_INTS = (("max_streams", 4, 1, 16), ("max_delay_ms", MAX_DELAY_MS, 0, 86400000))
 RELAY_INTS = (
     ("idle_timeout_s", 300, 1, 86400),
     ("max_streams", 64, 1, 64),
@@ -52,10 +55,12 @@ TUNNEL_INTS = (
     ("cell_bytes", 512, 64, 4096),
     ("wait_ms", 5000, 0, 60000),
     ("window", 8, 1, 64),
+    # How long a shaper may hold control cells (DNS, OPEN) and the cells of
+    # a device devices[] does not name.
+    ("max_delay_ms", MAX_DELAY_MS, 0, 86400000),
 )
 TIME_INTS = (("poll_s", 1024, 16, 86400),)
 _MAX_TIME_SERVERS = const(4)
-SHAPERS = ("none", "constant")
 FALLBACKS = ("block", "direct")
 HOSTNAME = "blinds.home.arpa"  # RFC 8375: a name for the home network only
 # The local MQTT broker's limits (blinds.local.broker).
@@ -217,7 +222,7 @@ def dns(v, path, out, ap_net):
 
 def device(v, path, out, answer):
     if not _obj(v, path, out, ("mac", "name", "policy"),
-                ("allow", "max_streams", "blocked_answer", "cover_budget_Bps")):
+                ("allow", "max_streams", "max_delay_ms", "blocked_answer", "cover_budget_Bps")):
         return None
     r = {}
     if "cover_budget_Bps" in v:  # the WiFi cover's budget for this device (blinds.config.cover)
@@ -397,32 +402,13 @@ def tunnel(v, path, out, ap_net):
     _ints(v, r, path, out, TUNNEL_INTS)
     r["shaper"] = {"kind": "none", "interval_ms": 0}
     if "shaper" in v:
-        r["shaper"] = _shaper(v["shaper"], path + ".shaper", out)
+        from blinds.config import shaping  # loaded only for a shaper: heap at boot
+
+        r["shaper"] = shaping.shaper(v["shaper"], path + ".shaper", out, r["cell_bytes"])
     r["fallback"] = "block"
     if "fallback" in v:
         r["fallback"] = _choice(v["fallback"], path + ".fallback", out, FALLBACKS)
     return r
-
-
-def _shaper(v, path, out):
-    if not isinstance(v, dict) or "kind" not in v:
-        if isinstance(v, dict):
-            out.append((path + ".kind", "missing required key"))
-        else:
-            _want(out, path, "an object", v)
-        return None
-    kind = _choice(v["kind"], path + ".kind", out, SHAPERS)
-    if kind == "constant":
-        _obj(v, path, out, ("kind", "interval_ms"), ())
-        iv = _int(v["interval_ms"], path + ".interval_ms", out, 1, 10000) \
-            if "interval_ms" in v else None
-        return {"kind": kind, "interval_ms": iv}
-    if kind == "none":
-        # interval_ms 0 is accepted back, so that check(check(cfg)) == check(cfg).
-        _obj(v, path, out, ("kind",), ("interval_ms",))
-        if "interval_ms" in v and v["interval_ms"] != 0:
-            out.append((path + ".interval_ms", "only with kind constant"))
-    return {"kind": kind, "interval_ms": 0}
 
 
 def mqtt(v, path, out):
