@@ -15,14 +15,22 @@ CONTROL_INTS = (
     ("max_topics", 32, 1, 256),
 )
 PREFIX = "homeassistant"
-# Home Assistant components the hub can declare, and the key each requires.
-COMPONENTS = (("switch", "command_topic"), ("button", "command_topic"),
-              ("sensor", "state_topic"), ("binary_sensor", "state_topic"))
-# Entity keys passed through to Home Assistant as they are (strings).
-ENTITY_KEYS = ("name", "state_topic", "command_topic", "availability_topic", "payload_on",
-               "payload_off", "state_on", "state_off", "payload_press", "payload_available",
-               "payload_not_available", "value_template", "unit_of_measurement",
-               "device_class", "state_class", "icon")
+# Home Assistant components the hub can declare: (component, the key it
+# requires, the keys it takes besides those of every entity, the device
+# classes Home Assistant allows for it (None: any)).
+COMPONENTS = (
+    ("switch", "command_topic", ("state_topic", "payload_on", "payload_off", "state_on",
+                                 "state_off", "value_template", "device_class"),
+     ("outlet", "switch")),
+    ("button", "command_topic", ("payload_press", "device_class"),
+     ("identify", "restart", "update")),
+    ("sensor", "state_topic", ("value_template", "unit_of_measurement", "device_class",
+                               "state_class"), None),
+    ("binary_sensor", "state_topic", ("payload_on", "payload_off", "value_template",
+                                      "device_class"), None),
+)
+_ENTITY = ("name", "availability_topic", "payload_available", "payload_not_available", "icon")
+_STATE_CLASSES = ("measurement", "measurement_angle", "total", "total_increasing")
 _MAX_DISC_DEVICES = const(16)
 _MAX_ENTITIES = const(8)
 _MAX_VALUE = const(128)
@@ -95,20 +103,29 @@ def discovery(v, path, out, device_names):
 
 
 def _entity(v, path, out, topic_ok):
-    if not _obj(v, path, out, ("component", "object_id"), ENTITY_KEYS):
+    comp = v.get("component") if isinstance(v, dict) else None
+    spec = None
+    for c in COMPONENTS:
+        if c[0] == comp:
+            spec = c
+    keys = _ENTITY + ((spec[1],) + spec[2] if spec else ())
+    if not _obj(v, path, out, ("component", "object_id"), keys):
         return None
-    comp = _choice(v["component"], path + ".component", out, [c[0] for c in COMPONENTS]) \
-        if "component" in v else None
+    if spec is None:
+        _choice(comp, path + ".component", out, [c[0] for c in COMPONENTS])
     r = {"component": comp}
     r["object_id"] = _id(v["object_id"], path + ".object_id", out) if "object_id" in v else None
-    for k in ENTITY_KEYS:
+    for k in keys:
         if k not in v:
             continue
         s = _str(v[k], _kp(path, k), out, 1, _MAX_VALUE)
         if s is not None and k.endswith("_topic") and (not topic_ok(s) or "\0" in s):
             out.append((_kp(path, k), "not a topic name (no '+' or '#')"))
         r[k] = s
-    for c, need in COMPONENTS:
-        if comp == c and need not in v:
-            out.append((_kp(path, need), "required for a %s" % c))
+    if spec is not None and spec[1] not in v:
+        out.append((_kp(path, spec[1]), "required for a %s" % comp))
+    if spec is not None and spec[3] and "device_class" in v:
+        _choice(v["device_class"], path + ".device_class", out, spec[3])
+    if "state_class" in v:
+        _choice(v["state_class"], path + ".state_class", out, _STATE_CLASSES)
     return r
