@@ -260,19 +260,30 @@ class Control:
                 "time_s": now}
 
     def blocked(self, n=10):
-        """Recent blocked attempts, newest first: (time_s, device, what, why)."""
+        """Recent blocked attempts, newest first, repeats folded:
+        [time_s, device, what, why, count]. The hub's own name (a browser
+        trying https:// first) is not a blocked attempt."""
         hub = self.hub
         out = []
         if hub.log is not None:
             for e in hub.log.recent(hub.devices.name_of):
                 if e[4] == "block":
-                    out.append((e[0], e[1], "DNS " + e[2], "blocked"))
+                    out.append([e[0], e[1], "DNS " + e[2], "blocked", 1])
         if hub.relay is not None:
             for e in hub.relay.status()["log"]:
-                if e[7] not in ("ok", "idle", "local", "cancelled"):
-                    out.append((e[0], e[1], "%s:%s" % (e[2] or "(no name)", e[3]), e[7]))
+                if e[7] not in ("ok", "idle", "local", "cancelled") and e[2] != self.hostname:
+                    out.append([e[0], e[1], "%s:%s" % (e[2] or "(no name)", e[3]), e[7], 1])
         out.sort(key=lambda x: -x[0])
-        return out[:n]
+        folded = []
+        seen = {}
+        for e in out:
+            k = (e[1], e[2], e[3])
+            if k in seen:
+                seen[k][4] += 1
+            elif len(folded) < n:
+                seen[k] = e
+                folded.append(e)
+        return folded
 
     def status(self):
         d = dict(self.stats)

@@ -97,9 +97,10 @@ def main(ctl, token):
         out.append("</table>")
     out.append("<h2>Recently blocked</h2><table id=\"blocked\"><tr><th>when</th><th>device</th>"
                "<th>what</th><th>why</th></tr>")
-    for t, dev, what, why in ctl.blocked():
-        out.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"
-                   % (_ago(now, t), esc(dev), esc(what), esc(why)))
+    for t, dev, what, why, count in ctl.blocked():
+        out.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s%s</td></tr>"
+                   % (_ago(now, t), esc(dev), esc(what), esc(why),
+                      " (%d times)" % count if count > 1 else ""))
     out.append("</table>")
     out.append("<h2>Hub</h2><table id=\"hub\">")
     rows = [("state", hub.state), ("uptime", "%d s" % int(now - hub.started_s)),
