@@ -89,7 +89,8 @@ async def sniff(relay, st):
         raise Refused("bad hello")
     name = p.name if st.kind == "tls" else p.host
     if name and ip_literal(name) and not (st.kind == "http" and name == relay.ap_ip):
-        # (The hub's own address in a Host header is for its control page.)
+        # (The hub's own address in a Host header may be for its control
+        # page: the relay refuses it if no local service takes it.)
         relay.stats["bad_name"] += 1
         raise Refused("address, not a name")
     st.name = name if name else bound_name(relay, st)

@@ -187,6 +187,9 @@ class Relay:
                     await svc.serve(st.down, first, st.dev)
                     return
             name = st.name
+            if name == self.ap_ip:  # the hub's address (sniff lets it by for the page)
+                self.stats["bad_name"] += 1
+                raise Refused("address, not a name")
             if name is None or not self.policy.allows(st.dev.mac, name, st.port):
                 self.stats["blocked"] += 1
                 raise Refused("blocked")
