@@ -171,6 +171,26 @@ def test_bad_and_forged_input_gets_a_clean_4xx(hub):
     assert s == 200 and "Log in" in b
 
 
+def test_sessions_are_bounded_and_memory_stays_flat(hub):
+    base = hub.hub_status()["heap"]["live"]
+    cookies = []
+    for _ in range(6):  # max_sessions is 4: the oldest logins end
+        s, sid, _ = login(hub, HA)
+        assert s == 303 and sid
+        cookies.append(sid)
+    for i, sid in enumerate(cookies):
+        s, _, b = curl(hub, HA, "-H", "Cookie: blinds_sid=" + sid)
+        assert s == 200 and ("Log out" in b) == (i >= 2), i
+    for _ in range(20):  # page loads and refused requests
+        assert curl(hub, HA, "-H", "Cookie: blinds_sid=" + cookies[-1])[0] == 200
+        assert curl(hub, HA, *sum([["-H", "X-%d: 1" % i] for i in range(40)], []))[0] == 431
+        assert curl(hub, HA, "-d", "a=1", url=URL + "publish")[0] == 403
+    st = stats(hub)
+    assert st["sessions"] == 4 and st["evicted"] >= 2
+    grew = hub.hub_status()["heap"]["live"] - base
+    assert grew < 12 * 1024, grew
+
+
 def test_discovery_messages_and_republish_on_online(hub):
     code = """
 import json, sys, time

@@ -135,16 +135,21 @@ class Control:
                 pass
 
     async def _one(self, sock, first, dev):
-        buf = bytearray(MAX_HEAD)
-        n = min(len(first), MAX_HEAD)
-        buf[:n] = first[:n]
-        req = parse_head(buf, n) if n else None
-        while req is None:
-            got = await read_some(self.board, sock, memoryview(buf)[n:], self.timeout_ms)
-            if not got:
-                raise HttpError(400, "closed in the request head")
-            n += got
-            req = parse_head(buf, n)
+        # The relay's sniffer read up to the end of the head: it is all in
+        # `first` (a head over MAX_HEAD gets 431 here). Reading on is only for
+        # a caller that hands over less.
+        n = len(first)
+        req = parse_head(first, n) if n else None
+        buf = first
+        if req is None:
+            buf = bytearray(MAX_HEAD)
+            buf[:n] = first
+            while req is None:
+                got = await read_some(self.board, sock, memoryview(buf)[n:], self.timeout_ms)
+                if not got:
+                    raise HttpError(400, "closed in the request head")
+                n += got
+                req = parse_head(buf, n)
         body = b""
         if req.method == "POST":
             if req.clen is None:
@@ -152,11 +157,10 @@ class Control:
             if req.clen > self.max_body:
                 raise HttpError(413, "body over %d bytes" % self.max_body)
             body = bytearray(req.clen)
-            have = bytes(first[req.head_len:]) if len(first) > req.head_len else \
-                bytes(buf[req.head_len:n])
-            have = have[:req.clen]
+            have = memoryview(buf)[req.head_len:min(n, req.head_len + req.clen)]
             body[:len(have)] = have
             k = len(have)
+            del have
             while k < req.clen:
                 got = await read_some(self.board, sock, memoryview(body)[k:], self.timeout_ms)
                 if not got:

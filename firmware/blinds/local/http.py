@@ -60,17 +60,17 @@ def _vchar(c):
 
 
 def head_end(buf, n):
-    """-> the length of the head (through its blank line) in buf[:n], or 0."""
-    b = bytes(buf[:n])
-    i = b.find(b"\n\r\n")
-    j = b.find(b"\n\n")
+    """-> the length of the head (through its blank line) in buf[:n] (bytes or
+    bytearray), or 0."""
+    i = buf.find(b"\n\r\n", 0, n)  # (bytes or bytearray: no copy)
+    j = buf.find(b"\n\n", 0, n)
     if i < 0:
         return j + 2 if j >= 0 else 0
     return i + 3 if j < 0 or i + 1 < j else j + 2
 
 
 def parse_head(buf, n):
-    """Parse the request head in buf[:n] -> Request, or None when it is not
+    """Parse the request head in buf[:n] (bytes or bytearray) -> Request, or None when it is not
     complete yet (and may still fit). Raises HttpError."""
     end = head_end(buf, n)
     if not end:

@@ -44,13 +44,14 @@ def _hexok(s, n):
 
 
 class Sessions:
-    """Live admin sessions: id -> expiry (s), at most max_sessions."""
+    """Live admin sessions, at most max_sessions (the oldest login goes)."""
 
     def __init__(self, max_sessions, session_s, key=None):
         self.key = key or os.urandom(32)
         self.max = max_sessions
         self.ttl = session_s
-        self.live = {}
+        self.live = {}  # id -> (expiry, login number)
+        self.seq = 0
         self.c = {"logins": 0, "evicted": 0, "bad_cookie": 0, "bad_csrf": 0}
 
     def _sig(self, what):
@@ -61,18 +62,19 @@ class Sessions:
         self._expire(now_s)
         if len(self.live) >= self.max:
             old = None
-            for k, t in self.live.items():
-                if old is None or t < self.live[old]:
+            for k, e in self.live.items():
+                if old is None or e[1] < self.live[old][1]:
                     old = k
             del self.live[old]
             self.c["evicted"] += 1
         sid = hexlify(os.urandom(_ID_BYTES)).decode()
-        self.live[sid] = now_s + self.ttl
+        self.seq += 1  # logins in order (dict order is not insertion order on MicroPython)
+        self.live[sid] = (now_s + self.ttl, self.seq)
         self.c["logins"] += 1
         return sid + "." + self._sig(sid)
 
     def _expire(self, now_s):
-        for k in [k for k, t in self.live.items() if t <= now_s]:
+        for k in [k for k, e in self.live.items() if e[0] <= now_s]:
             del self.live[k]
 
     def check(self, cookie, now_s):
@@ -84,8 +86,8 @@ class Sessions:
                 not same(sig.encode(), self._sig(sid).encode()):
             self.c["bad_cookie"] += 1
             return None
-        t = self.live.get(sid)
-        if t is None or t <= now_s:
+        e = self.live.get(sid)
+        if e is None or e[0] <= now_s:
             self.c["bad_cookie"] += 1
             return None
         return sid
