@@ -101,8 +101,9 @@ def test_page_by_name_and_address_not_by_other_hosts(hub):
     assert "<script src" not in b and "http://" not in b and "https://" not in b
     s, _, b = curl(hub, HA, url="http://%s/" % AP_IP)
     assert s == 200 and "Log in" in b
-    # no Host at all (HTTP/1.0), from a device that resolved the hub's name
-    s, _, b = curl(hub, HA, "--http1.0", "-H", "Host:", url="http://%s/" % AP_IP)
+    # no Host at all (HTTP/1.0): a raw connection to the AP address, also from
+    # a device that never resolved the hub's name
+    s, _, b = curl(hub, PLUG, "--http1.0", "-H", "Host:", url="http://%s/" % AP_IP)
     assert s == 200 and "Log in" in b
     # another name on port 80 is the relay's business: blocked by the policy
     s, _, _ = curl(hub, HA, "-H", "Host: example.test", url="http://%s/" % AP_IP)

@@ -96,15 +96,13 @@ class Control:
     # -- the relay's hook --------------------------------------------------------------
     def claims(self, st, names):
         """A plain-HTTP stream on port 80 for the hub itself: its Host is the
-        hub's name or its address, or it has none and the device last
-        resolved the hub's name."""
-        if st.port != PORT or st.kind != "http":
-            return False
+        hub's name or its address, or it has none (HTTP/1.0) and the device
+        holds no name it may reach on port 80 (a raw connection to the AP
+        address). Any other Host is the relay's (so no other name reaches the
+        page: no DNS rebinding)."""
         n = st.name
-        if n is not None and (n == self.hostname or n == self.ap_ip):
-            return True
-        b = names.bindings(st.dev.idx) if st.dev.idx >= 0 else ()
-        return bool(b) and b[-1] == self.hostname and (n is None or n == b[-1])
+        return st.port == PORT and st.kind == "http" and \
+            (n is None or n == self.hostname or n == self.ap_ip)
 
     async def serve(self, sock, first, dev):
         """Answer one request; closes sock."""
