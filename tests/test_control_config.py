@@ -63,3 +63,19 @@ def test_passwd_control(tmp_path):
         r = subprocess.run([BLINDS, "config", "passwd", "--password", "x"] + argv,
                            capture_output=True, text=True)
         assert r.returncode == 2, (argv, r.stderr)
+
+
+def test_image_leaves_out_what_the_config_does_not_use():
+    # (tests/test_esp_image.py boots a hub from an image without them)
+    from blinds_host.esp import image
+
+    mods = image.compiled_modules()
+    every = [p for _, paths in image.OPTIONAL_MODULES for p in paths]
+    assert every and all(p in mods for p in every)
+    assert sorted(image.unused_modules({})) == sorted(every)
+    c = image.unused_modules({"control": {}})
+    assert "lib/blinds/local/control.mpy" not in c and "lib/blinds/config/services.mpy" not in c
+    assert c == ["lib/blinds/local/discovery.mpy"]
+    assert image.unused_modules({"control": {}, "discovery": {}}) == []
+    # what a 4 MiB board's romfs partition (128 KB) must hold without them
+    assert sum(len(v) for k, v in mods.items() if k not in every) < 128 * 1024
