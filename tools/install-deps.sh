@@ -2,7 +2,7 @@
 # System packages the test home and the tests use (Debian). Installs what is
 # missing when run as root; otherwise says what to install.
 set -eu
-pkgs="iproute2 unbound mosquitto mosquitto-clients tcpdump tshark dnsutils knot-dnsutils dnsperf dnsmasq-base socat iperf3 nginx-light curl openssl ncat haproxy chrony"
+pkgs="iproute2 unbound mosquitto mosquitto-clients tcpdump tshark dnsutils knot-dnsutils dnsperf dnsmasq-base socat iperf3 nginx-light curl openssl ncat haproxy chrony chromium chromium-driver"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -31,6 +31,8 @@ class Hub:
         self.relay = None
         self.ntp = None
         self.mqtt = None  # the local broker (blinds.local), when the config has "mqtt"
+        self.control = None  # the control page, when the config has "control"
+        self.discovery = None  # Home Assistant discovery, when the config has "discovery"
         self.sntp = None  # the SNTP client on the uplink, when configured (no tunnel)
         self.learner = None
         self.log = None
@@ -142,6 +144,10 @@ class Hub:
         # Load every module now, so that the heap figure for code is complete.
         if cfg is not None and cfg["mqtt"] is not None:
             from blinds.local import acl, auth, broker, mqtt_codec, session  # noqa: F401
+        if cfg is not None and cfg.get("control") is not None:
+            from blinds.local import control, http, page, webauth  # noqa: F401
+        if cfg is not None and cfg.get("discovery") is not None:
+            from blinds.local import discovery  # noqa: F401
         from blinds import devices, names, policy, storage  # noqa: F401
         from blinds.dns import cache, decisions, msg, server, wire  # noqa: F401
         from blinds.net import budget, guard, sockets  # noqa: F401
@@ -217,8 +223,10 @@ class Hub:
             # The local broker takes the relay's streams for the hub itself.
             from blinds.local.broker import Broker
 
-            self.mqtt = self.relay.local = Broker(board, cfg)
+            self.mqtt = Broker(board, cfg)
+            self.relay.local.append(self.mqtt)
             self.keep("mqtt-sweep", self.mqtt.sweep)
+        self._start_local(cfg)
 
         udp = self._own(self.dns.udp_socket())
         listeners = [(self._own(s), p) for s, p in self._listen_relay()]
@@ -261,6 +269,20 @@ class Hub:
         if sh is not None and hasattr(sh, "on_decoy"):
             sh.on_decoy = cover.decoy
 
+    def _start_local(self, cfg):
+        # The control page (port 80, the hub's own name) and Home Assistant
+        # discovery on the local broker, when the config has them.
+        if cfg.get("control") is not None:
+            from blinds.local.control import Control
+
+            self.control = Control(self.board, cfg, self)
+            self.relay.local.append(self.control)
+        if cfg.get("discovery") is not None and self.mqtt is not None:
+            from blinds.local.discovery import Discovery
+
+            self.discovery = Discovery(self.mqtt, cfg)
+            self.keep("discovery", self.discovery.run)
+
     def _listen_relay(self):
         out = []
         for port in self.relay.ports:
@@ -291,6 +313,7 @@ class Hub:
                 pass
         self.socks = []
         self.dns = self.relay = self.ntp = self.tunnel = self.mqtt = self.sntp = self.cover = None
+        self.control = self.discovery = None
         self.problems = [("$", "%s" % (e,))]
         self.refuse("start-up failed: %s" % (e,))
 
@@ -371,6 +394,10 @@ class Hub:
             st["mqtt"] = self.mqtt.status()
         if self.cover is not None:
             st["cover"] = self.cover.status()
+        if self.control is not None:
+            st["control"] = self.control.status()
+        if self.discovery is not None:
+            st["discovery"] = self.discovery.status()
         return st
 
     def _clock(self):
@@ -407,6 +434,9 @@ class Hub:
             m += [s["accepted"], s["published"], s["delivered"], s["slow_cut"], s["bad_packets"]]
         if self.cover is not None:
             m += self.cover.mark()
+        if self.control is not None:
+            s = self.control.stats
+            m += [s["requests"], s["bad_requests"], s["logins"], s["login_failed"]]
         return m
 
     def heap(self):

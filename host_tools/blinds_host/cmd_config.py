@@ -6,9 +6,11 @@ each DNS upstream's ``ca_file`` must exist next to the config file and hold PEM
 certificates. Exit status 0 when every file is valid, 2 otherwise.
 
 ``blinds config passwd`` prints a ``password_hash`` for the hub's own services
-(the local MQTT broker's users): PBKDF2-HMAC-SHA256 as
+(the local MQTT broker's users, the control page's admin): PBKDF2-HMAC-SHA256 as
 ``pbkdf2-sha256$<iterations>$<salt base64>$<hash base64>``. With ``--config FILE
---user NAME`` it writes the hash into that user's entry of ``mqtt.users``.
+--user NAME`` it writes the hash into that user's entry of ``mqtt.users``; with
+``--config FILE --control``, into ``control.password_hash`` (the admin password
+of the control page at http://blinds.home.arpa/).
 
 With ``--board``, a valid configuration can still draw warnings (on stderr as
 ``FILE: warning: ...`` lines, or a ``warnings`` list with ``--json``; the exit
@@ -74,7 +76,8 @@ def add_parser(p):
 
     w = sub.add_parser(
         "passwd",
-        help="print (or write into a config) a password_hash for a local MQTT user",
+        help="print (or write into a config) a password_hash for a local MQTT user or the"
+        " control page",
         description="Hash a password as the hub checks it (PBKDF2-HMAC-SHA256). The password is"
         " asked on the terminal unless --password is given.",
     )
@@ -87,7 +90,13 @@ def add_parser(p):
         " login on an ESP32; the hub caches a password it accepted)" % DEFAULT_ITERATIONS,
     )
     w.add_argument("--config", metavar="FILE", help="write the hash into this config file")
-    w.add_argument("--user", metavar="NAME", help="the mqtt.users entry to write (with --config)")
+    who = w.add_mutually_exclusive_group()
+    who.add_argument("--user", metavar="NAME", help="the mqtt.users entry to write (with --config)")
+    who.add_argument(
+        "--control",
+        action="store_true",
+        help="write the control page's admin password (control.password_hash; with --config)",
+    )
 
 
 def run(args):
@@ -295,22 +304,26 @@ def _ask_password():
 
 
 def _run_passwd(args):
-    if (args.config is None) != (args.user is None):
-        raise UsageError("--config and --user go together")
+    target = args.user is not None or args.control
+    if (args.config is None) == target:
+        raise UsageError("--config goes with --user NAME or --control")
     pw = args.password if args.password is not None else _ask_password()
     h = password_hash(pw, args.iterations)
     if args.config is None:
         print(h)
+        return 0
+    if args.control:
+        write_control_hash(args.config, h)
+        print("%s: control.password_hash (the control page's admin password) written"
+              % args.config)
         return 0
     write_user_hash(args.config, args.user, h)
     print("%s: password_hash of mqtt user %r written" % (args.config, args.user))
     return 0
 
 
-def write_user_hash(path, user, h):
-    """Set ``user``'s password_hash in the config file at ``path`` (adding the
-    user, with no topics, if absent). Files with // comments are refused: they
-    would be lost in the rewrite."""
+def _read_config(path):
+    """The config file at ``path`` as a dict, for a rewrite (no // comments)."""
     from .errors import read_input
 
     text = read_input(path).decode("utf-8", "replace")
@@ -323,6 +336,33 @@ def write_user_hash(path, user, h):
         raise UsageError("%s: invalid JSON: %s" % (path, e))
     if not isinstance(cfg, dict):
         raise UsageError("%s: not a JSON object" % path)
+    return cfg
+
+
+def _write_config(path, cfg):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_control_hash(path, h):
+    """Set ``control.password_hash`` in the config file at ``path`` (adding the
+    section with its defaults if absent)."""
+    cfg = _read_config(path)
+    c = cfg.setdefault("control", {})
+    if not isinstance(c, dict):
+        raise UsageError("%s: control is not an object" % path)
+    c["password_hash"] = h
+    _write_config(path, cfg)
+
+
+def write_user_hash(path, user, h):
+    """Set ``user``'s password_hash in the config file at ``path`` (adding the
+    user, with no topics, if absent). Files with // comments are refused: they
+    would be lost in the rewrite."""
+    cfg = _read_config(path)
     m = cfg.setdefault("mqtt", {"allow_anonymous": False, "users": [],
                                 "anonymous": {"publish": [], "subscribe": []}})
     if not isinstance(m, dict) or not isinstance(m.setdefault("users", []), list):
@@ -333,8 +373,4 @@ def write_user_hash(path, user, h):
             break
     else:
         m["users"].append({"username": user, "password_hash": h, "publish": [], "subscribe": []})
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(cfg, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    _write_config(path, cfg)

@@ -250,6 +250,52 @@ def http_seeds():
         write("http_head", name, data)
 
 
+def request_complete(b):
+    # The head and as much body as its Content-Length says.
+    end = b.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    m = [ln for ln in b[:end].split(b"\r\n") if ln.lower().startswith(b"content-length:")]
+    return len(b) >= end + 4 + (int(m[0].split(b":")[1]) if m else 0)
+
+
+def control_seeds():
+    # Requests to the control page (blinds.local.http): a browser-like GET
+    # with cookies, the login and publish forms, and made-up bad ones.
+    url = "http://blinds.home.arpa:{p}/"
+    cookie = "Cookie: blinds_sid=%s.%s; blinds_pre=x" % ("a" * 32, "b" * 64)
+
+    def curl(path, *extra):
+        return lambda p: ["curl", "-s", "--max-time", "3", "--resolve",
+                          "blinds.home.arpa:%d:127.0.0.1" % p] + list(extra) + \
+            [url.format(p=p) + path]
+
+    clients = [
+        ("curl-page", curl("", "-H", cookie, "-A", "Mozilla/5.0 (X11; Linux x86_64)")),
+        ("curl-login", curl("login", "--data-urlencode", "password=owner secret",
+                            "-d", "csrf=" + "c" * 64, "-H", cookie)),
+        ("curl-publish", curl("publish", "-d", "topic=cmnd%2Fplug%2FPOWER&payload=ON&retain=1",
+                              "-d", "csrf=" + "c" * 64, "-H", cookie)),
+        ("curl-values", curl("values?t=1", "-H", cookie, "--http1.0")),
+    ]
+    for name, cmd in clients:
+        write("http_request", name, catch_tcp(cmd, request_complete))
+    made = {
+        "chunked": b"POST /publish HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"3\r\na=1\r\n0\r\n\r\n",
+        "bad-escape": b"POST /publish HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\n"
+                      b"topic=%zz",
+        "dup-length": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+                      b"content-length: 1\r\n\r\nx",
+        "http2": b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+        "bare-cr": b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n",
+        "lf-only": b"GET /?a=b HTTP/1.1\nHost: Blinds.Home.Arpa\nCookie: a=b;;c\n\n",
+        "utf8-host": b"GET / HTTP/1.1\r\nHost: \xc3\xa9.test\r\n\r\n",
+    }
+    for name, data in made.items():
+        write("http_request", name, data)
+
+
 def ntp_seeds():
     # ntpdig (Debian ntpsec-ntpdig) asks port 123 only: listen on another loopback address.
     write("sntp", "ntpdig", catch_udp(lambda port: ["ntpdig", "-t", "1", "127.0.0.53"],
@@ -362,6 +408,7 @@ def main():
     dns_seeds()
     tls_seeds()
     http_seeds()
+    control_seeds()
     ntp_seeds()
     config_seeds()
     for t in sorted(os.listdir(CORPUS)):

@@ -216,6 +216,34 @@ def http_head(m, data):
         _check(p.version[:7] == "HTTP/1." and p.method and p.target, "request line")
 
 
+_HTTP_STATUSES = (400, 414, 431, 501, 505)
+
+
+def http_request(m, data):
+    """The control page's request parsing (blinds.local.http): parse_head on
+    the bytes, then the form in the body after it and the cookies: a request,
+    need-more, or HttpError with one of the statuses it documents."""
+    try:
+        r = m.parse_head(data, len(data))
+    except m.HttpError as e:
+        _check(e.status in _HTTP_STATUSES, "status %r" % (e.status,))
+        return
+    if r is None:
+        _check(len(data) < m.MAX_HEAD, "need-more past MAX_HEAD")
+        return
+    _check(0 < r.head_len <= min(len(data), m.MAX_HEAD), "head_len %d" % r.head_len)
+    _check(r.version in ("HTTP/1.0", "HTTP/1.1") and r.path[:1] == "/", "request line")
+    _check(r.clen is None or r.clen >= 0, "Content-Length")
+    _check(r.version == "HTTP/1.0" or r.host is not None, "no Host accepted in 1.1")
+    _check(len(m.parse_cookies(r.cookie)) <= m.MAX_COOKIES, "cookies")
+    try:
+        form = m.parse_form(data[r.head_len:])
+    except m.HttpError as e:
+        _check(e.status == 400, "form status %r" % (e.status,))
+        return
+    _check(len(form) <= m.MAX_FIELDS, "form fields")
+
+
 # ---- SNTP --------------------------------------------------------------------
 
 _NTP_OUT = bytearray(48)
@@ -308,8 +336,10 @@ TARGETS = {
     "sntp": ("blinds.time.sntp", sntp),
     "config": ("blinds.config", config),
     "mqtt": ("blinds.local.mqtt_codec", mqtt),
+    "http_request": ("blinds.local.http", http_request),
 }
-NAMES = ("dns_query", "dns_message", "sni", "http_head", "sntp", "config", "mqtt")
+NAMES = ("dns_query", "dns_message", "sni", "http_head", "sntp", "config", "mqtt",
+         "http_request")
 
 
 def module(path):

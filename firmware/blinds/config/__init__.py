@@ -40,7 +40,7 @@ class ConfigError(Exception):
 def _root(cfg, out):
     if not _obj(cfg, "$", out, ("ap", "dns"),
                 ("devices", "default_policy", "uplink", "relay", "hub", "tunnel",
-                 "mqtt", "time", "cover")):
+                 "mqtt", "time", "cover", "control", "discovery")):
         return None
     ap = sections.ap(cfg["ap"], "$.ap", out) if "ap" in cfg else None
     ap_net = ap.pop("net") if ap is not None else None
@@ -89,7 +89,24 @@ def _root(cfg, out):
         c = r["cover"] = cover.cover(cfg["cover"], "$.cover", out)
         if c is not None and c["wifi"] is not None:
             cover.fill_devices(devices, c["wifi"], out)
+    _services(cfg, r, out)
     return r
+
+
+def _services(cfg, r, out):
+    # The control page and Home Assistant discovery (blinds.config.services):
+    # loaded only when the config has them.
+    if "control" not in cfg and "discovery" not in cfg:
+        return
+    from blinds.config import services
+
+    if "control" in cfg:
+        r["control"] = services.control(cfg["control"], "$.control", out)
+    if "discovery" in cfg:
+        names = [d["name"] for d in r["devices"] if d is not None]
+        r["discovery"] = services.discovery(cfg["discovery"], "$.discovery", out, names)
+        if r["mqtt"] is None:
+            out.append(("$.discovery", "needs the mqtt section (the hub's own broker)"))
 
 
 def _delays(r, out):

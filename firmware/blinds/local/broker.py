@@ -42,6 +42,7 @@ class Broker:
         self.retained = Retained(m["max_retained"], m["max_retained_bytes"])
         self.held_bytes = 0  # QoS 1/2 messages held for sessions, all of them
         self.auto_ids = 0
+        self.taps = []  # callables(topic, payload, retain): the hub's own listeners
         self.stats = dict((k, 0) for k in _STATS)
 
     # -- the relay's hook ------------------------------------------------------
@@ -248,6 +249,8 @@ class Broker:
     def route(self, topic, payload, qos, retain):
         """Publish a message to every matching session (also the hub's own use)."""
         self.stats["published"] += 1
+        for f in self.taps:
+            f(topic, payload, retain)
         if retain:
             if not self.retained.keep(topic, payload, qos):
                 self.stats["retained_dropped"] += 1

@@ -88,7 +88,9 @@ async def sniff(relay, st):
         relay.stats["bad_hello"] += 1
         raise Refused("bad hello")
     name = p.name if st.kind == "tls" else p.host
-    if name and ip_literal(name):
+    if name and ip_literal(name) and not (st.kind == "http" and name == relay.ap_ip):
+        # (The hub's own address in a Host header may be for its control
+        # page: the relay refuses it if no local service takes it.)
         relay.stats["bad_name"] += 1
         raise Refused("address, not a name")
     st.name = name if name else bound_name(relay, st)

@@ -78,7 +78,9 @@ class Relay:
         self.guard = guard
         self.budget = budget
         self.learner = learner
-        self.local = None  # the hub's own services (blinds.local), set by the hub
+        # The hub's own services (blinds.local: broker, control page), set by
+        # the hub: each has claims(stream, names) and serve(sock, first, dev).
+        self.local = []
         r = cfg["relay"]
         self.ap_ip = cfg["ap"]["ip"]
         self.ports = relay_ports(cfg)
@@ -177,13 +179,17 @@ class Relay:
     async def _run(self, st):
         try:
             first = await sniff(self, st)
-            if self.local is not None and self.local.claims(st, self.names):
-                # For the hub itself (its own name, or none): served by the
-                # local service whatever the policy; it closes the socket.
-                st.result = "local"
-                await self.local.serve(st.down, first, st.dev)
-                return
+            for svc in self.local:
+                if svc.claims(st, self.names):
+                    # For the hub itself (its own name, or none): served by
+                    # the local service whatever the policy; it closes the socket.
+                    st.result = "local"
+                    await svc.serve(st.down, first, st.dev)
+                    return
             name = st.name
+            if name == self.ap_ip:  # the hub's address (sniff lets it by for the page)
+                self.stats["bad_name"] += 1
+                raise Refused("address, not a name")
             if name is None or not self.policy.allows(st.dev.mac, name, st.port):
                 self.stats["blocked"] += 1
                 raise Refused("blocked")

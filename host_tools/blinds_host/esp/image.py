@@ -4,7 +4,8 @@ From a MicroPython firmware file and a hub configuration:
 
 1. The firmware's version is read and checked (too old: refused).
 2. Every hub module (firmware/blinds and boards/esp32) is compiled with
-   mpy-cross; the .mpy format must be one the firmware reads.
+   mpy-cross; the .mpy format must be one the firmware reads. Optional
+   modules the configuration does not use are left out (OPTIONAL_MODULES).
 3. If the firmware has a ``romfs`` partition and ROMFS support (MicroPython
    >= 1.25 built with MICROPY_VFS_ROM), the compiled modules go into a ROMFS
    image for it, under ``lib/``: MicroPython runs them in place from flash, so
@@ -35,6 +36,26 @@ FILES_DIR = "files"
 # The name vfs.rom_ioctl is in the firmware's qstr pool only if it was built
 # with ROMFS (MICROPY_VFS_ROM); stock ESP32 builds are not, up to v1.28.
 ROMFS_QSTR = b"rom_ioctl"
+
+
+# Modules only a config with one of these sections imports (the control page,
+# Home Assistant discovery): left out of an image whose config has none, as a
+# 4 MiB board's romfs partition (128 KB) has no room to spare.
+OPTIONAL_MODULES = (
+    (("control",), ("lib/blinds/local/control.mpy", "lib/blinds/local/http.mpy",
+                    "lib/blinds/local/page.mpy", "lib/blinds/local/webauth.mpy")),
+    (("discovery",), ("lib/blinds/local/discovery.mpy",)),
+    (("control", "discovery"), ("lib/blinds/config/services.mpy",)),
+)
+
+
+def unused_modules(cfg):
+    """The optional modules (image paths) that configuration ``cfg`` (a dict) does not use."""
+    out = []
+    for sections, paths in OPTIONAL_MODULES:
+        if not any(cfg.get(k) is not None for k in sections):
+            out.extend(paths)
+    return out
 
 
 class ImageError(BlindsError):
@@ -165,6 +186,8 @@ def plan(fw, config_path, flash_size=None):
     with open(os.path.join(BOARDS, BOARD, "main.py"), "rb") as f:
         files = {"main.py": f.read()}
     files.update(hub_files(config_path))
+    for path in unused_modules(json.loads(files["hub.json"])):
+        mods.pop(path, None)
     parts = [(fw.base, fw.data)]
     lines = ["%s for %s (%s)" % (version, fw.chip, fw.path)]
     rom = fw.romfs()
