@@ -154,25 +154,31 @@ def test_board_type_checks_against_esp32_stubs(tmp_path):
     pyright = os.path.join(os.path.dirname(sys.executable), "pyright")
     if not os.path.exists(pyright):
         pytest.fail("pyright is not installed (pip install -e '.[test]')")
-    for f in ("board.py", "fwcheck.py", "limits.py", "improv_ble.py", "improv_setup.py"):
+    for f in ("board.py", "fwcheck.py", "limits.py", "improv_ble.py", "improv_setup.py",
+              "leddrv.py"):
         shutil.copy(os.path.join(BOARDS, "esp32", f), tmp_path / f)
     (tmp_path / "pyrightconfig.json").write_text(json.dumps({
-        "include": ["board.py", "fwcheck.py", "improv_setup.py"], "extraPaths": [FIRMWARE, stubs],
+        "include": ["board.py", "fwcheck.py", "improv_setup.py", "leddrv.py"],
+        "extraPaths": [FIRMWARE, stubs],
         "typeshedPath": stubs, "pythonVersion": "3.11", "typeCheckingMode": "basic",
         "reportMissingModuleSource": "none"}))
     r = subprocess.run([pyright, "-p", str(tmp_path / "pyrightconfig.json"), "--outputjson"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path,
                        env=dict(os.environ, PYRIGHT_PYTHON_IGNORE_WARNINGS="1"))
     report = json.loads(r.stdout)
-    assert report["summary"]["filesAnalyzed"] == 3
+    assert report["summary"]["filesAnalyzed"] == 4
     errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
     assert errors == [], errors
-    # the check has teeth: a call the stubs do not allow is reported
+    # the check has teeth: calls the stubs do not allow are reported
     with open(tmp_path / "board.py", "a") as f:
         f.write("\n\nnetwork.WLAN(network.AP_IF).connect(1, 2, 3)\n")
+    with open(tmp_path / "leddrv.py", "a") as f:
+        f.write("\n\nmachine.Pin(2, machine.Pin.OUT).value(1, 2)\n")
     r = subprocess.run([pyright, "-p", str(tmp_path / "pyrightconfig.json"), "--outputjson"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert json.loads(r.stdout)["summary"]["errorCount"] >= 1
+    files = {os.path.basename(d["file"]) for d in json.loads(r.stdout)["generalDiagnostics"]
+             if d["severity"] == "error"}
+    assert files == {"board.py", "leddrv.py"}
 
 
 def _stub_wlan(stubs):

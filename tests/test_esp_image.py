@@ -190,8 +190,8 @@ def test_hub_boots_from_image_and_answers_dns(home, tmp_path, chip, parts):
         assert "/flash/lib" in boot and ("/rom/lib" in boot) == bool(fw.romfs())
         assert dig(home, 1, "api.vendor.test") == ("NOERROR", [AP_IP])
         assert dig(home, 1, "tracker.ads.test") == ("NXDOMAIN", [])
-        st = home.hub_status()
-        assert st["state"] == "running"
+        st = home.wait_hub(state="running")
+        assert st["led"]["state"] == "uplink"  # what an ESP32's LED would say (steady green)
     finally:
         home.stop_hub()
     # the CA file the hub used came from the image, not from the host

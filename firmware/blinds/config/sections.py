@@ -6,6 +6,7 @@ from blinds.config.values import (
     _BLANK, _DIGITS, _URL_PATH_CHARS, _choice, _dns_name, _int, _ints, _ipv4, _kp, _list, _mac,
     _name, _obj, _str, _unicast, _want,
 )
+from blinds.led import parse as led_parse
 from blinds.policy import BLOCKED_ANSWERS, NXDOMAIN, POLICIES
 
 _MAX_UPSTREAMS = const(4)
@@ -322,11 +323,17 @@ def relay(v, path, out, ap_net):
 
 
 def hub(v, path, out):
-    # The hub's own housekeeping: status writes, unknown devices, identity.
-    if not _obj(v, path, out, (), tuple(t[0] for t in HUB_INTS)):
+    # The hub's own housekeeping: status writes, unknown devices, identity, LED.
+    if not _obj(v, path, out, (), tuple(t[0] for t in HUB_INTS) + ("led",)):
         return None
     r = {}
     _ints(v, r, path, out, HUB_INTS)
+    if "led" in v:  # the board reads it at boot (boards/esp32/leddrv.py); absent: its own
+        try:
+            led_parse(v["led"])
+            r["led"] = v["led"]
+        except ValueError as e:
+            out.append((path + ".led", str(e)))
     return r
 
 
