@@ -17,11 +17,9 @@ from blinds_host import pki
 from blinds_host.esp import firmware, image, imageboot, partitions
 from blinds_host.paths import micropython_bin
 from test_dns_home import devices, dig
-from test_esp_partitions import make_firmware
+from blinds_host.esp.fakefw import ESP32_PARTS, make_firmware
 
 AP_IP = "192.168.4.1"
-ESP32_PARTS = [("nvs", 1, 2, 0x9000, 0x6000), ("phy_init", 1, 1, 0xF000, 0x1000),
-               ("factory", 0, 0, 0x10000, 0x1F0000), ("vfs", 1, 0x81, 0x200000, 0x100000)]
 
 
 def _fw(tmp_path, chip, parts=None, name="fw.bin"):

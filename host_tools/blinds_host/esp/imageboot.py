@@ -51,6 +51,7 @@ if %(rom_size)d:
     path.insert(1, "/rom/lib")
 sys.path[:] = path
 print("booting from", sys.path)
+%(prelude)s
 from board import Board
 from blinds import hub
 
@@ -58,14 +59,15 @@ hub.run(Board("/flash/hub.json", %(state)r))
 '''
 
 
-def boot_argv(image_path, fw, state_dir, heap="512k", flash_size=None):
-    """The argv that boots the hub from ``image_path`` (built from firmware ``fw``)."""
+def boot_argv(image_path, fw, state_dir, heap="512k", flash_size=None, prelude=""):
+    """The argv that boots the hub from ``image_path`` (built from firmware ``fw``);
+    ``prelude``: MicroPython source run just before the hub starts (measurements)."""
     fs = fw.filesystem(flash_size)
     rom = fw.romfs() if image.ROMFS_QSTR in fw.app_image() else None
     src = BOOT % {
         "image": os.path.abspath(image_path), "board": os.path.join(BOARDS, "unix"),
         "fs_start": fs.offset - fw.base, "fs_blocks": fs.size // 4096,
         "rom_start": (rom.offset - fw.base) if rom else 0, "rom_size": rom.size if rom else 0,
-        "state": os.path.abspath(state_dir),
+        "state": os.path.abspath(state_dir), "prelude": prelude,
     }
     return [micropython_bin(), "-X", "heapsize=%s" % heap, "-c", src]

@@ -1,0 +1,203 @@
+"""ESP32 benchmarks: the hub's GC heap when it boots from a built image.
+
+``esp_heap_min_board``
+    builds the image ``blinds image`` makes for the minimum board (a plain
+    ESP32, 4 MB, no PSRAM) twice, from firmware files made here
+    (:mod:`blinds_host.esp.fakefw`): with stock firmware (the compiled
+    modules in ``/lib`` on LittleFS) and with a ROMFS build (the modules in
+    the ``romfs`` partition, run in place). Each boots on the unix port from
+    the image, as :mod:`blinds_host.esp.imageboot` does, in the test home, with
+    8 devices, a DoT resolver, the MQTT broker and the SNTP client, and runs
+    the 8-device DNS workload of :mod:`.dns` (64 names cached).
+
+    A roomy run (1 MB heap) measures: the heap after boot (live), the share
+    held by code (status ``heap.code``: every module loaded, nothing served
+    yet), the data each service holds once built (each service's constructor
+    wrapped, ``gc.mem_alloc()`` after a collection before and after it), and
+    the data after the workload (live and live peak). A capped run then gives
+    the hub the minimum board's heap, :data:`MIN_BOARD_HEAP_KB`, and checks
+    that the workload passes with no MemoryError.
+
+    On the unix port ``vfs.VfsRom`` mounts a bytes object: the ROMFS image is
+    read into the GC heap, and imports from it run the bytecode in place from
+    there. Its size is known exactly, so it is subtracted from every ROMFS
+    figure and added to the capped run's heap; on the ESP32 it stays in flash.
+
+    Figures are the unix port's, 64-bit: every pointer and object header is
+    twice the ESP32's, raw bytes (bytecode, buffers) the same size. So they
+    are an upper bound on the ESP32's, and what fits here fits there; what
+    does not fit here is estimated (docs/hardware.md).
+    Goal: the workload passes from ROMFS on the minimum board's heap.
+"""
+
+import json
+import os
+import re
+import tempfile
+
+from . import dns, harness
+
+# The GC heap a plain ESP32 (no PSRAM) leaves a program after boot: 110-160 KB
+# by reports, one of 134,544 bytes free (FIELD_NOTES). The same 128 KB the
+# other benchmarks give the hub for data (harness.ESP32_DATA_KB).
+MIN_BOARD_HEAP_KB = harness.ESP32_DATA_KB
+ROOMY_KB = 1024
+# The services the hub builds (blinds.hub.Hub._start), by module and class.
+SERVICES = [("blinds.policy", "Policy"), ("blinds.devices", "Devices"), ("blinds.dns.upstream", "Resolver"),
+            ("blinds.dns.cache", "Cache"), ("blinds.names", "Names"),
+            ("blinds.dns.decisions", "DecisionLog"), ("blinds.net.budget", "Budget"),
+            ("blinds.dns.server", "DnsServer"), ("blinds.net.guard", "Guard"),
+            ("blinds.relay.learn", "Learner"), ("blinds.relay.streams", "Relay"),
+            ("blinds.time.server", "NtpServer"), ("blinds.local.broker", "Broker"),
+            ("blinds.time.client", "SntpClient")]
+
+# MicroPython, run before the hub: wrap each service's class so that building
+# it prints the heap it took (after a collection, the object and everything it
+# made); the hub finds the wrapper where it looks the class up.
+PRELUDE = r'''
+import gc
+def _wrap(modname, clsname):
+    mod = __import__(modname, None, None, [clsname])
+    cls = getattr(mod, clsname)
+    def build(*a, **k):
+        gc.collect()
+        before = gc.mem_alloc()
+        obj = cls(*a, **k)
+        gc.collect()
+        print("heap-service %%s %%d" %% (clsname, gc.mem_alloc() - before))
+        return obj
+    setattr(mod, clsname, build)
+for _m, _c in %(services)r:
+    _wrap(_m, _c)
+'''
+SERVICE_LINE = re.compile(r"^heap-service (\w+) (-?\d+)$", re.M)
+
+
+def full_config(h):
+    """The 8-device configuration of the DNS heap benchmark, with the broker and
+    the SNTP client (a server address in the home: it need not answer)."""
+    cfg = h.hub_config(devices=dns.heap_devices(), default_policy="block_all", cache_size=64,
+                       log_size=32)
+    cfg["mqtt"] = {"allow_anonymous": True}
+    cfg["time"] = {"servers": [{"ip": "10.0.0.123"}]}
+    return cfg
+
+
+def build_images(cfg_path, workdir):
+    """{layout: (Firmware, image path)}: "lib" (stock firmware, the modules on
+    LittleFS) and "romfs" (a ROMFS build), both for a plain ESP32."""
+    from ..esp import fakefw, image, partitions
+
+    out = {}
+    for layout, romfs, parts in (("lib", False, fakefw.ESP32_PARTS),
+                                 ("romfs", True, fakefw.S3_PARTS)):
+        fw_path = os.path.join(workdir, "fw-%s.bin" % layout)
+        with open(fw_path, "wb") as f:
+            f.write(fakefw.make_firmware("esp32", parts=parts, romfs=romfs))
+        fw = partitions.load(fw_path)
+        img = os.path.join(workdir, "hub-%s.bin" % layout)
+        image.build_image(fw, cfg_path, img)
+        out[layout] = (fw, img)
+    return out
+
+
+def rom_bytes(fw):
+    """The ROMFS copy the unix port keeps in its heap (0 without ROMFS)."""
+    from ..esp import image
+
+    rom = fw.romfs() if image.ROMFS_QSTR in fw.app_image() else None
+    return rom.size if rom else 0
+
+
+def image_run(h, fw, img, heap_kb, prelude="", deadline_s=12.0):
+    """Boot the hub from ``img`` with a GC heap of ``heap_kb`` plus the ROMFS
+    copy, run the DNS workload; its figures with the ROMFS copy taken off."""
+    from ..esp import imageboot
+
+    rom = rom_bytes(fw)
+    heap = "%dk" % (heap_kb + (rom + 1023) // 1024)
+    log0 = len(h.hub_log())
+    try:
+        h.start_hub_argv(imageboot.boot_argv(img, fw, h.hub_state, heap=heap, prelude=prelude))
+    except RuntimeError:
+        log = h.hub_log()[log0:]
+        h.stop_hub()
+        return {"heap_arg": heap, "ok": False, "started": False, "memory_errors":
+                log.count("MemoryError"), "first_error": harness.first_error(log)}
+    try:
+        boot = harness.next_status(h)
+        work = dns.run_heap_workload(h, 64, deadline_s=deadline_s)
+        alive = h.hub_proc.poll() is None
+        st = harness.next_status(h) if alive else h.hub_status()
+        log = h.hub_log()[log0:]
+    finally:
+        h.stop_hub()
+    hp, bh = (st or {}).get("heap", {}), (boot or {}).get("heap", {})
+
+    def minus_rom(v):
+        return v - rom if v else None
+
+    return {
+        "heap_arg": heap, "rom_bytes": rom, "started": True, "alive": alive,
+        "ok": bool(alive and work["ok"] == work["queries"] and "MemoryError" not in log
+                   and not (st or {}).get("restarts")),
+        "workload": work, "memory_errors": log.count("MemoryError"),
+        "first_error": harness.first_error(log) or (st or {}).get("reason"),
+        "state": (st or {}).get("state"),
+        "code": minus_rom(bh.get("code")), "boot_live": minus_rom(bh.get("live")),
+        "end_live": minus_rom(hp.get("live")), "live_peak": minus_rom(hp.get("live_peak")),
+        "services": {m.group(1): int(m.group(2)) for m in SERVICE_LINE.finditer(log)},
+    }
+
+
+def bench_esp_heap(home=None, deadline_s=12.0):
+    """Heap after boot, code share, per-service data and the minimum board's
+    fit, booting the hub from built images (see the module's docstring)."""
+    kb = harness.kb
+    with harness.home_for(home, 8) as h, tempfile.TemporaryDirectory() as wd:
+        cfg_path = os.path.join(wd, "hub.json")
+        with open(cfg_path, "w") as f:
+            json.dump(full_config(h), f)
+        images = build_images(cfg_path, wd)
+        harness.prime_arp(h, range(1, 9))
+        prelude = PRELUDE % {"services": SERVICES}
+        runs = {}
+        for layout, (fw, img) in images.items():
+            runs[layout] = {
+                "roomy": image_run(h, fw, img, ROOMY_KB, deadline_s=deadline_s),
+                "min_board": image_run(h, fw, img, MIN_BOARD_HEAP_KB, deadline_s=deadline_s)}
+        # the services' shares, in a run of their own (the wrappers take heap too)
+        fw, img = images["romfs"]
+        runs["services"] = image_run(h, fw, img, ROOMY_KB, prelude, deadline_s)
+    table = {}
+    for layout in images:
+        r = runs[layout]
+        roomy = r["roomy"]
+        if not roomy["started"] or not roomy["code"]:
+            raise RuntimeError("the hub did not boot from the %s image with a roomy heap: %s"
+                               % (layout, roomy.get("first_error")))
+        table[layout] = {
+            "code_kb": kb(roomy["code"]), "boot_live_kb": kb(roomy["boot_live"]),
+            "boot_data_kb": kb(roomy["boot_live"] - roomy["code"]),
+            "end_data_kb": kb(roomy["end_live"] - roomy["code"]),
+            "peak_data_kb": kb(roomy["live_peak"] - roomy["code"]),
+            "rom_copy_kb": kb(roomy["rom_bytes"]),
+            "min_board_ok": r["min_board"]["ok"], "min_board_heap": r["min_board"]["heap_arg"],
+            "min_board_first_error": r["min_board"]["first_error"],
+        }
+    services = {k: kb(v) for k, v in runs["services"]["services"].items()}
+    romfs = table["romfs"]
+    return {
+        "name": "esp_heap_min_board",
+        "value": round(romfs["code_kb"] + romfs["peak_data_kb"], 2),
+        "unit": "KB GC heap at peak from ROMFS (code + data; unix port, 64-bit)",
+        "goal": "the 8-device workload passes from ROMFS with a %d KB heap" % MIN_BOARD_HEAP_KB,
+        "goal_met": romfs["min_board_ok"],
+        "min_board_heap_kb": MIN_BOARD_HEAP_KB,
+        "layouts": table,
+        "services_kb": services,
+        "runs": runs,
+    }
+
+
+BENCHMARKS = [("esp_heap_min_board", bench_esp_heap)]
