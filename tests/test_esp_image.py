@@ -194,3 +194,28 @@ def test_hub_boots_from_image_and_answers_dns(home, tmp_path, chip, parts):
         home.stop_hub()
     # the CA file the hub used came from the image, not from the host
     assert not os.path.exists(tmp_path / "files")
+
+
+# -- the heap benchmark's measurements (make bench: esp_heap_min_board), briefly -------------
+
+
+def test_heap_figures_from_the_image(home, tmp_path):
+    """The benchmark's runs in short (no workload: this home has 3 devices, not
+    8): booted from the ROMFS image with the services wrapped, the hub runs and
+    every service reports its share; the code share (ROMFS copy off) is below
+    the same hub's from /lib."""
+    from blinds_host.bench import esp
+
+    cfg_path = tmp_path / "hub.json"
+    cfg_path.write_text(json.dumps(esp.full_config(home)))
+    images = esp.build_images(str(cfg_path), str(tmp_path))
+    prelude = esp.PRELUDE % {"services": esp.SERVICES}
+    run = esp.image_run(home, *images["romfs"], esp.ROOMY_KB, prelude, workload=False)
+    assert run["ok"], run
+    assert sorted(run["services"]) == sorted(c for _, c in esp.SERVICES)
+    assert all(v > 0 for v in run["services"].values()), run["services"]
+    assert run["rom_bytes"] == images["romfs"][0].romfs().size
+    assert 0 < run["code"] < run["boot_live"] <= run["live_peak"]
+    lib = esp.code_share(*images["lib"], str(tmp_path))
+    romfs = esp.code_share(*images["romfs"], str(tmp_path))
+    assert 0 < romfs < lib and abs(romfs - run["code"]) < 8192  # the wrappers' few KB

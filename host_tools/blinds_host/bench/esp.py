@@ -83,7 +83,7 @@ def full_config(h):
     return cfg
 
 
-def build_images(cfg_path, workdir):
+def build_images(cfg_path, workdir, layouts=("lib", "romfs")):
     """{layout: (Firmware, image path)}: "lib" (stock firmware, the modules on
     LittleFS) and "romfs" (a ROMFS build), both for a plain ESP32."""
     from ..esp import fakefw, image, partitions
@@ -91,6 +91,8 @@ def build_images(cfg_path, workdir):
     out = {}
     for layout, romfs, parts in (("lib", False, fakefw.ESP32_PARTS),
                                  ("romfs", True, fakefw.S3_PARTS)):
+        if layout not in layouts:
+            continue
         fw_path = os.path.join(workdir, "fw-%s.bin" % layout)
         with open(fw_path, "wb") as f:
             f.write(fakefw.make_firmware("esp32", parts=parts, romfs=romfs))
@@ -109,9 +111,10 @@ def rom_bytes(fw):
     return rom.size if rom else 0
 
 
-def image_run(h, fw, img, heap_kb, prelude="", deadline_s=12.0):
+def image_run(h, fw, img, heap_kb, prelude="", deadline_s=12.0, workload=True):
     """Boot the hub from ``img`` with a GC heap of ``heap_kb`` plus the ROMFS
-    copy, run the DNS workload; its figures with the ROMFS copy taken off."""
+    copy, run the DNS workload (8 devices; none without ``workload``); its
+    figures with the ROMFS copy taken off."""
     from ..esp import imageboot
 
     rom = rom_bytes(fw)
@@ -126,7 +129,8 @@ def image_run(h, fw, img, heap_kb, prelude="", deadline_s=12.0):
                 log.count("MemoryError"), "first_error": harness.first_error(log)}
     try:
         boot = harness.next_status(h)
-        work = dns.run_heap_workload(h, 64, deadline_s=deadline_s)
+        work = (dns.run_heap_workload(h, 64, deadline_s=deadline_s) if workload
+                else {"queries": 0, "ok": 0})
         alive = h.hub_proc.poll() is None
         st = harness.next_status(h) if alive else h.hub_status()
         log = h.hub_log()[log0:]
@@ -150,6 +154,70 @@ def image_run(h, fw, img, heap_kb, prelude="", deadline_s=12.0):
     }
 
 
+def features(h, workdir):
+    """{feature: configuration}: the 8-device hub (DoT), with the broker, with
+    the SNTP client, and with a tunnel instead of DoT (no direct fallback: the
+    DoT/DoH modules are not loaded)."""
+    from .. import pki
+
+    base = h.hub_config(devices=dns.heap_devices(), default_policy="block_all", cache_size=64,
+                        log_size=32)
+    pki.make_ca(workdir, "tca", "Bench Exit CA")
+    pki.make_server_cert(workdir, "thub", ["hub.test"], ca="tca")
+    tunnel = {"exit": {"ip": "10.0.0.9", "name": "exit.test",
+                       "ca_file": os.path.join(workdir, "tca.pem")},
+              "cert_file": os.path.join(workdir, "thub.pem"),
+              "key_file": os.path.join(workdir, "thub.key")}
+    full = full_config(h)
+    return {"dns_relay": base, "mqtt": dict(base, mqtt=full["mqtt"]),
+            "sntp": dict(base, time=full["time"]), "tunnel": dict(base, tunnel=tunnel)}
+
+
+def code_share(fw, img, workdir, timeout_s=30.0):
+    """heap.code (ROMFS copy off) of the hub booted from ``img``: every module its
+    configuration needs is loaded before the network starts, so no home is
+    needed: outside one the hub refuses (its AP address is on no interface),
+    having written its status."""
+    import signal
+    import subprocess
+    import time
+
+    from ..esp import imageboot
+
+    state = tempfile.mkdtemp(dir=workdir)
+    argv = imageboot.boot_argv(img, fw, state, heap="%dk" % (ROOMY_KB + rom_bytes(fw) // 1024))
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            try:
+                with open(os.path.join(state, "status.json")) as f:
+                    return json.load(f)["heap"]["code"] - rom_bytes(fw)
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.2)
+        raise RuntimeError("the hub booted from %s wrote no status in %d s" % (img, timeout_s))
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def code_by_feature(h, workdir):
+    """{feature: KB of code share from ROMFS}, each configuration booted once."""
+    out = {}
+    for name, cfg in features(h, workdir).items():
+        d = tempfile.mkdtemp(dir=workdir)
+        path = os.path.join(d, "hub.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        fw, img = build_images(path, d, layouts=("romfs",))["romfs"]
+        out[name] = harness.kb(code_share(fw, img, d))
+    return out
+
+
 def bench_esp_heap(home=None, deadline_s=12.0):
     """Heap after boot, code share, per-service data and the minimum board's
     fit, booting the hub from built images (see the module's docstring)."""
@@ -169,6 +237,7 @@ def bench_esp_heap(home=None, deadline_s=12.0):
         # the services' shares, in a run of their own (the wrappers take heap too)
         fw, img = images["romfs"]
         runs["services"] = image_run(h, fw, img, ROOMY_KB, prelude, deadline_s)
+        by_feature = code_by_feature(h, wd)
     table = {}
     for layout in images:
         r = runs[layout]
@@ -196,6 +265,7 @@ def bench_esp_heap(home=None, deadline_s=12.0):
         "min_board_heap_kb": MIN_BOARD_HEAP_KB,
         "layouts": table,
         "services_kb": services,
+        "code_by_feature_kb": by_feature,
         "runs": runs,
     }
 
