@@ -6,7 +6,6 @@ from blinds.config.values import (
     _BLANK, _DIGITS, _URL_PATH_CHARS, _choice, _dns_name, _int, _ints, _ipv4, _kp, _list, _mac,
     _name, _obj, _str, _unicast, _want,
 )
-from blinds.led import parse as led_parse
 from blinds.policy import BLOCKED_ANSWERS, NXDOMAIN, POLICIES
 
 _MAX_UPSTREAMS = const(4)
@@ -101,8 +100,10 @@ def ap(v, path, out):
     if "ssid" in v:
         if not isinstance(ssid, str):
             _want(out, path + ".ssid", "a string", ssid)
-        elif [c for c in ssid if "\ud800" <= c <= "\udfff"]:
+        elif [c for c in ssid if 0xD800 <= ord(c) <= 0xDFFF]:
             # A lone surrogate (JSON "\ud800"): CPython cannot encode it at all.
+            # (Compared by code point: a surrogate in a string constant cannot
+            # be frozen into a firmware, mpy-tool refuses it.)
             out.append((path + ".ssid", "is not valid Unicode text"))
         elif not 1 <= len(ssid.encode()) <= 32:
             out.append((path + ".ssid", "must be 1..32 bytes of UTF-8 text"))
@@ -329,6 +330,8 @@ def hub(v, path, out):
     r = {}
     _ints(v, r, path, out, HUB_INTS)
     if "led" in v:  # the board reads it at boot (boards/esp32/leddrv.py); absent: its own
+        from blinds.led import parse as led_parse
+
         try:
             led_parse(v["led"])
             r["led"] = v["led"]
