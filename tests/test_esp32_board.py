@@ -246,8 +246,18 @@ class Out:
 out = Out()
 done = improv_setup.ensure_uplink(b, cfg, ("Blinds", "0.1", "esp32", "hub"), stdout=out)
 again = improv_setup.ensure_uplink(b, cfg, ("Blinds", "0.1", "esp32", "hub"), stdout=out)
-print(json.dumps({"done": done, "again": again, "out": out.data.hex(), "calls": network.calls,
-                  "ble": aioble.log, "saved": b.saved_uplink()}))
+res = {"done": done, "again": again, "out": out.data.hex(), "calls": network.calls,
+       "ble": aioble.log, "saved": b.saved_uplink()}
+import gc
+del aioble
+gc.collect()
+held = gc.mem_alloc()
+improv_setup.unload()  # as main.py does
+del improv_setup
+gc.collect()
+res["freed"] = held - gc.mem_alloc()
+res["left"] = [m for m in sys.modules if "improv" in m or "aioble" in m or "provision" in m]
+print(json.dumps(res))
 '''
 
 
@@ -284,3 +294,5 @@ def test_first_boot_provisions_over_serial(tmp_path):
     assert res["calls"][-1] == ["connect", "home-net", "correct horse"]
     # BLE advertised while waiting and was switched off once provisioned
     assert res["ble"][0][0] == "advertise" and res["ble"][-1] == ["stop"]
+    # then the provisioning modules are forgotten: their heap goes to the hub
+    assert res["left"] == [] and res["freed"] > 8192, res["freed"]

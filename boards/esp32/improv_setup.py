@@ -111,3 +111,18 @@ def ensure_uplink(board, cfg, info, name="blinds", stdin=None, stdout=None):
         board.indicator.end_identify()
         board.indicator.set(led.BOOT)
     return True
+
+
+def unload():
+    """Forget the provisioning modules (Improv, aioble): provisioning is over
+    before the hub starts, and their bytecode would stay in the GC heap."""
+    import gc
+
+    for name in list(sys.modules):
+        for prefix in ("improv", "aioble", "blinds.provision"):
+            if name.startswith(prefix):
+                sys.modules.pop(name, None)
+    pkg = sys.modules.get("blinds")
+    if pkg is not None and hasattr(pkg, "provision"):
+        delattr(pkg, "provision")
+    gc.collect()

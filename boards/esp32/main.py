@@ -20,4 +20,6 @@ if cfg is not None:
     improv_setup.ensure_uplink(board, cfg, ("Blinds", "0.1", sys.implementation._machine, name),
                                name=name)
 del cfg
+improv_setup.unload()  # its heap goes back to the hub
+del improv_setup
 hub.run(board)

@@ -8,25 +8,31 @@
     the ``romfs`` partition, run in place). Each boots on the unix port from
     the image, as :mod:`blinds_host.esp.imageboot` does, in the test home, with
     8 devices, a DoT resolver, the MQTT broker and the SNTP client, and runs
-    the 8-device DNS workload of :mod:`.dns` (64 names cached).
+    the 8-device DNS workload of :mod:`.dns` (64 names cached); then the same
+    without the broker and the SNTP client (``dns_relay``).
 
-    A roomy run (1 MB heap) measures: the heap after boot (live), the share
-    held by code (status ``heap.code``: every module loaded, nothing served
-    yet), the data each service holds once built (each service's constructor
-    wrapped, ``gc.mem_alloc()`` after a collection before and after it), and
-    the data after the workload (live and live peak). A capped run then gives
-    the hub the minimum board's heap, :data:`MIN_BOARD_HEAP_KB`, and checks
-    that the workload passes with no MemoryError.
+    A roomy run measures: the heap after boot (live), the share held by code
+    (status ``heap.code``: every module loaded, nothing served yet), the data
+    each service holds once built (each service's constructor wrapped,
+    ``gc.mem_alloc()`` after a collection before and after it), the data
+    after the workload (live and live peak), and the code share of each
+    feature. A capped run then gives the hub the minimum board's heap,
+    :data:`MIN_BOARD_HEAP_KB`, and checks that the workload passes with no
+    MemoryError.
 
-    On the unix port ``vfs.VfsRom`` mounts a bytes object: the ROMFS image is
-    read into the GC heap, and imports from it run the bytecode in place from
-    there. Its size is known exactly, so it is subtracted from every ROMFS
-    figure and added to the capped run's heap; on the ESP32 it stays in flash.
+    What the boot takes before the hub starts is printed by the boot script,
+    taken off every figure and added to the capped run's heap: on the unix
+    port ``vfs.VfsRom`` mounts a bytes object, so the ROMFS image is read into
+    the GC heap (imports from it then run the bytecode in place from there);
+    on the ESP32 it stays in flash.
 
-    Figures are the unix port's, 64-bit: every pointer and object header is
-    twice the ESP32's, raw bytes (bytecode, buffers) the same size. So they
-    are an upper bound on the ESP32's, and what fits here fits there; what
-    does not fit here is estimated (docs/hardware.md).
+    The venv's unix port is 64-bit: pointers, object headers and GC blocks are
+    twice the ESP32's, raw bytes the same, so its figures are an upper bound.
+    With ``BLINDS_MICROPYTHON32`` naming a 32-bit build of the unix port
+    (docs/hardware.md says how to make one) everything runs again there, with
+    the ESP32's object sizes; with ``BLINDS_MICROPYTHON32_FROZEN`` naming one
+    with the hub frozen in, the hub is imported from it instead (a "frozen"
+    layout).
     Goal: the workload passes from ROMFS on the minimum board's heap.
 """
 
@@ -71,6 +77,7 @@ for _m, _c in %(services)r:
     _wrap(_m, _c)
 '''
 SERVICE_LINE = re.compile(r"^heap-service (\w+) (-?\d+)$", re.M)
+BEFORE_LINE = re.compile(r"^heap-before-hub (\d+)$", re.M)
 
 
 def full_config(h):
@@ -111,17 +118,20 @@ def rom_bytes(fw):
     return rom.size if rom else 0
 
 
-def image_run(h, fw, img, heap_kb, prelude="", deadline_s=12.0, workload=True):
-    """Boot the hub from ``img`` with a GC heap of ``heap_kb`` plus the ROMFS
-    copy, run the DNS workload (8 devices; none without ``workload``); its
-    figures with the ROMFS copy taken off."""
+def image_run(h, fw, img, heap_kb, prelude="", deadline_s=12.0, workload=True, boot=None,
+              boot_bytes=0):
+    """Boot the hub from ``img`` with a GC heap of ``heap_kb`` plus ``boot_bytes``
+    (what the boot takes before the hub starts: the ROMFS copy, the mounts, the
+    boot script; measured by a roomy run), run the DNS workload (8 devices;
+    none without ``workload``); its figures with the boot's share taken off.
+    ``boot``: more arguments for imageboot.boot_argv (another binary, ...)."""
     from ..esp import imageboot
 
-    rom = rom_bytes(fw)
-    heap = "%dk" % (heap_kb + (rom + 1023) // 1024)
+    heap = "%dk" % (heap_kb + (boot_bytes + 1023) // 1024)
     log0 = len(h.hub_log())
     try:
-        h.start_hub_argv(imageboot.boot_argv(img, fw, h.hub_state, heap=heap, prelude=prelude))
+        h.start_hub_argv(imageboot.boot_argv(img, fw, h.hub_state, heap=heap, prelude=prelude,
+                                             **(boot or {})))
     except RuntimeError:
         log = h.hub_log()[log0:]
         h.stop_hub()
@@ -137,12 +147,15 @@ def image_run(h, fw, img, heap_kb, prelude="", deadline_s=12.0, workload=True):
     finally:
         h.stop_hub()
     hp, bh = (st or {}).get("heap", {}), (boot or {}).get("heap", {})
+    before = BEFORE_LINE.search(log)
+    base = int(before.group(1)) if before else 0
 
     def minus_rom(v):
-        return v - rom if v else None
+        return v - base if v else None
 
     return {
-        "heap_arg": heap, "rom_bytes": rom, "started": True, "alive": alive,
+        "heap_arg": heap, "rom_bytes": rom_bytes(fw), "boot_bytes": base, "started": True,
+        "alive": alive,
         "ok": bool(alive and work["ok"] == work["queries"] and "MemoryError" not in log
                    and not (st or {}).get("restarts")),
         "workload": work, "memory_errors": log.count("MemoryError"),
@@ -173,8 +186,8 @@ def features(h, workdir):
             "sntp": dict(base, time=full["time"]), "tunnel": dict(base, tunnel=tunnel)}
 
 
-def code_share(fw, img, workdir, timeout_s=30.0):
-    """heap.code (ROMFS copy off) of the hub booted from ``img``: every module its
+def code_share(fw, img, workdir, timeout_s=30.0, boot=None):
+    """heap.code (the boot's share off) of the hub booted from ``img``: every module its
     configuration needs is loaded before the network starts, so no home is
     needed: outside one the hub refuses (its AP address is on no interface),
     having written its status."""
@@ -185,15 +198,20 @@ def code_share(fw, img, workdir, timeout_s=30.0):
     from ..esp import imageboot
 
     state = tempfile.mkdtemp(dir=workdir)
-    argv = imageboot.boot_argv(img, fw, state, heap="%dk" % (ROOMY_KB + rom_bytes(fw) // 1024))
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = imageboot.boot_argv(img, fw, state, heap="%dk" % (ROOMY_KB + rom_bytes(fw) // 1024),
+                               **(boot or {}))
+    out = os.path.join(state, "stdout")
+    with open(out, "w") as f:
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             try:
                 with open(os.path.join(state, "status.json")) as f:
-                    return json.load(f)["heap"]["code"] - rom_bytes(fw)
-            except (OSError, ValueError, KeyError):
+                    code = json.load(f)["heap"]["code"]
+                with open(out) as f:
+                    return code - int(BEFORE_LINE.search(f.read()).group(1))
+            except (OSError, ValueError, KeyError, AttributeError):
                 time.sleep(0.2)
         raise RuntimeError("the hub booted from %s wrote no status in %d s" % (img, timeout_s))
     finally:
@@ -205,41 +223,58 @@ def code_share(fw, img, workdir, timeout_s=30.0):
             p.wait()
 
 
-def code_by_feature(h, workdir):
-    """{feature: KB of code share from ROMFS}, each configuration booted once."""
+def feature_images(h, workdir):
+    """{feature: (Firmware, ROMFS image)} for the configurations of :func:`features`."""
     out = {}
     for name, cfg in features(h, workdir).items():
         d = tempfile.mkdtemp(dir=workdir)
         path = os.path.join(d, "hub.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
-        fw, img = build_images(path, d, layouts=("romfs",))["romfs"]
-        out[name] = harness.kb(code_share(fw, img, d))
+        out[name] = build_images(path, d, layouts=("romfs",))["romfs"]
     return out
 
 
-def bench_esp_heap(home=None, deadline_s=12.0):
-    """Heap after boot, code share, per-service data and the minimum board's
-    fit, booting the hub from built images (see the module's docstring)."""
+def unix_board(workdir):
+    """A folder with the unix board's compiled modules only (board.mpy, limits.mpy):
+    loaded from .mpy as the ESP32's board is, not compiled from source in the heap."""
+    import shutil
+
+    from ..build import build
+
+    d = os.path.join(workdir, "unix-board")
+    os.makedirs(d, exist_ok=True)
+    for f in ("board.mpy", "limits.mpy"):
+        shutil.copy(os.path.join(build("unix"), f), d)
+    return d
+
+
+def measure(h, layouts, feats, workdir, deadline_s, boot):
+    """Every run of the benchmark with one unix port: ``layouts`` [(name, Firmware,
+    image)], ``feats`` the feature images, ``boot`` the boot_argv arguments."""
+    prelude = PRELUDE % {"services": SERVICES}
+    runs = {}
+    for layout, fw, img in layouts + [("dns_relay",) + feats["dns_relay"]]:
+        roomy = image_run(h, fw, img, ROOMY_KB + rom_bytes(fw) // 1024, deadline_s=deadline_s,
+                          boot=boot)
+        runs[layout] = {
+            "roomy": roomy,
+            "min_board": image_run(h, fw, img, MIN_BOARD_HEAP_KB, deadline_s=deadline_s,
+                                   boot=boot, boot_bytes=roomy.get("boot_bytes", 0))}
+    # the services' shares, in a run of their own (the wrappers take heap too)
+    _name, fw, img = layouts[-1]
+    runs["services"] = image_run(h, fw, img, ROOMY_KB + rom_bytes(fw) // 1024, prelude,
+                                 deadline_s, boot=boot)
+    runs["code_by_feature"] = {name: code_share(fw, img, workdir, boot=boot)
+                               for name, (fw, img) in feats.items()}
+    return runs
+
+
+def figures(runs):
+    """The benchmark's table from the runs of :func:`measure`."""
     kb = harness.kb
-    with harness.home_for(home, 8) as h, tempfile.TemporaryDirectory() as wd:
-        cfg_path = os.path.join(wd, "hub.json")
-        with open(cfg_path, "w") as f:
-            json.dump(full_config(h), f)
-        images = build_images(cfg_path, wd)
-        harness.prime_arp(h, range(1, 9))
-        prelude = PRELUDE % {"services": SERVICES}
-        runs = {}
-        for layout, (fw, img) in images.items():
-            runs[layout] = {
-                "roomy": image_run(h, fw, img, ROOMY_KB, deadline_s=deadline_s),
-                "min_board": image_run(h, fw, img, MIN_BOARD_HEAP_KB, deadline_s=deadline_s)}
-        # the services' shares, in a run of their own (the wrappers take heap too)
-        fw, img = images["romfs"]
-        runs["services"] = image_run(h, fw, img, ROOMY_KB, prelude, deadline_s)
-        by_feature = code_by_feature(h, wd)
     table = {}
-    for layout in images:
+    for layout in [k for k in runs if k not in ("services", "code_by_feature")]:
         r = runs[layout]
         roomy = r["roomy"]
         if not roomy["started"] or not roomy["code"]:
@@ -250,22 +285,51 @@ def bench_esp_heap(home=None, deadline_s=12.0):
             "boot_data_kb": kb(roomy["boot_live"] - roomy["code"]),
             "end_data_kb": kb(roomy["end_live"] - roomy["code"]),
             "peak_data_kb": kb(roomy["live_peak"] - roomy["code"]),
-            "rom_copy_kb": kb(roomy["rom_bytes"]),
+            "rom_copy_kb": kb(roomy["rom_bytes"]), "boot_kb": kb(roomy["boot_bytes"]),
             "min_board_ok": r["min_board"]["ok"], "min_board_heap": r["min_board"]["heap_arg"],
             "min_board_first_error": r["min_board"]["first_error"],
         }
-    services = {k: kb(v) for k, v in runs["services"]["services"].items()}
-    romfs = table["romfs"]
+    table["services_kb"] = {k: kb(v) for k, v in runs["services"]["services"].items()}
+    table["code_by_feature_kb"] = {k: kb(v) for k, v in runs["code_by_feature"].items()}
+    return table
+
+
+def bench_esp_heap(home=None, deadline_s=12.0, binary32=None, frozen32=None):
+    """Heap after boot, code share, per-service data and the minimum board's
+    fit, booting the hub from built images (see the module's docstring): on the
+    venv's unix port (64-bit); on a 32-bit build of it if ``binary32`` (default:
+    the environment's BLINDS_MICROPYTHON32) names one; and on a 32-bit build
+    with the hub frozen in, ``frozen32`` (BLINDS_MICROPYTHON32_FROZEN)."""
+    binary32 = binary32 or os.environ.get("BLINDS_MICROPYTHON32")
+    frozen32 = frozen32 or os.environ.get("BLINDS_MICROPYTHON32_FROZEN")
+    with harness.home_for(home, 8) as h, tempfile.TemporaryDirectory() as wd:
+        cfg_path = os.path.join(wd, "hub.json")
+        with open(cfg_path, "w") as f:
+            json.dump(full_config(h), f)
+        images = build_images(cfg_path, wd)
+        layouts = [(name, fw, img) for name, (fw, img) in images.items()]
+        feats = feature_images(h, wd)
+        harness.prime_arp(h, range(1, 9))
+        board = {"board_dir": unix_board(wd)}
+        runs = {"64": measure(h, layouts, feats, wd, deadline_s, board)}
+        if binary32:
+            runs["32"] = measure(h, layouts, feats, wd, deadline_s, dict(board, binary=binary32))
+        if frozen32:
+            runs["32_frozen"] = measure(h, [("frozen",) + images["lib"]], feats, wd, deadline_s,
+                                        dict(board, binary=frozen32, frozen_first=True))
+    tables = {bits: figures(r) for bits, r in runs.items()}
+    best = tables.get("32", tables["64"])["romfs"]
     return {
         "name": "esp_heap_min_board",
-        "value": round(romfs["code_kb"] + romfs["peak_data_kb"], 2),
-        "unit": "KB GC heap at peak from ROMFS (code + data; unix port, 64-bit)",
+        "value": round(best["code_kb"] + best["peak_data_kb"], 2),
+        "unit": "KB GC heap at peak from ROMFS (code + data; unix port, %s-bit)"
+                % ("32" if binary32 else "64"),
         "goal": "the 8-device workload passes from ROMFS with a %d KB heap" % MIN_BOARD_HEAP_KB,
-        "goal_met": romfs["min_board_ok"],
+        "goal_met": best["min_board_ok"],
         "min_board_heap_kb": MIN_BOARD_HEAP_KB,
-        "layouts": table,
-        "services_kb": services,
-        "code_by_feature_kb": by_feature,
+        "bits": tables,
+        "micropython32": binary32,
+        "micropython32_frozen": frozen32,
         "runs": runs,
     }
 
