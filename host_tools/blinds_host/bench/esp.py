@@ -48,6 +48,7 @@ from . import dns, harness
 # other benchmarks give the hub for data (harness.ESP32_DATA_KB).
 MIN_BOARD_HEAP_KB = harness.ESP32_DATA_KB
 ROOMY_KB = 1024
+SEARCH_KB = (144, 160, 192, 256)  # heaps tried when the minimum board's is not enough
 # The services the hub builds (blinds.hub.Hub._start), by module and class.
 SERVICES = [("blinds.policy", "Policy"), ("blinds.devices", "Devices"), ("blinds.dns.upstream", "Resolver"),
             ("blinds.dns.cache", "Cache"), ("blinds.names", "Names"),
@@ -249,18 +250,26 @@ def unix_board(workdir):
     return d
 
 
-def measure(h, layouts, feats, workdir, deadline_s, boot):
+def measure(h, layouts, feats, workdir, deadline_s, boot, search=False):
     """Every run of the benchmark with one unix port: ``layouts`` [(name, Firmware,
-    image)], ``feats`` the feature images, ``boot`` the boot_argv arguments."""
+    image)], ``feats`` the feature images, ``boot`` the boot_argv arguments.
+    ``search``: when the minimum board's heap is not enough, the least of
+    :data:`SEARCH_KB` that is."""
     prelude = PRELUDE % {"services": SERVICES}
     runs = {}
     for layout, fw, img in layouts + [("dns_relay",) + feats["dns_relay"]]:
         roomy = image_run(h, fw, img, ROOMY_KB + rom_bytes(fw) // 1024, deadline_s=deadline_s,
                           boot=boot)
-        runs[layout] = {
-            "roomy": roomy,
-            "min_board": image_run(h, fw, img, MIN_BOARD_HEAP_KB, deadline_s=deadline_s,
-                                   boot=boot, boot_bytes=roomy.get("boot_bytes", 0))}
+        base = roomy.get("boot_bytes", 0)
+        capped = image_run(h, fw, img, MIN_BOARD_HEAP_KB, deadline_s=deadline_s, boot=boot,
+                           boot_bytes=base)
+        runs[layout] = {"roomy": roomy, "min_board": capped,
+                        "passes_at_kb": MIN_BOARD_HEAP_KB if capped["ok"] else None}
+        for kb in SEARCH_KB if search and not capped["ok"] else ():
+            if image_run(h, fw, img, kb, deadline_s=deadline_s, boot=boot,
+                         boot_bytes=base)["ok"]:
+                runs[layout]["passes_at_kb"] = kb
+                break
     # the services' shares, in a run of their own (the wrappers take heap too)
     _name, fw, img = layouts[-1]
     runs["services"] = image_run(h, fw, img, ROOMY_KB + rom_bytes(fw) // 1024, prelude,
@@ -288,6 +297,7 @@ def figures(runs):
             "rom_copy_kb": kb(roomy["rom_bytes"]), "boot_kb": kb(roomy["boot_bytes"]),
             "min_board_ok": r["min_board"]["ok"], "min_board_heap": r["min_board"]["heap_arg"],
             "min_board_first_error": r["min_board"]["first_error"],
+            "passes_at_kb": r["passes_at_kb"],
         }
     table["services_kb"] = {k: kb(v) for k, v in runs["services"]["services"].items()}
     table["code_by_feature_kb"] = {k: kb(v) for k, v in runs["code_by_feature"].items()}
@@ -313,19 +323,25 @@ def bench_esp_heap(home=None, deadline_s=12.0, binary32=None, frozen32=None):
         board = {"board_dir": unix_board(wd)}
         runs = {"64": measure(h, layouts, feats, wd, deadline_s, board)}
         if binary32:
-            runs["32"] = measure(h, layouts, feats, wd, deadline_s, dict(board, binary=binary32))
+            runs["32"] = measure(h, layouts, feats, wd, deadline_s, dict(board, binary=binary32),
+                                 search=True)
         if frozen32:
             runs["32_frozen"] = measure(h, [("frozen",) + images["lib"]], feats, wd, deadline_s,
-                                        dict(board, binary=frozen32, frozen_first=True))
+                                        dict(board, binary=frozen32, frozen_first=True),
+                                        search=True)
     tables = {bits: figures(r) for bits, r in runs.items()}
-    best = tables.get("32", tables["64"])["romfs"]
+    # the most faithful figures: frozen on 32-bit, else ROMFS on 32-bit, else on 64-bit
+    bits, layout = (("32_frozen", "frozen") if "32_frozen" in tables
+                    else ("32" if "32" in tables else "64", "romfs"))
+    best = tables[bits][layout]
     return {
         "name": "esp_heap_min_board",
         "value": round(best["code_kb"] + best["peak_data_kb"], 2),
-        "unit": "KB GC heap at peak from ROMFS (code + data; unix port, %s-bit)"
-                % ("32" if binary32 else "64"),
-        "goal": "the 8-device workload passes from ROMFS with a %d KB heap" % MIN_BOARD_HEAP_KB,
+        "unit": "KB GC heap at peak, code + data (%s, unix port %s)" % (layout, bits),
+        "goal": "the 8-device workload passes with the hub %s on a %d KB heap"
+                % ("frozen" if layout == "frozen" else "in ROMFS", MIN_BOARD_HEAP_KB),
         "goal_met": best["min_board_ok"],
+        "measured_as": [bits, layout],
         "min_board_heap_kb": MIN_BOARD_HEAP_KB,
         "bits": tables,
         "micropython32": binary32,
