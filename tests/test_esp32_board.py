@@ -296,3 +296,30 @@ def test_first_boot_provisions_over_serial(tmp_path):
     assert res["ble"][0][0] == "advertise" and res["ble"][-1] == ["stop"]
     # then the provisioning modules are forgotten: their heap goes to the hub
     assert res["left"] == [] and res["freed"] > 8192, res["freed"]
+
+
+def test_manifest_freezes_every_board_module():
+    """boards/esp32/manifest.py (a frozen firmware) names every module of the
+    board layer that main.py reaches, the blinds package and aioble."""
+    seen = {"module": [], "package": [], "require": [], "include": []}
+
+    def record(kind):
+        return lambda name, **kw: seen[kind].append(name)
+
+    path = os.path.join(BOARDS, "esp32", "manifest.py")
+    exec(compile(open(path).read(), path, "exec"), {k: record(k) for k in seen})  # noqa: S102
+    mine = sorted(f for f in os.listdir(os.path.join(BOARDS, "esp32"))
+                  if f.endswith(".py") and f != "manifest.py")
+    assert sorted(seen["module"]) == mine
+    assert seen["package"] == ["blinds"] and seen["require"] == ["aioble"]
+    # and what the board layer imports is in it, or the firmware's own
+    imported = set()
+    for f in mine:
+        for node in ast.walk(ast.parse(open(os.path.join(BOARDS, "esp32", f)).read())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported.add(node.module.split(".")[0])
+    builtin = {"asyncio", "json", "sys", "time", "gc", "network", "machine", "neopixel",
+               "bluetooth"}
+    assert imported - builtin == {m[:-3] for m in mine} - {"main"} | {"blinds", "aioble"}
