@@ -431,3 +431,12 @@ def test_identify_over_ble_blinks_the_led(tmp_path):
     want = [led.PATTERNS[s][0] for s in (led.BOOT, led.PROVISIONING, led.IDENTIFY)]
     assert seq[:3] == want
     assert colours[-1] == led.PATTERNS[led.BOOT][0] and out["led"] == led.BOOT  # then it boots
+
+
+def test_status_shows_the_led():
+    from blinds_host.cmd_status import render
+
+    st = {"board": "esp32", "state": "running", "uptime_s": 5, "time_s": 0,
+          "led": {"state": led.TUNNEL, "changes": 3, "identifies": 0, "errors": 0}}
+    assert "led: tunnel" in render(st).splitlines()
+    assert "led:" not in render(dict(st, led=None))
