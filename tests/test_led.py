@@ -440,3 +440,37 @@ def test_status_shows_the_led():
           "led": {"state": led.TUNNEL, "changes": 3, "identifies": 0, "errors": 0}}
     assert "led: tunnel" in render(st).splitlines()
     assert "led:" not in render(dict(st, led=None))
+
+
+def test_hub_sets_the_led_and_turns_it_off_when_stopped():
+    from blinds.hub import Hub
+
+    class Board:
+        # mock: a clock, a log, a status sink and an LED with a recording driver
+        name = "mock"
+        default_ap_ip = "192.168.4.1"
+
+        def __init__(self):
+            self.indicator = led.Indicator(Recorder(), clock=lambda: 0)
+            self.saved = []
+
+        def time_s(self):
+            return 0
+
+        def log(self, msg):
+            pass
+
+        def save_json(self, name, obj):
+            self.saved.append(obj)
+
+    # (the status loop's hook runs in the test home: test_esp_image's boot test)
+    b = Board()
+    h = Hub(b)
+    h._led_state = led.hub_state
+    h.refuse("invalid configuration")
+    h.led.set(led.hub_state(h))
+    h.write_status(force=True)
+    assert b.saved[-1]["led"]["state"] == led.REFUSING
+    assert b.indicator.driver.shown[-1] == led.PATTERNS[led.REFUSING][0]
+    h.shutdown()
+    assert b.saved[-1]["led"]["state"] == led.STOPPED and b.indicator.driver.shown[-1] == led.OFF

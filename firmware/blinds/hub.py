@@ -449,6 +449,8 @@ class Hub:
         # survive, then say in the status that the hub stopped.
         self.state = "stopped"
         self.reason = "stop requested"
+        if self._led_state is not None:
+            self.led.set(self._led_state(self))  # off
         if self.learner is not None and self.learner.dirty:
             try:
                 self.learner.save()
