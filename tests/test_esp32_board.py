@@ -154,25 +154,31 @@ def test_board_type_checks_against_esp32_stubs(tmp_path):
     pyright = os.path.join(os.path.dirname(sys.executable), "pyright")
     if not os.path.exists(pyright):
         pytest.fail("pyright is not installed (pip install -e '.[test]')")
-    for f in ("board.py", "fwcheck.py", "limits.py", "improv_ble.py", "improv_setup.py"):
+    for f in ("board.py", "fwcheck.py", "limits.py", "improv_ble.py", "improv_setup.py",
+              "leddrv.py"):
         shutil.copy(os.path.join(BOARDS, "esp32", f), tmp_path / f)
     (tmp_path / "pyrightconfig.json").write_text(json.dumps({
-        "include": ["board.py", "fwcheck.py", "improv_setup.py"], "extraPaths": [FIRMWARE, stubs],
+        "include": ["board.py", "fwcheck.py", "improv_setup.py", "leddrv.py"],
+        "extraPaths": [FIRMWARE, stubs],
         "typeshedPath": stubs, "pythonVersion": "3.11", "typeCheckingMode": "basic",
         "reportMissingModuleSource": "none"}))
     r = subprocess.run([pyright, "-p", str(tmp_path / "pyrightconfig.json"), "--outputjson"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path,
                        env=dict(os.environ, PYRIGHT_PYTHON_IGNORE_WARNINGS="1"))
     report = json.loads(r.stdout)
-    assert report["summary"]["filesAnalyzed"] == 3
+    assert report["summary"]["filesAnalyzed"] == 4
     errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
     assert errors == [], errors
-    # the check has teeth: a call the stubs do not allow is reported
+    # the check has teeth: calls the stubs do not allow are reported
     with open(tmp_path / "board.py", "a") as f:
         f.write("\n\nnetwork.WLAN(network.AP_IF).connect(1, 2, 3)\n")
+    with open(tmp_path / "leddrv.py", "a") as f:
+        f.write("\n\nmachine.Pin(2, machine.Pin.OUT).value(1, 2)\n")
     r = subprocess.run([pyright, "-p", str(tmp_path / "pyrightconfig.json"), "--outputjson"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert json.loads(r.stdout)["summary"]["errorCount"] >= 1
+    files = {os.path.basename(d["file"]) for d in json.loads(r.stdout)["generalDiagnostics"]
+             if d["severity"] == "error"}
+    assert files == {"board.py", "leddrv.py"}
 
 
 def _stub_wlan(stubs):
@@ -240,8 +246,18 @@ class Out:
 out = Out()
 done = improv_setup.ensure_uplink(b, cfg, ("Blinds", "0.1", "esp32", "hub"), stdout=out)
 again = improv_setup.ensure_uplink(b, cfg, ("Blinds", "0.1", "esp32", "hub"), stdout=out)
-print(json.dumps({"done": done, "again": again, "out": out.data.hex(), "calls": network.calls,
-                  "ble": aioble.log, "saved": b.saved_uplink()}))
+res = {"done": done, "again": again, "out": out.data.hex(), "calls": network.calls,
+       "ble": aioble.log, "saved": b.saved_uplink()}
+import gc
+del aioble
+gc.collect()
+held = gc.mem_alloc()
+improv_setup.unload()  # as main.py does
+del improv_setup
+gc.collect()
+res["freed"] = held - gc.mem_alloc()
+res["left"] = [m for m in sys.modules if "improv" in m or "aioble" in m or "provision" in m]
+print(json.dumps(res))
 '''
 
 
@@ -278,3 +294,32 @@ def test_first_boot_provisions_over_serial(tmp_path):
     assert res["calls"][-1] == ["connect", "home-net", "correct horse"]
     # BLE advertised while waiting and was switched off once provisioned
     assert res["ble"][0][0] == "advertise" and res["ble"][-1] == ["stop"]
+    # then the provisioning modules are forgotten: their heap goes to the hub
+    assert res["left"] == [] and res["freed"] > 8192, res["freed"]
+
+
+def test_manifest_freezes_every_board_module():
+    """boards/esp32/manifest.py (a frozen firmware) names every module of the
+    board layer that main.py reaches, the blinds package and aioble."""
+    seen = {"module": [], "package": [], "require": [], "include": []}
+
+    def record(kind):
+        return lambda name, **kw: seen[kind].append(name)
+
+    path = os.path.join(BOARDS, "esp32", "manifest.py")
+    exec(compile(open(path).read(), path, "exec"), {k: record(k) for k in seen})  # noqa: S102
+    mine = sorted(f for f in os.listdir(os.path.join(BOARDS, "esp32"))
+                  if f.endswith(".py") and f != "manifest.py")
+    assert sorted(seen["module"]) == mine
+    assert seen["package"] == ["blinds"] and seen["require"] == ["aioble"]
+    # and what the board layer imports is in it, or the firmware's own
+    imported = set()
+    for f in mine:
+        for node in ast.walk(ast.parse(open(os.path.join(BOARDS, "esp32", f)).read())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported.add(node.module.split(".")[0])
+    builtin = {"asyncio", "json", "sys", "time", "gc", "network", "machine", "neopixel",
+               "bluetooth"}
+    assert imported - builtin == {m[:-3] for m in mine} - {"main"} | {"blinds", "aioble"}

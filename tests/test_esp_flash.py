@@ -2,9 +2,12 @@
 and a real pseudo-terminal where nothing answers); the esptool steps are
 checked against esptool's own API (each call bound to the real function's
 signature, through a MOCK loader, since no chip is here) and its own command
-parser (the --dry-run command lines)."""
+parser (the --dry-run command lines); the progress bar is drawn from esptool's
+own progress machinery (``log.progress``)."""
 
 import inspect
+import io
+import re
 import os
 import subprocess
 import sys
@@ -14,6 +17,10 @@ import warnings
 import esptool
 import esptool.cmds
 import pytest
+from esp_pylib.logger import EspLog
+from esptool.logger import log
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from blinds_host.esp import flash
 from test_esp_partitions import make_firmware
@@ -98,7 +105,46 @@ class MockLoader:
         return self.CHIP_NAME + " (MOCK)"
 
 
-def test_library_calls_bind_to_esptool_api(image, monkeypatch):
+def _esptool_writes(total, advances):
+    """What esptool's write_flash does for its progress: log.progress, then updates."""
+    with log.progress(total=total, unit="B") as p:
+        at = 0
+        for a in advances:
+            at += a
+            p.update(advance=a, description="Writing at %#010x" % at)
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@settings(max_examples=50)
+@given(st.integers(1, 4 << 20), st.lists(st.integers(0, 1 << 20), max_size=40),
+       st.booleans())
+def test_progress_bar_from_esptool_progress(total, advances, tty):
+    out = Terminal() if tty else io.StringIO()
+    saved = EspLog.instance
+    log.set_logger(flash.FlashLog(out))
+    try:
+        _esptool_writes(total, advances)
+    finally:
+        EspLog.instance = saved
+    text = out.getvalue()
+    frames = text.split("\r")[1:] if tty else text.splitlines()
+    bars = [re.search(r"\[([#-]{30})\] +(\d+)%", f) for f in frames]
+    assert frames and all(bars)
+    pct = [int(b.group(2)) for b in bars]
+    assert pct == sorted(pct) and pct[-1] == 100  # esptool completes it on a clean exit
+    assert bars[-1].group(1) == "#" * 30
+    for b, p in zip(bars, pct):
+        assert b.group(1).count("#") == 30 * p // 100 or abs(b.group(1).count("#") - 0.3 * p) <= 1
+    assert text.endswith("\n") and text.count("\n") == (1 if tty else len(frames))
+    if not tty:
+        assert len(frames) <= 6  # a log file gets a line every quarter, not every block
+
+
+def test_library_calls_bind_to_esptool_api(image, monkeypatch, capsys):
     calls = []
 
     def recorder(name, result=None):
@@ -107,6 +153,8 @@ def test_library_calls_bind_to_esptool_api(image, monkeypatch):
         def call(*args, **kwargs):
             inspect.signature(real).bind(*args, **kwargs)  # TypeError if the API differs
             calls.append((name, args[1:], kwargs))
+            if name == "write_flash":  # as esptool does while it writes
+                _esptool_writes(len(args[1][0][1]), [0x4000] * 8)
             return result if result is not None else (args[0] if name == "run_stub" else None)
         monkeypatch.setattr(esptool.cmds, name, call)
 
@@ -121,6 +169,10 @@ def test_library_calls_bind_to_esptool_api(image, monkeypatch):
     data = open(image, "rb").read()
     assert calls[4][1] == ([(0x0, data)],) and calls[5][1] == ([(0x0, data)],)
     assert calls[6][1] == ("hard-reset",)
+    shown = capsys.readouterr().out
+    assert "Looking for an ESP32 on /dev/ttyMOCK" in shown and "Verifying" in shown
+    assert re.search(r"Writing at 0x[0-9a-f]{8} \[#{30}\] 100%", shown)
+    assert not isinstance(EspLog.instance, type(log)) and "FlashLog" not in repr(EspLog.instance)
     # the wrong chip is refused before anything is written
     calls.clear()
     recorder("detect_chip", MockLoader("ESP32-C3"))

@@ -17,11 +17,9 @@ from blinds_host import pki
 from blinds_host.esp import firmware, image, imageboot, partitions
 from blinds_host.paths import micropython_bin
 from test_dns_home import devices, dig
-from test_esp_partitions import make_firmware
+from blinds_host.esp.fakefw import ESP32_PARTS, make_firmware
 
 AP_IP = "192.168.4.1"
-ESP32_PARTS = [("nvs", 1, 2, 0x9000, 0x6000), ("phy_init", 1, 1, 0xF000, 0x1000),
-               ("factory", 0, 0, 0x10000, 0x1F0000), ("vfs", 1, 0x81, 0x200000, 0x100000)]
 
 
 def _fw(tmp_path, chip, parts=None, name="fw.bin"):
@@ -190,9 +188,34 @@ def test_hub_boots_from_image_and_answers_dns(home, tmp_path, chip, parts):
         assert "/flash/lib" in boot and ("/rom/lib" in boot) == bool(fw.romfs())
         assert dig(home, 1, "api.vendor.test") == ("NOERROR", [AP_IP])
         assert dig(home, 1, "tracker.ads.test") == ("NXDOMAIN", [])
-        st = home.hub_status()
-        assert st["state"] == "running"
+        st = home.wait_hub(state="running")
+        assert st["led"]["state"] == "uplink"  # what an ESP32's LED would say (steady green)
     finally:
         home.stop_hub()
     # the CA file the hub used came from the image, not from the host
     assert not os.path.exists(tmp_path / "files")
+
+
+# -- the heap benchmark's measurements (make bench: esp_heap_min_board), briefly -------------
+
+
+def test_heap_figures_from_the_image(home, tmp_path):
+    """The benchmark's runs in short (no workload: this home has 3 devices, not
+    8): booted from the ROMFS image with the services wrapped, the hub runs and
+    every service reports its share; the code share (ROMFS copy off) is below
+    the same hub's from /lib."""
+    from blinds_host.bench import esp
+
+    cfg_path = tmp_path / "hub.json"
+    cfg_path.write_text(json.dumps(esp.full_config(home)))
+    images = esp.build_images(str(cfg_path), str(tmp_path))
+    prelude = esp.PRELUDE % {"services": esp.SERVICES}
+    run = esp.image_run(home, *images["romfs"], esp.ROOMY_KB, prelude, workload=False)
+    assert run["ok"], run
+    assert sorted(run["services"]) == sorted(c for _, c in esp.SERVICES)
+    assert all(v > 0 for v in run["services"].values()), run["services"]
+    assert run["rom_bytes"] == images["romfs"][0].romfs().size
+    assert 0 < run["code"] < run["boot_live"] <= run["live_peak"]
+    lib = esp.code_share(*images["lib"], str(tmp_path))
+    romfs = esp.code_share(*images["romfs"], str(tmp_path))
+    assert 0 < romfs < lib and abs(romfs - run["code"]) < 8192  # the wrappers' few KB

@@ -4,10 +4,8 @@ layouts of newer chips and releases (bootloader at 0x0, an MD5 entry or none,
 ROMFS, no vfs partition); the MicroPython version from the banner; too-old
 firmware refused with a clear message."""
 
-import hashlib
 import json
 import os
-import struct
 import subprocess
 import sys
 
@@ -17,11 +15,10 @@ from hypothesis import strategies as st
 
 from blinds_host.errors import BlindsError, UsageError
 from blinds_host.esp import firmware, partitions
+from blinds_host.esp.fakefw import BASES, CHIP_IDS, S3_PARTS, entry, image_header, make_firmware  # noqa: F401
 from blinds_host.paths import SHARED_DATA
 
 REAL = os.path.join(SHARED_DATA, "firmware", "esp32-generic_dp_v1.18-127-gf46a7140f-20220310.bin")
-CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c6": 13}
-BASES = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32c3": 0, "esp32s3": 0, "esp32c6": 0}
 
 
 def real_firmware():
@@ -31,42 +28,6 @@ def real_firmware():
         pytest.skip("no real firmware file at %s" % REAL)
     with open(REAL, "rb") as f:
         return f.read()
-
-
-def entry(name, type_, subtype, offset, size):
-    """A table entry written from the documented format, not with the module."""
-    return (b"\xaa\x50" + struct.pack("<BBII", type_, subtype, offset, size)
-            + name.encode().ljust(16, b"\0") + b"\0\0\0\0")
-
-
-def image_header(chip_id, flash_code=2):
-    # magic, segments, SPI mode, flash size << 4 | speed, entry; wp, drv[3], chip id, ...
-    return (struct.pack("<BBBBI", 0xE9, 3, 2, flash_code << 4, 0x40080000)
-            + struct.pack("<B3sHBHHI", 0xEE, b"\0\0\0", chip_id, 0, 0, 0xFFFF, 0) + b"\0")
-
-
-S3_PARTS = [("nvs", 1, 2, 0x9000, 0x6000), ("phy_init", 1, 1, 0xF000, 0x1000),
-            ("factory", 0, 0, 0x10000, 0x1D0000), ("romfs", 1, 0x8F, 0x1E0000, 0x20000)]
-
-
-def make_firmware(chip="esp32s3", version="v1.29.0-preview.40.g0123abcd", parts=S3_PARTS,
-                  table_at=0x8000, md5=True, flash_code=2, app_size=0x3000, romfs=True):
-    """A firmware file as the MicroPython build lays it out for ``chip``; ``romfs``:
-    built with ROMFS support (the qstr rom_ioctl is in it)."""
-    base = BASES[chip]
-    table = b"".join(entry(*p) for p in parts)
-    if md5:
-        table += b"\xeb\xeb" + b"\xff" * 14 + hashlib.md5(table).digest()
-    app = next(p for p in parts if p[1] == 0)
-    banner = ("MicroPython %s on 2026-05-01; Generic %s module with %s\0"
-              % (version, chip.upper(), chip.upper())).encode()
-    app_img = (image_header(CHIP_IDS[chip]) + b"\0" * 8 + banner
-               + (b"\0rom_ioctl\0" if romfs else b"")).ljust(app_size, b"\x5a")
-    out = bytearray(b"\xff" * (app[3] - base + len(app_img)))
-    out[0:25] = image_header(CHIP_IDS[chip], flash_code)
-    out[table_at - base:table_at - base + len(table)] = table
-    out[app[3] - base:] = app_img
-    return bytes(out)
 
 
 def test_real_v118_table():

@@ -9,6 +9,7 @@ import time
 
 import network
 
+from blinds import led
 from blinds.storage import Storage
 from fwcheck import too_old
 from limits import LIMITS
@@ -40,6 +41,23 @@ class Board(Storage):
         self.time_ok = False
         self.time_syncs = 0  # clock sets (SNTP client, tunnel TIME cells)
         self.time_set_ms = None  # the last time set
+        self.indicator = None  # the LED (blinds.led), once use_led() knows which
+
+    def use_led(self, spec):
+        """Light the LED of ``spec`` (hub.led; None: the board's own) and show "boot".
+        A spec the configuration check will refuse falls back to the board's own."""
+        from leddrv import make
+
+        try:
+            led.parse(spec)
+        except ValueError:
+            spec = None
+        try:
+            driver = make(spec)
+        except (OSError, ValueError) as e:  # a pin this chip does not have
+            self.log("led: %s: %r" % (spec, e))
+            driver = None
+        self.indicator = led.Indicator(driver)
 
     # -- network -----------------------------------------------------------
     async def start_network(self, cfg):
@@ -56,6 +74,8 @@ class Board(Storage):
                        authmode=network.AUTH_WPA2_PSK, max_clients=ap_cfg["max_clients"])
         mask = ap_cfg["netmask"]
         self.ap.ifconfig((ap_cfg["ip"], mask, ap_cfg["ip"], ap_cfg["ip"]))
+        if self.indicator is not None:
+            self.indicator.set(led.NO_UPLINK)  # the hub's tick says more once it runs
         up = cfg.get("uplink") or self.saved_uplink()
         self.sta = network.WLAN(network.STA_IF)
         self.sta.active(True)
@@ -66,6 +86,9 @@ class Board(Storage):
             if time.ticks_diff(time.ticks_ms(), t0) > _STA_CONNECT_MS:
                 raise BoardError("uplink did not connect within %d ms" % _STA_CONNECT_MS)
             await asyncio.sleep_ms(200)
+
+    def uplink_up(self):
+        return self.sta is not None and self.sta.isconnected()
 
     def saved_uplink(self):
         # what Improv provisioning stored (improv_setup.py), if the config has none

@@ -8,6 +8,7 @@ import sys
 import time
 
 import network
+from blinds import led
 from blinds.compat import const
 from blinds.provision.responder import Responder, SerialImprov
 
@@ -61,17 +62,24 @@ async def _serial(responder, stream, write):
 
 async def _provision(board, info, name, stdin, stdout):
     sta = network.WLAN(network.STA_IF)
+    ind = board.indicator
+    if ind is not None:
+        ind.set(led.PROVISIONING)
 
     async def join(ssid, password):
         return await _join(sta, ssid, password)
 
     serial = Responder(join, info, scan=_scanner(sta))
     tasks = [asyncio.create_task(_serial(serial, asyncio.StreamReader(stdin), stdout.write))]
+    if ind is not None:
+        tasks.append(asyncio.create_task(ind.run()))
     ble = None
     try:
         from improv_ble import BleImprov
 
-        ble = Responder(join, info, scan=_scanner(sta), ble=True)
+        # "identify" (BLE only: over serial 0x02 asks for the state) blinks the LED
+        ble = Responder(join, info, scan=_scanner(sta), ble=True,
+                        identify=ind.identify if ind is not None else None)
         tasks.append(asyncio.create_task(BleImprov(ble, name).run()))
     except ImportError:
         board.log("improv: no aioble, serial only")
@@ -99,4 +107,22 @@ def ensure_uplink(board, cfg, info, name="blinds", stdin=None, stdout=None):
                                             stdout or sys.stdout.buffer))
     board.save(UPLINK_FILE, json.dumps({"ssid": ssid, "passphrase": password}).encode())
     board.log("improv: provisioned for %s" % ssid)
+    if board.indicator is not None:  # provisioned: identify is over, the hub starts
+        board.indicator.end_identify()
+        board.indicator.set(led.BOOT)
     return True
+
+
+def unload():
+    """Forget the provisioning modules (Improv, aioble): provisioning is over
+    before the hub starts, and their bytecode would stay in the GC heap."""
+    import gc
+
+    for name in list(sys.modules):
+        for prefix in ("improv", "aioble", "blinds.provision"):
+            if name.startswith(prefix):
+                sys.modules.pop(name, None)
+    pkg = sys.modules.get("blinds")
+    if pkg is not None and hasattr(pkg, "provision"):
+        delattr(pkg, "provision")
+    gc.collect()

@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 
+from blinds.led import Indicator
 from blinds.storage import Storage
 from limits import LIMITS
 
@@ -32,6 +33,9 @@ class Board(Storage):
         self.arp_read_ms = None
         self.time_syncs = 0  # clock sets asked for (SNTP client, tunnel TIME cells)
         self.time_set_ms = None  # the last time given
+        # No LED on a host: the state machine alone, so the status says what
+        # an ESP32's LED would.
+        self.indicator = Indicator()
 
     # -- network -----------------------------------------------------------
     async def start_network(self, cfg):

@@ -51,6 +51,8 @@ class Hub:
         self.status_interval_ms = 10000
         self._last_mark = None
         self._last_write = None
+        self.led = getattr(board, "indicator", None)  # blinds.led.Indicator, if the board has one
+        self._led_state = None
 
     # -- configuration: fail closed -------------------------------------------
     def load_config(self):
@@ -112,6 +114,11 @@ class Hub:
         prep = getattr(self.board, "prepare_event_loop", None)
         if prep is not None:
             prep()
+        if self.led is not None:
+            from blinds.led import hub_state
+
+            self._led_state = hub_state
+            self.keep("led", self.led.run)
         cfg = self.load_config()
         self._import_all(cfg)
         # What the code itself holds; "data" heap figures are on top of this.
@@ -374,6 +381,8 @@ class Hub:
             "status_writes": self.status_writes,
             "clock": self._clock(),
         }
+        if self.led is not None:
+            st["led"] = self.led.status()
         if self.dns is not None:
             res = self.names.resolver
             st["dns"] = self.dns.status()
@@ -413,7 +422,7 @@ class Hub:
         # What changes when the hub does something: if none of it moved,
         # status.json is not rewritten (an ESP32's flash wears).
         m = [self.state, self.reason, len(self.restarts), sum(self.restarts.values()),
-             getattr(self.board, "time_syncs", 0)]
+             getattr(self.board, "time_syncs", 0), self.led and self.led.state]
         if self.sntp is not None:
             m += list(self.sntp.c.values())
         if self.dns is not None:
@@ -481,6 +490,10 @@ class Hub:
         while True:
             try:
                 self._heap_tick()
+                if self._led_state is not None:
+                    led = self._led_state(self)
+                    if led is not None:
+                        self.led.set(led)
                 self.write_status()
             except MemoryError:  # even its log line found no room: try next tick
                 self.status_errors += 1
@@ -500,6 +513,8 @@ class Hub:
         # survive, then say in the status that the hub stopped.
         self.state = "stopped"
         self.reason = "stop requested"
+        if self._led_state is not None:
+            self.led.set(self._led_state(self))  # off
         if self.learner is not None and self.learner.dirty:
             try:
                 self.learner.save()

@@ -45,6 +45,8 @@ def render(st, n_log=20):
         "; status is %.0fs old: is it still running?" % age if age > 5 else ""))
     for path, msg in st.get("problems", []):
         lines.append("  problem %s: %s" % (path, msg))
+    if st.get("led"):  # what the board's LED says (docs/hardware.md)
+        lines.append("led: %s" % st["led"]["state"])
     heap = st.get("heap") or {}
     if heap:
         lines.append("heap: %d B live, peak %d B in use, %d B free" % (

@@ -106,8 +106,10 @@ def ap(v, path, out):
     if "ssid" in v:
         if not isinstance(ssid, str):
             _want(out, path + ".ssid", "a string", ssid)
-        elif [c for c in ssid if "\ud800" <= c <= "\udfff"]:
+        elif [c for c in ssid if 0xD800 <= ord(c) <= 0xDFFF]:
             # A lone surrogate (JSON "\ud800"): CPython cannot encode it at all.
+            # (Compared by code point: a surrogate in a string constant cannot
+            # be frozen into a firmware, mpy-tool refuses it.)
             out.append((path + ".ssid", "is not valid Unicode text"))
         elif not 1 <= len(ssid.encode()) <= 32:
             out.append((path + ".ssid", "must be 1..32 bytes of UTF-8 text"))
@@ -331,11 +333,19 @@ def relay(v, path, out, ap_net):
 
 
 def hub(v, path, out):
-    # The hub's own housekeeping: status writes, unknown devices, identity.
-    if not _obj(v, path, out, (), tuple(t[0] for t in HUB_INTS)):
+    # The hub's own housekeeping: status writes, unknown devices, identity, LED.
+    if not _obj(v, path, out, (), tuple(t[0] for t in HUB_INTS) + ("led",)):
         return None
     r = {}
     _ints(v, r, path, out, HUB_INTS)
+    if "led" in v:  # the board reads it at boot (boards/esp32/leddrv.py); absent: its own
+        from blinds.led import parse as led_parse
+
+        try:
+            led_parse(v["led"])
+            r["led"] = v["led"]
+        except ValueError as e:
+            out.append((path + ".led", str(e)))
     return r
 
 

@@ -8,7 +8,11 @@
 
 STREAM_SOCKETS = 2
 TUNNEL_STREAM_SOCKETS = 1
-ALWAYS_RELAYED = (80, 443, 1883, 8883)
+# A list, not a tuple: a constant tuple frozen into a firmware (mpy-tool) keeps
+# ints above 8191 as big-int objects, which socket.getaddrinfo refuses as a
+# port ("can't convert 'int' object to str"); a list is built at import time
+# from small ints.
+ALWAYS_RELAYED = [80, 443, 1883, 8883]
 
 
 def relay_ports(cfg):

@@ -45,12 +45,18 @@ class FileBlocks:
 img = open(%(image)r, "r+b")
 vfs.mount(vfs.VfsLfs2(FileBlocks(img, %(fs_start)d, %(fs_blocks)d)), "/flash")
 path = [%(board)r, "/flash/lib", ".frozen"]
-if %(rom_size)d:
+if %(frozen_first)d:  # a unix port with the hub frozen in (a measurement)
+    path = [%(board)r, ".frozen", "/flash/lib"]
+if %(rom_size)d and not %(frozen_first)d:
     img.seek(%(rom_start)d)
     vfs.mount(vfs.VfsRom(img.read(%(rom_size)d)), "/rom")
     path.insert(1, "/rom/lib")
 sys.path[:] = path
 print("booting from", sys.path)
+import gc
+gc.collect()
+print("heap-before-hub", gc.mem_alloc())  # the boot's own share (image mounts, this script)
+%(prelude)s
 from board import Board
 from blinds import hub
 
@@ -58,14 +64,20 @@ hub.run(Board("/flash/hub.json", %(state)r))
 '''
 
 
-def boot_argv(image_path, fw, state_dir, heap="512k", flash_size=None):
-    """The argv that boots the hub from ``image_path`` (built from firmware ``fw``)."""
+def boot_argv(image_path, fw, state_dir, heap="512k", flash_size=None, prelude="", binary=None,
+              board_dir=None, frozen_first=False):
+    """The argv that boots the hub from ``image_path`` (built from firmware ``fw``).
+    For measurements: ``prelude``, MicroPython source run just before the hub
+    starts; ``binary``, another unix port than the venv's (a 32-bit build, one
+    with the hub frozen in: ``frozen_first`` imports from it first);
+    ``board_dir``, the unix board's modules (default: its sources)."""
     fs = fw.filesystem(flash_size)
     rom = fw.romfs() if image.ROMFS_QSTR in fw.app_image() else None
     src = BOOT % {
-        "image": os.path.abspath(image_path), "board": os.path.join(BOARDS, "unix"),
+        "image": os.path.abspath(image_path), "board": board_dir or os.path.join(BOARDS, "unix"),
+        "frozen_first": 1 if frozen_first else 0,
         "fs_start": fs.offset - fw.base, "fs_blocks": fs.size // 4096,
         "rom_start": (rom.offset - fw.base) if rom else 0, "rom_size": rom.size if rom else 0,
-        "state": os.path.abspath(state_dir),
+        "state": os.path.abspath(state_dir), "prelude": prelude,
     }
-    return [micropython_bin(), "-X", "heapsize=%s" % heap, "-c", src]
+    return [binary or micropython_bin(), "-X", "heapsize=%s" % heap, "-c", src]
