@@ -65,17 +65,73 @@ def test_passwd_control(tmp_path):
         assert r.returncode == 2, (argv, r.stderr)
 
 
+PLUG = {"name": "plug", "mac": "02:00:00:00:00:01", "policy": "open"}
+TUNNEL = {"exit": {"ip": "10.0.0.9", "name": "exit.test", "ca_file": "ca.pem"},
+          "cert_file": "hub.pem", "key_file": "hub.key"}
+# Configs that switch the optional features on one at a time, and all together.
+FEATURES = {
+    "base": {},
+    "mqtt": {"mqtt": {"allow_anonymous": True}},
+    "control": {"control": {"password_hash": password_hash("pw")}},
+    "discovery": {"mqtt": {"allow_anonymous": True}, "devices": [PLUG],
+                  "discovery": {"devices": [{"device": "plug", "entities": [
+                      {"component": "switch", "object_id": "power",
+                       "state_topic": "stat/plug/POWER",
+                       "command_topic": "cmnd/plug/POWER"}]}]}},
+    "tunnel": {"tunnel": TUNNEL},
+    "stp": {"tunnel": dict(TUNNEL, shaper={"kind": "stp"})},
+    "adaptive": {"tunnel": dict(TUNNEL, shaper={"kind": "adaptive"})},
+    "time": {"time": {"servers": [{"ip": "192.0.2.123"}]}},
+    "cover": {"devices": [PLUG],
+              "cover": {"wifi": {}}},
+}
+
+
 def test_image_leaves_out_what_the_config_does_not_use():
     # (tests/test_esp_image.py boots a hub from an image without them)
+    from blinds import features
     from blinds_host.esp import image
 
     mods = image.compiled_modules()
-    every = [p for _, paths in image.OPTIONAL_MODULES for p in paths]
-    assert every and all(p in mods for p in every)
-    assert sorted(image.unused_modules({})) == sorted(every)
-    c = image.unused_modules({"control": {}})
-    assert "lib/blinds/local/control.mpy" not in c and "lib/blinds/config/services.mpy" not in c
-    assert c == ["lib/blinds/local/discovery.mpy"]
-    assert image.unused_modules({"control": {}, "discovery": {}}) == []
+    every = image.optional_modules()
+    assert every and all(p in mods for p in every) and len(set(every)) == len(every)
+    left_out = {}
+    for name, extra in FEATURES.items():
+        norm = config.check(json.loads(json.dumps(dict(BASE, **extra))))
+        left_out[name] = set(image.unused_modules(norm))
+        assert left_out[name] == set(every) - {
+            "lib/" + m.replace(".", "/") + ".mpy" for m in features.used(norm)}
+    assert "lib/blinds/dns/dot.mpy" not in left_out["base"]
+    assert "lib/blinds/dns/dot.mpy" in left_out["tunnel"]
+    assert "lib/blinds/local/control.mpy" not in left_out["control"]
+    assert "lib/blinds/local/discovery.mpy" in left_out["control"]
+    assert "lib/blinds/tunnel/adaptive.mpy" in left_out["stp"]
+    assert "lib/blinds/tunnel/adaptive.mpy" not in left_out["adaptive"]
+    assert "lib/blinds/cover/wifi.mpy" not in left_out["cover"]
+    # every optional module is used by some config
+    assert set.intersection(*left_out.values()) == set()
     # what a 4 MiB board's romfs partition (128 KB) must hold without them
     assert sum(len(v) for k, v in mods.items() if k not in every) < 128 * 1024
+
+
+@pytest.mark.parametrize("name", sorted(FEATURES))
+def test_hub_loads_only_what_the_config_uses(name):
+    # On the unix port: the hub's start-up imports pull in no optional module
+    # the config does not use, so an image without them still boots.
+    from mpy import run_mp_json
+
+    cfg = json.dumps(dict(BASE, **FEATURES[name]))
+    out = run_mp_json("""
+import json, sys
+from blinds import config, features
+from blinds.hub import Hub
+cfg = config.check(json.loads(%r))
+for m in [m for m in sys.modules if m.startswith("blinds.config")]:
+    sys.modules.pop(m)
+Hub._import_all(None, cfg)
+opt = features.optional()
+print(json.dumps({"used": features.used(cfg), "loaded": [m for m in opt if m in sys.modules]}))
+""" % cfg, heap="1m")
+    # (the config validator's own modules are unloaded after boot)
+    assert sorted(out["loaded"]) == sorted(m for m in out["used"]
+                                           if not m.startswith("blinds.config"))

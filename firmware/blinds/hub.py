@@ -148,39 +148,19 @@ class Hub:
         await self._status_loop()
 
     def _import_all(self, cfg):
-        # Load every module now, so that the heap figure for code is complete.
-        if cfg is not None and cfg["mqtt"] is not None:
-            from blinds.local import acl, auth, broker, mqtt_codec, session  # noqa: F401
-        if cfg is not None and cfg.get("control") is not None:
-            from blinds.local import control, http, page, webauth  # noqa: F401
-        if cfg is not None and cfg.get("discovery") is not None:
-            from blinds.local import discovery  # noqa: F401
-        from blinds import devices, names, policy, storage  # noqa: F401
+        # Load every module now, so that the heap figure for code is complete:
+        # the core, and the optional modules this config uses (blinds.features).
+        from blinds import devices, features, names, policy, storage  # noqa: F401
         from blinds.dns import cache, decisions, msg, server, wire  # noqa: F401
         from blinds.net import budget, guard, sockets  # noqa: F401
         from blinds.relay import httphost, learn, sni, sniff, streams  # noqa: F401
         from blinds.time import server as _ntp  # noqa: F401
         from blinds.time import sntp  # noqa: F401
 
-        from blinds.net.budget import direct_allowed
-
-        if cfg is None or direct_allowed(cfg):
-            # The hub's own DoT/DoH upstreams: not even loaded when a tunnel
-            # carries every lookup and nothing may go direct.
-            from blinds.dns import doh, dot, tlsconn, upstream  # noqa: F401
-        if cfg is not None and cfg.get("time") is not None:
-            from blinds.time import client  # noqa: F401
-        if cfg is not None and cfg.get("tunnel") is not None:
-            from blinds.tunnel import cells, link, resolver, shaper  # noqa: F401
-            from blinds.tunnel import streams as _ts  # noqa: F401
-
-            kind = cfg["tunnel"]["shaper"]["kind"]
-            if kind == "stp":
-                from blinds.tunnel import shapes, stp  # noqa: F401
-            elif kind == "adaptive":
-                from blinds.tunnel import adaptive, bursts, shapes  # noqa: F401
-        if cfg is not None and budget.cover_sockets(cfg):
-            from blinds.cover import echo, sched, wifi  # noqa: F401
+        if cfg is not None:
+            for name in features.used(cfg):
+                if not name.startswith("blinds.config"):  # unloaded after boot
+                    __import__(name)
 
     def _start(self, cfg):
         # Build the services, then bind every socket; nothing is served until

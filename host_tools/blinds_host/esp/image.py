@@ -38,24 +38,25 @@ FILES_DIR = "files"
 ROMFS_QSTR = b"rom_ioctl"
 
 
-# Modules only a config with one of these sections imports (the control page,
-# Home Assistant discovery): left out of an image whose config has none, as a
-# 4 MiB board's romfs partition (128 KB) has no room to spare.
-OPTIONAL_MODULES = (
-    (("control",), ("lib/blinds/local/control.mpy", "lib/blinds/local/http.mpy",
-                    "lib/blinds/local/page.mpy", "lib/blinds/local/webauth.mpy")),
-    (("discovery",), ("lib/blinds/local/discovery.mpy",)),
-    (("control", "discovery"), ("lib/blinds/config/services.mpy",)),
-)
+def _mpy_path(module):
+    return "lib/" + module.replace(".", "/") + ".mpy"
+
+
+def optional_modules():
+    """Image paths of every optional hub module (blinds.features)."""
+    from blinds import features
+
+    return [_mpy_path(m) for m in features.optional()]
 
 
 def unused_modules(cfg):
-    """The optional modules (image paths) that configuration ``cfg`` (a dict) does not use."""
-    out = []
-    for sections, paths in OPTIONAL_MODULES:
-        if not any(cfg.get(k) is not None for k in sections):
-            out.extend(paths)
-    return out
+    """The optional modules (image paths) that the normalised configuration ``cfg``
+    does not use: left out of the image, as a 4 MiB board's romfs partition
+    (128 KB) has no room to spare."""
+    from blinds import features
+
+    used = set(features.used(cfg))
+    return [_mpy_path(m) for m in features.optional() if m not in used]
 
 
 class ImageError(BlindsError):
@@ -186,7 +187,9 @@ def plan(fw, config_path, flash_size=None):
     with open(os.path.join(BOARDS, BOARD, "main.py"), "rb") as f:
         files = {"main.py": f.read()}
     files.update(hub_files(config_path))
-    for path in unused_modules(json.loads(files["hub.json"])):
+    from blinds import config
+
+    for path in unused_modules(config.check(json.loads(files["hub.json"]))):
         mods.pop(path, None)
     parts = [(fw.base, fw.data)]
     lines = ["%s for %s (%s)" % (version, fw.chip, fw.path)]
