@@ -31,6 +31,7 @@ class Hub:
         self.relay = None
         self.ntp = None
         self.mqtt = None  # the local broker (blinds.local), when the config has "mqtt"
+        self.bridge = None  # its uplink bridge to a cloud broker (mqtt.bridge)
         self.sntp = None  # the SNTP client on the uplink, when configured (no tunnel)
         self.learner = None
         self.log = None
@@ -141,6 +142,10 @@ class Hub:
         # Load every module now, so that the heap figure for code is complete.
         if cfg is not None and cfg["mqtt"] is not None:
             from blinds.local import acl, auth, broker, mqtt_codec, session  # noqa: F401
+            if cfg["mqtt"]["tls"] is not None:
+                from blinds.local import broker_tls  # noqa: F401
+            if cfg["mqtt"]["bridge"] is not None:
+                from blinds.local import bridge, bridge_batch, bridge_net, queue_log  # noqa: F401
         from blinds import devices, names, policy, storage  # noqa: F401
         from blinds.dns import cache, decisions, msg, server, wire  # noqa: F401
         from blinds.net import budget, guard, sockets  # noqa: F401
@@ -209,6 +214,16 @@ class Hub:
 
             self.mqtt = self.relay.local = Broker(board, cfg)
             self.keep("mqtt-sweep", self.mqtt.sweep)
+            if cfg["mqtt"]["bridge"] is not None:
+                # Topics to the cloud broker on the hub's schedule, through
+                # the tunnel when there is one (local/bridge.py).
+                from blinds.local import bridge_net
+                from blinds.local.bridge import Bridge
+
+                net = bridge_net.make(board, cfg["mqtt"]["bridge"], self.budget, self.tunnel)
+                self.bridge = Bridge(board, cfg, self.mqtt, net)
+                self.keep("bridge", self.bridge.run)
+                self.keep("bridge-commit", self.bridge.committer)
 
         udp = self._own(self.dns.udp_socket())
         listeners = [(self._own(s), p) for s, p in self._listen_relay()]
@@ -261,6 +276,7 @@ class Hub:
                 pass
         self.socks = []
         self.dns = self.relay = self.ntp = self.tunnel = self.mqtt = self.sntp = None
+        self.bridge = None
         self.problems = [("$", "%s" % (e,))]
         self.refuse("start-up failed: %s" % (e,))
 
@@ -339,6 +355,8 @@ class Hub:
             st["tunnel"] = self.tunnel.status()
         if self.mqtt is not None:
             st["mqtt"] = self.mqtt.status()
+        if self.bridge is not None:
+            st["bridge"] = self.bridge.status()
         return st
 
     def _clock(self):
@@ -373,6 +391,8 @@ class Hub:
         if self.mqtt is not None:
             s = self.mqtt.stats
             m += [s["accepted"], s["published"], s["delivered"], s["slow_cut"], s["bad_packets"]]
+        if self.bridge is not None:
+            m += list(self.bridge.c.values()) + [self.bridge.up, self.bridge.q.c["flushes"]]
         return m
 
     def heap(self):
@@ -436,6 +456,11 @@ class Hub:
         # survive, then say in the status that the hub stopped.
         self.state = "stopped"
         self.reason = "stop requested"
+        if self.bridge is not None:
+            try:
+                self.bridge.commit()  # what the uplink queue holds, to flash
+            except OSError as e:
+                self.board.log("hub: cannot write the uplink queue: %r" % (e,))
         if self.learner is not None and self.learner.dirty:
             try:
                 self.learner.save()

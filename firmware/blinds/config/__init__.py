@@ -80,8 +80,8 @@ def _root(cfg, out):
     if "tunnel" in cfg:
         r["tunnel"] = sections.tunnel(cfg["tunnel"], "$.tunnel", out, ap_net)
     # No "mqtt" section: the hub runs no broker.
-    r["mqtt"] = sections.mqtt(cfg["mqtt"], "$.mqtt", out) if cfg.get("mqtt") is not None \
-        else None
+    r["mqtt"] = sections.mqtt(cfg["mqtt"], "$.mqtt", out, ap_net) \
+        if cfg.get("mqtt") is not None else None
     if "time" in cfg:
         r["time"] = sections.time(cfg["time"], "$.time", out, ap_net)
     return r

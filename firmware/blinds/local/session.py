@@ -85,11 +85,12 @@ class Retained:
 
 
 class Client:
-    __slots__ = ("sock", "pre", "dev", "task", "sess", "will", "keep_ms", "last", "closing",
+    __slots__ = ("sock", "raw", "pre", "dev", "task", "sess", "will", "keep_ms", "last", "closing",
                  "pending", "pending_bytes", "flusher", "board")
 
     def __init__(self, sock, pre, dev, task, board):
         self.sock = sock
+        self.raw = sock  # what the event loop waits on (the TCP socket under TLS)
         self.pre = pre  # bytes the relay read before handing the stream over
         self.dev = dev
         self.task = task
@@ -117,7 +118,7 @@ class Client:
         while got < n:
             r = self.sock.readinto(mv[got:])
             if r is None:
-                await self.board.wait_readable(self.sock)
+                await self.board.wait_readable(self.raw)
                 continue
             if not r:
                 raise Closed()
@@ -151,7 +152,7 @@ class Client:
                 if w:
                     self.pending[0] = memoryview(d)[w:]
                     self.pending_bytes -= w
-                await self.board.wait_writable(self.sock)
+                await self.board.wait_writable(self.raw)
         except OSError:
             self.closing = True
             if self.task is not None:
