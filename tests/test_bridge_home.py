@@ -5,16 +5,15 @@ and aiomqtt play the devices; the local broker also speaks TLS on 8883.
 
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
 import time
 
 import dpkt
 import pytest
 from blinds.local.bridge_batch import unpack
 from blinds_host import pki
+from blinds_host.bench.broker import CloudSub, wait_bridge
 from blinds_host.home import AP_IP
 from mqttpeers import password_hash
 
@@ -68,50 +67,6 @@ def hub(home):
     wait_bridge(home)
     yield home
     home.stop_hub()
-
-
-def wait_bridge(home, up=True, timeout=20):
-    end = time.time() + timeout
-    while time.time() < end:
-        st = home.hub_status() or {}
-        if st.get("bridge", {}).get("up") == up:
-            return st["bridge"]
-        time.sleep(0.2)
-    raise AssertionError("bridge not %s: %s\n%s" % (up, (home.hub_status() or {}).get("bridge"),
-                                                    home.hub_log()[-2000:]))
-
-
-class CloudSub:
-    """mosquitto_sub at the cloud broker: (arrival time, topic, payload) per message."""
-
-    def __init__(self, home, *topics):
-        ts = [x for t in topics for x in ("-t", t)]
-        self.p = subprocess.Popen(
-            ["ip", "netns", "exec", home.inet_ns, "mosquitto_sub", "-h", CLOUD_IP] + ts +
-            ["-q", "1", "-F", "%U %t %x"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
-        self.q = queue.Queue()
-        threading.Thread(target=self._reader, daemon=True).start()
-        time.sleep(0.8)
-
-    def _reader(self):
-        for line in self.p.stdout:
-            ts, topic, hexp = (line.rstrip("\n").split(" ", 2) + [""])[:3]
-            self.q.put((float(ts), topic, bytes.fromhex(hexp)))
-
-    def read(self, n, timeout=20):
-        out = []
-        end = time.time() + timeout
-        while len(out) < n:
-            try:
-                out.append(self.q.get(timeout=max(0.01, end - time.time())))
-            except queue.Empty:
-                break
-        return out
-
-    def stop(self):
-        self.p.kill()
-        self.p.wait()
 
 
 def cloud_pub(home, topic, msg):
