@@ -50,7 +50,7 @@ BRIDGE = {
 def config(home):
     cfg = home.hub_config()
     mq = dict(MQTT)
-    mq["tls"] = {"cert_file": home.path("hub.pem"), "key_file": home.path("hub.key")}
+    mq["tls"] = {"cert_file": home.path("broker.pem"), "key_file": home.path("broker.key")}
     mq["bridge"] = dict(BRIDGE)
     cfg["mqtt"] = mq
     cfg["hub"]["unknown_max_streams"] = 12
@@ -62,7 +62,7 @@ def hub(home):
     from blinds_host.peers.servers import start_cloud
 
     start_cloud(home, ["mqtt.vendor.test"])
-    pki.make_server_cert(home.wd, "hub", ["blinds.home.arpa"], [AP_IP])
+    pki.make_server_cert(home.wd, "broker", ["blinds.home.arpa"], [AP_IP])
     home.start_hub(config(home), heap="320k")
     wait_bridge(home)
     yield home

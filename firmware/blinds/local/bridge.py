@@ -144,7 +144,7 @@ class Bridge:
 
     async def _send(self, data):
         self.c["bytes_out"] += len(data)
-        await self.net.write(data)
+        await self.net.send(data)
 
     def _new_pid(self):
         while True:

@@ -1,7 +1,7 @@
 # How the uplink bridge reaches its cloud broker: a direct TCP connection
 # (TLS when the config gives a CA), or a stream through the tunnel when one
 # is configured (then nothing leaves the home beside the tunnel). Both offer
-# open(), read_into(mv), write(data) and close().
+# open(), read_into(mv), send(data) and close().
 import asyncio
 import ssl
 
@@ -54,7 +54,7 @@ class Direct:
                 raise OSError("closed by the cloud broker")
             return n
 
-    async def write(self, data):
+    async def send(self, data):
         mv = memoryview(data)
         off = 0
         while off < len(mv):
@@ -123,6 +123,7 @@ class Tunneled:
         if len(self.rx) + n > _RX_MAX:
             return 0  # held in the link's pool until read_into takes it
         self.rx.extend(memoryview(b)[off:off + n])
+        self.ts.ev.set()  # read_into waits on it
         return n
 
     # -- the bridge's side ------------------------------------------------------------
@@ -177,7 +178,7 @@ class Tunneled:
             ts.ev.clear()
             await ts.ev.wait()
 
-    async def write(self, data):
+    async def send(self, data):
         ts = self.ts
         self.tx.extend(data)
         ts.ready = True

@@ -93,11 +93,12 @@ class CloudSub:
 
 def bridge_config(home, bridge, users):
     """A hub config with the local broker, its TLS listener and ``bridge``."""
-    if not os.path.exists(home.path("hub.pem")):
-        pki.make_server_cert(home.wd, "hub", ["blinds.home.arpa"], [AP_IP])
+    if not os.path.exists(home.path("broker.pem")):
+        pki.make_server_cert(home.wd, "broker", ["blinds.home.arpa"], [AP_IP])
     cfg = home.hub_config()
     cfg["mqtt"] = {"allow_anonymous": False, "users": users,
-                   "tls": {"cert_file": home.path("hub.pem"), "key_file": home.path("hub.key")},
+                   "tls": {"cert_file": home.path("broker.pem"),
+                           "key_file": home.path("broker.key")},
                    "bridge": bridge}
     cfg["hub"]["unknown_max_streams"] = 16
     return cfg
