@@ -17,6 +17,7 @@ from blinds.local.session import Closed, Client, Retained, Session
 PORT = const(1883)
 _SWEEP_MS = const(1000)
 _FAIL_DELAY_MS = const(500)  # after a refused password: slows guessing down
+_JOIN = const(256)  # payloads up to this size go out in one write with their header
 _MSG_OVERHEAD = const(48)  # what a held message costs beyond its topic and payload
 
 # The limits of the "mqtt" config section (defaults: blinds.config.sections).
@@ -340,9 +341,14 @@ class Broker:
             self._send_pub(c, e, pid, 0)
 
     def _send_pub(self, c, e, pid, dup):
-        # The header, then the payload object itself (no copy per subscriber).
+        # The header, then the payload object itself (no copy per subscriber
+        # but for small payloads).
         m = e[0]
-        self._send(c, mq.publish_head(m[0], e[1], e[2], dup, pid, len(m[1])))
+        head = mq.publish_head(m[0], e[1], e[2], dup, pid, len(m[1]))
+        if len(m[1]) <= _JOIN:
+            self._send(c, head + m[1])  # one write: a small copy is cheaper than a call
+            return
+        self._send(c, head)
         if m[1]:
             self._send(c, m[1])
 

@@ -6,8 +6,9 @@
     port, as devices reach it), against mosquitto in the hub's namespace on
     the same address in the same run. Goal: hub/mosquitto >= 0.3.
 ``broker_heap_8clients``
-    the hub's peak GC heap above its level before any client, during that
-    run (16 connections of 8 devices' worth), with the heap capped. Goal: <= 48 KB.
+    the hub's peak live GC heap above its level before any client, with 4
+    publishers and 4 subscribers at full speed (8 clients) and the heap capped
+    at code + 128 KB; the 16-client figure is given too. Goal: <= 48 KB.
 ``bridge_delay_<policy>``
     end-to-end delay from a device's publish to the cloud broker (a real
     mosquitto in the internet namespace), per uplink policy, against its
@@ -190,3 +191,191 @@ def kill9_run(home, cfg, restarts, n_msgs, rate=50.0, dev=1, heap="320k", say=No
             "unexpected": len(set(seen) - want),
             "duplicates": sum(v - 1 for v in seen.values()),
             "restart_s": harness.summary([s * 1000 for s in starts]) if starts else None}
+
+
+# -- the benchmarks -------------------------------------------------------------------
+BENCH_USERS = [{"username": "bench", "password_hash": None,
+                "publish": ["bench/#", "stat/#", "tele/#"], "subscribe": ["bench/#"]},
+               {"username": "plug", "password_hash": None,
+                "publish": ["stat/plug/#", "tele/plug/#"], "subscribe": ["cmnd/plug/#"]}]
+MOSQUITTO_PORT = 18830
+_MOSQUITTO_CONF = """per_listener_settings false
+allow_anonymous true
+persistence false
+user root
+log_dest stderr
+log_type error
+listener %d %s
+"""
+
+
+def _users():
+    from ..cmd_config import password_hash
+
+    out = []
+    for u in BENCH_USERS:
+        u = dict(u)
+        u["password_hash"] = password_hash(u["username"] + "-pw", 1000)
+        out.append(u)
+    return out
+
+
+def _load(home, port, dev=1, seconds=5.0, user=None, pairs=8):
+    argv = ["ip", "netns", "exec", home.dev_ns(dev), sys.executable, "-m",
+            "blinds_host.bench.mqttload", "--host", AP_IP, "--port", str(port),
+            "--seconds", str(seconds), "--pairs", str(pairs)]
+    if user:
+        argv += ["--user", user, "--password", user + "-pw"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                       env=harness._client_env())
+    if r.returncode != 0:
+        raise RuntimeError("mqttload failed: %s" % r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def bench_msgs_per_s(home=None, seconds=5.0):
+    """8 publishers and 8 subscribers: the hub's broker against mosquitto."""
+    with harness.home_for(home, 3) as h:
+        cfg = h.hub_config()
+        cfg["mqtt"] = {"users": _users(), "max_clients": 16, "max_sessions": 16}
+        cfg["hub"]["unknown_max_streams"] = 16
+        heap, code = harness.esp32_heap(h, cfg)
+        heaps = {}
+        for pairs in (4, 8):  # 8 clients for the heap figure, then 16
+            h.start_hub(cfg, heap=heap)
+            time.sleep(1.5)
+            base = harness.next_status(h)["heap"]
+            hub = _load(h, 1883, seconds=seconds, user="bench", pairs=pairs)
+            time.sleep(1.2)
+            st = harness.next_status(h)
+            h.stop_hub()
+            heaps[2 * pairs] = {"live_before": base["live"], "live_peak": st["heap"]["live_peak"],
+                                "used_peak": st["heap"]["peak"],
+                                "grew": st["heap"]["live_peak"] - base["live"],
+                                "msgs_per_s": hub["msgs_per_s"]}
+        conf = h.path("mosquitto-bench.conf")
+        with open(conf, "w") as f:
+            f.write(_MOSQUITTO_CONF % (MOSQUITTO_PORT, AP_IP))
+        mosq = h.popen(h.hub_ns, ["mosquitto", "-c", conf], "mosquitto-bench")
+        try:
+            h.wait_port(h.hub_ns, AP_IP, MOSQUITTO_PORT, what="mosquitto")
+            ref = _load(h, MOSQUITTO_PORT, seconds=seconds)
+        finally:
+            mosq.terminate()
+            mosq.wait()
+    ratio = harness.ratio(hub["msgs_per_s"], ref["msgs_per_s"])
+    grew = heaps[8]["grew"]
+    return [{"name": "broker_msgs_per_s", "value": ratio, "unit": "hub/mosquitto",
+             "goal": ">= %g" % RATIO_GOAL, "goal_met": ratio >= RATIO_GOAL,
+             "hub_msgs_per_s": hub["msgs_per_s"], "mosquitto_msgs_per_s": ref["msgs_per_s"],
+             "hub": hub, "mosquitto": ref, "slow_cut": st["mqtt"]["slow_cut"],
+             "heap_arg": heap},
+            {"name": "broker_heap_8clients", "value": harness.kb(grew), "unit": "KB",
+             "goal": "<= %d" % HEAP_GOAL_KB, "goal_met": grew <= HEAP_GOAL_KB * 1024,
+             "heap_arg": heap, "by_clients": heaps,
+             "kb_16_clients": harness.kb(heaps[16]["grew"])}]
+
+
+DELAY_S = 4
+BATCH_S = 4
+
+
+def bench_uplink_delays(home=None, n=40):
+    """End-to-end delay per uplink policy against its configuration."""
+    from ..peers.servers import start_cloud
+
+    bridge = {"broker": {"ip": CLOUD_IP, "port": 1883},
+              "topics": [{"filter": "stat/plug/imm", "policy": "immediate"},
+                         {"filter": "stat/plug/del", "policy": "delayed"},
+                         {"filter": "tele/plug/#", "policy": "batched"}],
+              "delay_s": DELAY_S, "batch_s": BATCH_S, "batch_bytes": 2048, "commit_ms": 20}
+    with harness.home_for(home, 3) as h:
+        start_cloud(h, ["mqtt.vendor.test"])
+        cfg = bridge_config(h, bridge, _users())
+        h.start_hub(cfg, heap="320k")
+        wait_bridge(h)
+        cloud = CloudSub(h, "stat/#", "blinds/batch")
+        sent = {}
+        code = ("import sys, time, json\nimport paho.mqtt.client as paho\n"
+                "c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id='dl')\n"
+                "c.username_pw_set('plug', 'plug-pw'); c.connect(%r, 1883); c.loop_start()\n"
+                "out = {}\n"
+                "for i in range(%d):\n"
+                "    for t in ('stat/plug/imm', 'stat/plug/del', 'tele/plug/b'):\n"
+                "        p = '%%s-%%d' %% (t[-1], i); out[p] = time.time()\n"
+                "        c.publish(t, p.encode(), qos=1).wait_for_publish(5)\n"
+                "    time.sleep(0.1)\n"
+                "print(json.dumps(out))\n") % (AP_IP, n)
+        r = subprocess.run(["ip", "netns", "exec", h.dev_ns(1), sys.executable, "-c", code],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError("publisher failed: %s" % r.stderr[-2000:])
+        sent = json.loads(r.stdout.strip().splitlines()[-1])
+        got = cloud.read(10 ** 6, timeout=max(DELAY_S, BATCH_S) + 3)
+        cloud.stop()
+    return _delay_results(sent, got)
+
+
+def _delay_results(sent, got):
+    from blinds.local.bridge_batch import unpack
+
+    arrived = {}
+    for t, topic, payload in got:
+        msgs = unpack(payload) if topic == "blinds/batch" else [(topic, payload)]
+        for _, p in msgs:
+            arrived.setdefault(p.decode(), t)
+    out = []
+    for key, name, bound in (("m", "immediate", None), ("l", "delayed", DELAY_S),
+                             ("b", "batched", BATCH_S)):
+        ds = [arrived[p] - t0 for p, t0 in sent.items() if p[0] == key and p in arrived]
+        lost = sum(1 for p in sent if p[0] == key and p not in arrived)
+        s = harness.summary([d * 1000 for d in ds]) if ds else {}
+        if bound is None:
+            ok = not lost and s.get("p95_ms", 1e9) <= 200
+            goal = "p95 <= 200 ms, none lost"
+        else:
+            ok = not lost and s.get("max_ms", 1e9) <= (bound + 0.5) * 1000
+            goal = "all within [0, %d s] (+0.5 s), none lost" % bound
+        out.append({"name": "bridge_delay_" + name, "value": s.get("p95_ms"), "unit": "ms p95",
+                    "goal": goal, "goal_met": ok, "configured_s": bound, "lost": lost,
+                    "delay_ms": s, "uniform_mean_expected_ms": bound * 500 if bound else None})
+    return out
+
+
+def bench_kill9(home=None, restarts=RESTARTS):
+    """100 kill -9 restarts of the hub during a QoS 1 publishing load."""
+    from ..peers.servers import start_cloud
+
+    bridge = {"broker": {"ip": CLOUD_IP, "port": 1883},
+              "topics": [{"filter": "stat/plug/#", "policy": "immediate"}], "commit_ms": 20}
+    with harness.home_for(home, 3) as h:
+        start_cloud(h, ["mqtt.vendor.test"])
+        r = kill9_run(h, bridge_config(h, bridge, _users()), restarts, n_msgs=2000, rate=50.0)
+    ok = r["lost"] == 0 and r["unexpected"] == 0 and r["acked"] == r["published"] \
+        and r["duplicates"] <= restarts * 28
+    return {"name": "bridge_kill9_restarts", "value": r["lost"], "unit": "messages lost",
+            "goal": "0 lost, duplicates <= 28 per restart (QoS 1 windows)", "goal_met": ok,
+            **r}
+
+
+_RUNS = {}
+
+
+def _one(fn, i):
+    """The i-th result of fn(), which measures several figures in one run
+    (run once, by the first benchmark that asks)."""
+    def run():
+        if fn not in _RUNS:
+            _RUNS[fn] = fn()
+        return dict(_RUNS[fn][i])
+    return run
+
+
+BENCHMARKS = [
+    ("broker_msgs_per_s", _one(bench_msgs_per_s, 0)),
+    ("broker_heap_8clients", _one(bench_msgs_per_s, 1)),
+    ("bridge_delay_immediate", _one(bench_uplink_delays, 0)),
+    ("bridge_delay_delayed", _one(bench_uplink_delays, 1)),
+    ("bridge_delay_batched", _one(bench_uplink_delays, 2)),
+    ("bridge_kill9_restarts", bench_kill9),
+]
