@@ -63,6 +63,14 @@ class Bridge:
                   "queue_full": 0, "bytes_out": 0, "bytes_in": 0}
         self.last_error = None
         self.hdr = bytearray(5)
+        # The batch's buffer, made once: a 1-2 KB allocation every period
+        # may find no room in a fragmented heap.
+        # Its header has the same length every time (QoS 1, the same topic
+        # and size): header and batch go out in one write, one TCP segment.
+        self.batch = None
+        if self.has_batch:
+            self.batch_head = len(mq.publish_head(b["batch_topic"], 1, 0, 0, 1, b["batch_bytes"]))
+            self.batch = bytearray(self.batch_head + b["batch_bytes"])
         broker.bridge = self
 
     # -- the broker's side -----------------------------------------------------------
@@ -167,7 +175,7 @@ class Bridge:
         self.up = True
         self.last_error = None
         self.kick.set()
-        sender = asyncio.create_task(self._sender())
+        sender = asyncio.create_task(self._sending())
         try:
             while True:
                 p = await asyncio.wait_for_ms(self._packet(), b["keepalive_s"] * 1500)
@@ -214,6 +222,18 @@ class Bridge:
                 self.dirty.set()  # the DONE records go with the next commit
                 self.kick.set()
 
+    async def _sending(self):
+        # The sender ends the session if it fails: the reader is told by
+        # closing the connection under it.
+        try:
+            await self._sender()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an error on the uplink or a bug: reconnect
+            self.last_error = "sender: %r" % (e,)
+            self.board.log("bridge: %s" % self.last_error)
+            self.net.close()
+
     async def _sender(self):
         # Due entries out in queue order, up to max_inflight unacknowledged;
         # the batch at its period; PINGREQ when nothing else went out.
@@ -243,8 +263,14 @@ class Bridge:
                 last_out = ticks_ms()
             self.kick.clear()
             wait = _IDLE_MS
+            now = ticks_ms()
             if self.has_batch:
-                wait = max(0, min(wait, ticks_diff(self.next_batch, ticks_ms())))
+                wait = min(wait, ticks_diff(self.next_batch, now))
+            if len(self.inflight) < self.cfg["max_inflight"]:
+                for e in self.q.entries:  # the next delayed entry to fall due
+                    if e[1] != ql.BATCHED and e[0] not in self.sending:
+                        wait = min(wait, ticks_diff(e[6], now))
+            wait = max(0, wait)
             try:
                 await asyncio.wait_for_ms(self.kick.wait(), wait)
             except asyncio.TimeoutError:
@@ -253,9 +279,10 @@ class Bridge:
     async def _batch(self):
         # The pending batched entries that fit, in one padded publish.
         self.commit()  # what the batch carries is in flash before it leaves
-        room = self.cfg["batch_bytes"]
         take = [e for e in self.q.entries if e[1] == ql.BATCHED and e[0] not in self.sending]
-        payload, n = pack(take, room)
+        hl = self.batch_head
+        payload = memoryview(self.batch)[hl:]
+        n = pack(take, payload)
         take = take[:n]
         pid = self._new_pid()
         self.inflight[pid] = take
@@ -264,8 +291,8 @@ class Bridge:
         self.c["batches"] += 1
         self.c["batched_msgs"] += n
         self.c["batch_bytes"] = len(payload)
-        await self._send(mq.publish_head(self.cfg["batch_topic"], 1, 0, 0, pid, len(payload))
-                         + payload)
+        self.batch[:hl] = mq.publish_head(self.cfg["batch_topic"], 1, 0, 0, pid, len(payload))
+        await self._send(self.batch)
 
     def status(self):
         d = dict(self.c)

@@ -8,10 +8,13 @@ import struct
 MAGIC = b"BLB1"
 
 
-def pack(entries, size):
-    """Entries [seq, kind, qos, delay_ms, topic, payload, ...] -> (payload of
-    exactly size bytes, how many of the first entries it carries)."""
-    out = bytearray(size)
+def pack(entries, out):
+    """Entries [seq, kind, qos, delay_ms, topic, payload, ...] into out (a
+    bytearray of the batch's size, reused) -> how many of the first entries
+    it carries."""
+    size = len(out)
+    for i in range(size):
+        out[i] = 0
     off = 6
     n = 0
     for e in entries:
@@ -28,7 +31,7 @@ def pack(entries, size):
         n += 1
     out[0:4] = MAGIC
     struct.pack_into(">H", out, 4, n)
-    return out, n
+    return n
 
 
 def unpack(payload):
@@ -39,12 +42,18 @@ def unpack(payload):
     off = 6
     msgs = []
     for _ in range(n):
-        tl = struct.unpack(">H", payload[off:off + 2])[0]
+        tl = _u16(payload, off)
         t = str(bytes(payload[off + 2:off + 2 + tl]), "utf-8")
         off += 2 + tl
-        pl = struct.unpack(">H", payload[off:off + 2])[0]
+        pl = _u16(payload, off)
+        if off + 2 + pl > len(payload):
+            raise ValueError("truncated batch")
         msgs.append((t, bytes(payload[off + 2:off + 2 + pl])))
         off += 2 + pl
-        if off > len(payload):
-            raise ValueError("truncated batch")
     return msgs
+
+
+def _u16(b, off):
+    if off + 2 > len(b):
+        raise ValueError("truncated batch")
+    return b[off] << 8 | b[off + 1]

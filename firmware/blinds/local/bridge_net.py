@@ -46,6 +46,8 @@ class Direct:
 
     async def read_into(self, mv):
         while True:
+            if self.s is None:
+                raise OSError("connection closed")
             n = self.s.readinto(mv)  # read first: mbedTLS may hold data already
             if n is None:
                 await self.board.wait_readable(self.raw)

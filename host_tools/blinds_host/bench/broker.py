@@ -47,19 +47,33 @@ class CloudSub:
     """mosquitto_sub at the cloud broker: (arrival time, topic, payload) per message."""
 
     def __init__(self, home, *topics):
-        ts = [x for t in topics for x in ("-t", t)]
+        self.probe = "probe/%d" % random.getrandbits(32)
+        ts = [x for t in topics + (self.probe,) for x in ("-t", t)]
         self.p = subprocess.Popen(
-            ["ip", "netns", "exec", home.inet_ns, "mosquitto_sub", "-h", CLOUD_IP] + ts
-            + ["-q", "1", "-F", "%U %t %x"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+            # line-buffered: a pipe would hold the last messages until exit
+            ["ip", "netns", "exec", home.inet_ns, "stdbuf", "-oL", "mosquitto_sub", "-h",
+             CLOUD_IP] + ts + ["-q", "1", "-F", "%U %t %x"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
         self.q = queue.Queue()
+        self.ready = threading.Event()
         threading.Thread(target=self._reader, daemon=True).start()
-        time.sleep(0.8)
+        # subscribed once a probe comes back
+        end = time.time() + 20
+        while not self.ready.is_set() and time.time() < end:
+            subprocess.run(["ip", "netns", "exec", home.inet_ns, "mosquitto_pub", "-h",
+                            CLOUD_IP, "-t", self.probe, "-m", "1"], capture_output=True)
+            self.ready.wait(0.3)
+        if not self.ready.is_set():
+            self.stop()
+            raise RuntimeError("mosquitto_sub at the cloud broker did not subscribe")
 
     def _reader(self):
         for line in self.p.stdout:
             ts, topic, hexp = (line.rstrip("\n").split(" ", 2) + [""])[:3]
-            self.q.put((float(ts), topic, bytes.fromhex(hexp)))
+            if topic == self.probe:
+                self.ready.set()
+            else:
+                self.q.put((float(ts), topic, bytes.fromhex(hexp)))
 
     def read(self, n, timeout=20):
         """Up to n messages, waiting at most timeout seconds in all."""
