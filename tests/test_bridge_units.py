@@ -114,3 +114,8 @@ def test_bridge_config_errors_name_their_path():
     assert "$.mqtt.tls.key_file" in p and "$.mqtt.tls.cert_file" in p
     p = problems({"bridge": {"broker": {"ip": "10.0.0.81"}, "topics": []}})
     assert "$.mqtt.bridge.topics" in p
+    # missing keys are reported, never a crash
+    for bad in ({"bridge": {}}, {"bridge": {"broker": {}, "topics": [{}]}}, {"tls": {}},
+                {"bridge": {"broker": {"ip": 5}, "topics": [{"filter": 1, "policy": None}]}},
+                {"bridge": [], "tls": "x"}):
+        assert problems(bad)

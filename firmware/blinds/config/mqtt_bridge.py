@@ -28,7 +28,7 @@ def tls(v, path, out):
         return None
     r = {}
     for k in ("cert_file", "key_file"):
-        r[k] = _str(v[k], _kp(path, k), out, 1, _MAX_FILE_LEN)
+        r[k] = _str(v[k], _kp(path, k), out, 1, _MAX_FILE_LEN) if k in v else None
     return r
 
 
@@ -36,12 +36,13 @@ def bridge(v, path, out, ap_net):
     # Topics forwarded to a cloud broker, each by its policy; commands back.
     if not _obj(v, path, out, ("broker", "topics"), _BRIDGE_KEYS):
         return None
-    r = {"broker": _broker(v["broker"], path + ".broker", out, ap_net), "topics": [],
+    r = {"broker": _broker(v["broker"], path + ".broker", out, ap_net) if "broker" in v
+         else None, "topics": [],
          "commands": [], "client_id": "blinds-hub", "username": None, "password": None,
          "batch_topic": "blinds/batch"}
     _ints(v, r, path, out, BRIDGE_INTS)
-    ts = v["topics"]
-    if _list(ts, path + ".topics", out, 1, _MAX_RULES):
+    ts = v.get("topics")
+    if "topics" in v and _list(ts, path + ".topics", out, 1, _MAX_RULES):
         for i in range(len(ts)):
             r["topics"].append(_rule(ts[i], "%s.topics[%d]" % (path, i), out, r["delay_s"]))
     cs = v.get("commands")
@@ -64,8 +65,8 @@ def bridge(v, path, out, ap_net):
 def _broker(v, path, out, ap_net):
     if not _obj(v, path, out, ("ip",), ("port", "name", "ca_file")):
         return None
-    r = {"ip": _unicast(v["ip"], path + ".ip", out), "port": 1883, "name": None,
-         "ca_file": None}
+    r = {"ip": _unicast(v["ip"], path + ".ip", out) if "ip" in v else None, "port": 1883,
+         "name": None, "ca_file": None}
     if r["ip"] is not None and ap_net is not None and r["ip"] & ap_net[1] == ap_net[0]:
         out.append((path + ".ip", "is inside the hub's own access-point subnet"))
     r["ip"] = v["ip"] if r["ip"] is not None else None
@@ -84,8 +85,9 @@ def _broker(v, path, out, ap_net):
 def _rule(v, path, out, delay_s):
     if not _obj(v, path, out, ("filter", "policy"), ("delay_s",)):
         return None
-    r = {"filter": _filter(v["filter"], path + ".filter", out),
-         "policy": _choice(v["policy"], path + ".policy", out, POLICIES), "delay_s": delay_s}
+    r = {"filter": _filter(v["filter"], path + ".filter", out) if "filter" in v else None,
+         "policy": _choice(v["policy"], path + ".policy", out, POLICIES) if "policy" in v
+         else None, "delay_s": delay_s}
     if "delay_s" in v:  # used by policy "delayed" only
         r["delay_s"] = _int(v["delay_s"], path + ".delay_s", out, 1, 86400)
     return r
