@@ -392,4 +392,11 @@ BENCHMARKS = [
     ("bridge_delay_delayed", _one(bench_uplink_delays, 1)),
     ("bridge_delay_batched", _one(bench_uplink_delays, 2)),
     ("bridge_kill9_restarts", bench_kill9),
+    ("bridge_events_attack", lambda: _events_attack()),
 ]
+
+
+def _events_attack():
+    from .uplink_events import bench_events_attack
+
+    return bench_events_attack()
