@@ -141,6 +141,31 @@ def test_compaction_bounds_the_file(tmp_path):
     assert problem is None and [e[:6] for e in r.entries] == [e[:6] for e in q.entries]
 
 
+def test_failed_write_is_not_lost(tmp_path):
+    # The folder goes away under the queue: the flush fails and keeps what it
+    # had; once writing works again the file is written afresh, whole.
+    d = tmp_path / "state"
+    d.mkdir()
+    path = str(d / "q.log")
+    q = ql.Queue(path, 2000, 64)
+    q.load()
+    q.add(ql.IMMEDIATE, 1, "a", b"1")
+    q.flush()
+    os.remove(path)
+    d.rmdir()
+    q.add(ql.DELAYED, 1, "b", b"2")
+    try:
+        q.flush()
+        raise AssertionError("the flush should have failed")
+    except OSError:
+        pass
+    assert q.dirty()
+    d.mkdir()
+    q.flush()
+    r, problem = reload(path, 2000)
+    assert problem is None and [(e[4], e[5]) for e in r.entries] == [("a", b"1"), ("b", b"2")]
+
+
 _MP = """
 import json, os, sys
 from blinds.local import queue_log as ql

@@ -60,7 +60,7 @@ class Bridge:
         self.next_batch = ticks_add(now, self.batch_ms)
         self.c = {"connects": 0, "failures": 0, "sent": 0, "batches": 0, "batch_bytes": 0,
                   "batched_msgs": 0, "commands": 0, "refused_commands": 0, "local_only": 0,
-                  "queue_full": 0, "bytes_out": 0, "bytes_in": 0}
+                  "queue_full": 0, "bytes_out": 0, "bytes_in": 0, "flash_errors": 0}
         self.last_error = None
         self.hdr = bytearray(5)
         # The batch's buffer, made once: a 1-2 KB allocation every period
@@ -127,7 +127,15 @@ class Bridge:
             await self.dirty.wait()
             self.dirty.clear()
             await asyncio.sleep_ms(self.cfg["commit_ms"])
-            self.commit()
+            try:
+                self.commit()
+            except OSError as e:
+                # Flash full or failing: nothing is acknowledged that is not
+                # in flash; try again (the next write rewrites the file).
+                self.c["flash_errors"] += 1
+                self.board.log("bridge: cannot write the queue: %r" % (e,))
+                await asyncio.sleep_ms(_BACKOFF_MIN_MS)
+                self.dirty.set()
 
     # -- the cloud side -------------------------------------------------------------------
     async def run(self):

@@ -258,17 +258,23 @@ class Queue:
         if not self.pend:
             return
         if self.file_bytes >= self.compact_bytes:
-            self.pend = []
-            self.compact()
+            self.compact()  # clears pend once the new file is in place
             return
         n = 0
         for r in self.pend:
             n += len(r)
         tail = self._tail(self.file_bytes + n)
-        with open(self.path, "ab") as f:
-            for r in self.pend:
-                f.write(r)
-            f.write(tail)
+        try:
+            with open(self.path, "ab") as f:
+                for r in self.pend:
+                    f.write(r)
+                f.write(tail)
+        except OSError:
+            # Part of it may be in the file, uncommitted: appending after it
+            # would hide later commits from a reader. The next flush writes
+            # the file afresh instead.
+            self.file_bytes = self.compact_bytes
+            raise
         self.pend = []
         self.file_bytes += n + len(tail)
         self.c["flushes"] += 1
