@@ -265,3 +265,25 @@ def test_fallback_queue_drains_in_order(hub):
     finally:
         cloud.stop()
     assert [p for _, _, p in got] == [b"%d" % i for i in range(20)]
+
+
+def test_last_will_goes_up_with_its_policy(hub):
+    # paho with a last will on a bridged topic dies without DISCONNECT: the
+    # local broker publishes the will, the bridge sends it to the cloud
+    cloud = CloudSub(hub, "stat/plug/LWT")
+    try:
+        code = """
+import json, time
+from mqttpeers import Peer
+p = Peer(%r, 1883, "plug-will", "plug", "plug-pw", will=("stat/plug/LWT", "Offline", 1, True),
+         keepalive=5)
+rc = p.connect()
+time.sleep(0.5)
+p.close(clean=False)
+print(json.dumps({"rc": rc}))
+""" % AP_IP
+        assert on_dev(hub, PLUG, code)["rc"] == 0
+        got = cloud.read(1, timeout=10)
+    finally:
+        cloud.stop()
+    assert [(t, p) for _, t, p in got] == [("stat/plug/LWT", b"Offline")]
