@@ -145,9 +145,12 @@ def test_runner_registry_and_only(tmp_path):
                      "relay_connect_added_latency", "relay_heap_16streams", "replay_fidelity",
                      "knn_grid_10h", "tunnel_bulk_throughput", "tunnel_connect_added_latency",
                      "tunnel_heap_16streams", "tunnel_constant_overhead", "exit_homes_per_core",
-                     "esp_heap_min_board"]
-    assert [s for s, _, _ in reg] == (["dns"] * 4 + ["relay"] * 3 + ["sim", "lab"] + ["tunnel"] * 5
-                                      + ["esp"])
+                     "esp_heap_min_board",
+                     "broker_msgs_per_s", "broker_heap_8clients", "bridge_delay_immediate",
+                     "bridge_delay_delayed", "bridge_delay_batched", "bridge_kill9_restarts",
+                     "bridge_events_attack"]
+    assert [s for s, _, _ in reg] == ["dns"] * 4 + ["relay"] * 3 + ["sim", "lab"] + \
+        ["tunnel"] * 5 + ["esp"] + ["broker"] * 7
     assert all(callable(f) for _, _, f in reg)
     assert [n for n, _ in harness.select(reg, ["dns_heap_8dev_64names,dns_cached_qps"])] == [
         "dns_heap_8dev_64names", "dns_cached_qps"]

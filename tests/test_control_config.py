@@ -66,6 +66,8 @@ def test_passwd_control(tmp_path):
 
 
 PLUG = {"name": "plug", "mac": "02:00:00:00:00:01", "policy": "open"}
+BRIDGE = {"broker": {"ip": "203.0.113.5", "port": 1883, "name": "cloud.test"},
+          "topics": [{"filter": "stat/#", "policy": "batched"}]}
 TUNNEL = {"exit": {"ip": "10.0.0.9", "name": "exit.test", "ca_file": "ca.pem"},
           "cert_file": "hub.pem", "key_file": "hub.key"}
 # Configs that switch the optional features on one at a time, and all together.
@@ -81,6 +83,9 @@ FEATURES = {
     "tunnel": {"tunnel": TUNNEL},
     "stp": {"tunnel": dict(TUNNEL, shaper={"kind": "stp"})},
     "adaptive": {"tunnel": dict(TUNNEL, shaper={"kind": "adaptive"})},
+    "mqtt-tls": {"mqtt": {"allow_anonymous": True,
+                          "tls": {"cert_file": "hub.pem", "key_file": "hub.key"}}},
+    "bridge": {"mqtt": {"allow_anonymous": True, "bridge": BRIDGE}},
     "time": {"time": {"servers": [{"ip": "192.0.2.123"}]}},
     "cover": {"devices": [PLUG],
               "cover": {"wifi": {}}},

@@ -12,13 +12,24 @@ def _kind(c):
     return t["shaper"]["kind"] if t is not None else None
 
 
+def _mqtt(c, key):
+    m = c.get("mqtt")
+    return m is not None and m[key] is not None
+
+
 def _has(key):
     return lambda c: c.get(key) is not None
 
 
 # (modules, used by config c?)
 GROUPS = (
-    (("blinds.local.acl", "blinds.local.broker", "blinds.local.session"), _has("mqtt")),
+    (("blinds.local.acl", "blinds.local.broker", "blinds.local.session",
+      "blinds.config.mqtt_bridge"), _has("mqtt")),
+    (("blinds.local.broker_tls",), lambda c: _mqtt(c, "tls")),
+    (("blinds.local.bridge", "blinds.local.bridge_batch", "blinds.local.bridge_net",
+      "blinds.local.queue_log"), lambda c: _mqtt(c, "bridge")),
+    (("blinds.net.pem",), lambda c: c.get("tunnel") is not None or _mqtt(c, "tls")
+     or _mqtt(c, "bridge")),
     # (the control page checks passwords and topics with these)
     (("blinds.local.auth", "blinds.local.mqtt_codec"), lambda c: c.get("mqtt") is not None
      or c.get("control") is not None),

@@ -33,6 +33,7 @@ class Hub:
         self.mqtt = None  # the local broker (blinds.local), when the config has "mqtt"
         self.control = None  # the control page, when the config has "control"
         self.discovery = None  # Home Assistant discovery, when the config has "discovery"
+        self.bridge = None  # its uplink bridge to a cloud broker (mqtt.bridge)
         self.sntp = None  # the SNTP client on the uplink, when configured (no tunnel)
         self.learner = None
         self.log = None
@@ -213,6 +214,16 @@ class Hub:
             self.mqtt = Broker(board, cfg)
             self.relay.local.append(self.mqtt)
             self.keep("mqtt-sweep", self.mqtt.sweep)
+            if cfg["mqtt"]["bridge"] is not None:
+                # Topics to the cloud broker on the hub's schedule, through
+                # the tunnel when there is one (local/bridge.py).
+                from blinds.local import bridge_net
+                from blinds.local.bridge import Bridge
+
+                net = bridge_net.make(board, cfg["mqtt"]["bridge"], self.budget, self.tunnel)
+                self.bridge = Bridge(board, cfg, self.mqtt, net)
+                self.keep("bridge", self.bridge.run)
+                self.keep("bridge-commit", self.bridge.committer)
         self._start_local(cfg)
 
         udp = self._own(self.dns.udp_socket())
@@ -301,6 +312,7 @@ class Hub:
         self.socks = []
         self.dns = self.relay = self.ntp = self.tunnel = self.mqtt = self.sntp = self.cover = None
         self.control = self.discovery = None
+        self.bridge = None
         self.problems = [("$", "%s" % (e,))]
         self.refuse("start-up failed: %s" % (e,))
 
@@ -387,6 +399,8 @@ class Hub:
             st["control"] = self.control.status()
         if self.discovery is not None:
             st["discovery"] = self.discovery.status()
+        if self.bridge is not None:
+            st["bridge"] = self.bridge.status()
         return st
 
     def _clock(self):
@@ -426,6 +440,8 @@ class Hub:
         if self.control is not None:
             s = self.control.stats
             m += [s["requests"], s["bad_requests"], s["logins"], s["login_failed"]]
+        if self.bridge is not None:
+            m += list(self.bridge.c.values()) + [self.bridge.up, self.bridge.q.c["flushes"]]
         return m
 
     def heap(self):
@@ -493,6 +509,11 @@ class Hub:
         # survive, then say in the status that the hub stopped.
         self.state = "stopped"
         self.reason = "stop requested"
+        if self.bridge is not None:
+            try:
+                self.bridge.commit()  # what the uplink queue holds, to flash
+            except OSError as e:
+                self.board.log("hub: cannot write the uplink queue: %r" % (e,))
         if self._led_state is not None:
             self.led.set(self._led_state(self))  # off
         if self.learner is not None and self.learner.dirty:

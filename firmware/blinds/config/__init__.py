@@ -81,8 +81,8 @@ def _root(cfg, out):
         r["tunnel"] = sections.tunnel(cfg["tunnel"], "$.tunnel", out, ap_net)
         _delays(r, out)
     # No "mqtt" section: the hub runs no broker.
-    r["mqtt"] = sections.mqtt(cfg["mqtt"], "$.mqtt", out) if cfg.get("mqtt") is not None \
-        else None
+    r["mqtt"] = sections.mqtt(cfg["mqtt"], "$.mqtt", out, ap_net) \
+        if cfg.get("mqtt") is not None else None
     if "time" in cfg:
         r["time"] = sections.time(cfg["time"], "$.time", out, ap_net)
     if "cover" in cfg:  # the WiFi cover (docs/cover.md)

@@ -421,13 +421,22 @@ def tunnel(v, path, out, ap_net):
     return r
 
 
-def mqtt(v, path, out):
+def mqtt(v, path, out, ap_net=None):
     # The local MQTT broker: who may connect (users with PBKDF2 hashes, or
-    # anonymous clients if allowed) and the topics each may use; limits.
-    if not _obj(v, path, out, (), ("allow_anonymous", "users", "anonymous")
+    # anonymous clients if allowed) and the topics each may use; limits;
+    # its TLS listener and the uplink bridge (config/mqtt_bridge.py).
+    if not _obj(v, path, out, (), ("allow_anonymous", "users", "anonymous", "tls", "bridge")
                 + tuple(t[0] for t in MQTT_INTS)):
         return None
-    r = {"allow_anonymous": False, "users": []}
+    from blinds.config import mqtt_bridge
+
+    r = {"tls": None, "bridge": None}
+    if v.get("tls") is not None:
+        r["tls"] = mqtt_bridge.tls(v["tls"], path + ".tls", out)
+    if v.get("bridge") is not None:
+        r["bridge"] = mqtt_bridge.bridge(v["bridge"], path + ".bridge", out, ap_net)
+    r["allow_anonymous"] = False
+    r["users"] = []
     if "allow_anonymous" in v:
         if isinstance(v["allow_anonymous"], bool):
             r["allow_anonymous"] = v["allow_anonymous"]

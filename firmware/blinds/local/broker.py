@@ -17,6 +17,7 @@ from blinds.local.session import Closed, Client, Retained, Session
 PORT = const(1883)
 _SWEEP_MS = const(1000)
 _FAIL_DELAY_MS = const(500)  # after a refused password: slows guessing down
+_JOIN = const(256)  # payloads up to this size go out in one write with their header
 _MSG_OVERHEAD = const(48)  # what a held message costs beyond its topic and payload
 
 # The limits of the "mqtt" config section (defaults: blinds.config.sections).
@@ -26,7 +27,7 @@ _LIMITS = ("max_clients", "max_sessions", "max_packet", "max_inflight", "max_que
 _STATS = ("accepted", "connected", "refused_full", "refused_auth", "refused_client_id",
           "refused_unavailable", "bad_packets", "refused_publish", "refused_subscribe",
           "published", "delivered", "slow_cut", "dropped", "retained_dropped", "takeovers",
-          "wills", "keepalive_closed", "oom", "errors")
+          "wills", "keepalive_closed", "oom", "errors", "tls", "tls_failed")
 
 
 class Broker:
@@ -36,6 +37,15 @@ class Broker:
         for k in _LIMITS:
             setattr(self, k, m[k])
         self.hostname = cfg["ap"]["hostname"]
+        self.ap_ip = cfg["ap"].get("ip")
+        # MQTT over TLS on 8883 (local/broker_tls.py), when the config gives a certificate.
+        self.tls = None
+        if m.get("tls") is not None:
+            from blinds.local import broker_tls
+
+            self.tls = broker_tls
+            self.tls_ctx = broker_tls.context(board, m["tls"])
+        self.bridge = None  # the uplink bridge (local/bridge.py), set by the hub
         self.logins = auth.Logins(m)
         self.sessions = {}  # client id -> Session
         self.clients = []
@@ -50,11 +60,12 @@ class Broker:
         """Is this relayed stream for the hub itself? Its name is the hub's
         own, or it carries none (a raw connection to the AP address), or the
         name the device last resolved is the hub's."""
-        if st.port != PORT:
+        if st.port == PORT:
+            if st.kind not in ("other", "none"):
+                return False
+        elif self.tls is None or st.port != self.tls.TLS_PORT or st.kind != "tls":
             return False
-        if st.kind not in ("other", "none"):
-            return False
-        if st.name is None or st.name.lower() == self.hostname:
+        if st.name is None or st.name.lower() == self.hostname or st.name == self.ap_ip:
             return True
         b = names.bindings(st.dev.idx) if st.dev.idx >= 0 else ()
         return bool(b) and b[-1] == self.hostname
@@ -69,7 +80,18 @@ class Broker:
             _try_write(sock, b"\x20\x02\x00\x03")
             _close(sock)
             return
+        raw = sock
+        if self.tls is not None and self.tls.is_tls(first):
+            try:
+                sock = self.tls.wrap(self.tls_ctx, sock, first)
+            except (OSError, ValueError):
+                self.stats["tls_failed"] += 1
+                _close(raw)
+                return
+            self.stats["tls"] += 1
+            first = b""
         c = Client(sock, first, dev, asyncio.current_task(), self.board)
+        c.raw = raw
         c.keep_ms = self.connect_timeout_ms
         self.clients.append(c)
         try:
@@ -93,30 +115,20 @@ class Broker:
     # -- one connection ------------------------------------------------------------
     async def _packets(self, c):
         hdr = bytearray(5)
-        mv = memoryview(hdr)
         while not c.closing:
-            await c.fill(mv[0:1])
-            i = 1
-            while True:
-                await c.fill(mv[i:i + 1])
-                r = mq.decode_length(hdr, 1, i + 1)
-                if r is not None:
-                    break
-                i += 1
-            n = r[0]
-            mq.check_header(hdr[0], n, self.max_packet)
-            body = bytearray(n)
-            if n:
-                await c.fill(memoryview(body))
-            p = mq.decode(hdr[0], body)
-            del body
+            p = await mq.read(c.fill, hdr, self.max_packet)
             c.last = ticks_ms()
             if c.sess is None:
                 if p[0] != mq.CONNECT:
                     raise mq.MqttError("CONNECT first")
                 await self._connect(c, p)
             else:
-                self._handle(c, p)
+                w = self._handle(c, p)
+                if w is not None:
+                    # A bridged QoS 1/2 message: acknowledged once the
+                    # uplink queue has it in flash (local/bridge.py).
+                    await self.bridge.committed(w[0])
+                    self._send(c, w[1])
 
     async def _connect(self, c, p):
         _, cid, clean, keep, will, user, pw = p
@@ -170,7 +182,7 @@ class Broker:
         t = p[0]
         s = c.sess
         if t == mq.PUBLISH:
-            self._publish(c, s, p)
+            return self._publish(c, s, p)
         elif t == mq.PUBACK or t == mq.PUBCOMP:
             # An entry: [message, qos, retain, 0 sent / 1 PUBREL sent]
             e = s.inflight.get(p[1])
@@ -218,12 +230,16 @@ class Broker:
             if len(s.rx2) >= self.max_inflight:
                 raise mq.MqttError("too many QoS 2 messages in flight")
             s.rx2.append(pid)
-        if ok:
-            self.route(topic, payload, qos, retain)
+        gen = self.route(topic, payload, qos, retain) if ok else 0
+        ack = None
         if qos == 1:
-            self._send(c, mq.encode((mq.PUBACK, pid)))
+            ack = mq.encode((mq.PUBACK, pid))
         elif qos == 2:
-            self._send(c, mq.encode((mq.PUBREC, pid)))
+            ack = mq.encode((mq.PUBREC, pid))
+        if ack is not None and gen:
+            return gen, ack
+        if ack is not None:
+            self._send(c, ack)
 
     def _subscribe(self, c, s, p):
         codes = []
@@ -247,10 +263,15 @@ class Broker:
 
     # -- routing -----------------------------------------------------------------------
     def route(self, topic, payload, qos, retain):
-        """Publish a message to every matching session (also the hub's own use)."""
+        """Publish a message to every matching session (also the hub's own
+        use). -> the uplink queue's commit to wait for before acknowledging
+        it, or 0."""
         self.stats["published"] += 1
         for f in self.taps:
             f(topic, payload, retain)
+        gen = 0
+        if self.bridge is not None:
+            gen = self.bridge.offer(topic, payload, qos)
         if retain:
             if not self.retained.keep(topic, payload, qos):
                 self.stats["retained_dropped"] += 1
@@ -263,6 +284,7 @@ class Broker:
                 if msg is None:
                     msg = self._msg(topic, payload)
                 self._deliver(s, msg, min(qos, q), 0)
+        return gen
 
     def _msg(self, topic, payload):
         # [topic, payload, sessions holding it, bytes it costs]
@@ -322,9 +344,14 @@ class Broker:
             self._send_pub(c, e, pid, 0)
 
     def _send_pub(self, c, e, pid, dup):
-        # The header, then the payload object itself (no copy per subscriber).
+        # The header, then the payload object itself (no copy per subscriber
+        # but for small payloads).
         m = e[0]
-        self._send(c, mq.publish_head(m[0], e[1], e[2], dup, pid, len(m[1])))
+        head = mq.publish_head(m[0], e[1], e[2], dup, pid, len(m[1]))
+        if len(m[1]) <= _JOIN:
+            self._send(c, head + m[1])  # one write: a small copy is cheaper than a call
+            return
+        self._send(c, head)
         if m[1]:
             self._send(c, m[1])
 

@@ -236,6 +236,26 @@ def parse(buf, max_packet=MAX_PACKET):
     return decode(buf[0], memoryview(buf)[off:off + n]), off + n
 
 
+async def read(fill, hdr, max_packet):
+    """One packet from a stream: fill(mv) fills mv exactly (async); hdr is
+    the caller's 5-byte scratch for the fixed header."""
+    mv = memoryview(hdr)
+    await fill(mv[0:1])
+    i = 1
+    while True:
+        await fill(mv[i:i + 1])
+        r = decode_length(hdr, 1, i + 1)
+        if r is not None:
+            break
+        i += 1
+    n = r[0]
+    check_header(hdr[0], n, max_packet)
+    body = bytearray(n)
+    if n:
+        await fill(memoryview(body))
+    return decode(hdr[0], body)
+
+
 def decode(first, body):
     # A packet from its fixed header's first byte and its whole body.
     t = check_header(first, len(body), _MAX_LEN)

@@ -14,6 +14,7 @@ import ssl
 
 from blinds.compat import const, ticks_diff, ticks_ms
 from blinds.net import sockets
+from blinds.net.pem import der
 from blinds.tunnel import cells, shaper
 from blinds.tunnel.cells import HEADER
 
@@ -37,21 +38,6 @@ UP = "up"
 
 class LinkError(Exception):
     pass
-
-
-def der(data):
-    # The first PEM block of data (certificate or key) as DER; data already
-    # DER is returned as it is.
-    b = data.find(b"-----BEGIN ")
-    if b < 0:
-        return bytes(data)
-    b = data.find(b"-----", b + 11)
-    e = data.find(b"-----END ", b + 5)
-    if b < 0 or e < 0:
-        raise ValueError("truncated PEM")
-    import binascii
-
-    return binascii.a2b_base64(data[b + 5:e].replace(b"\r", b"").replace(b"\n", b""))
 
 
 class Link:
