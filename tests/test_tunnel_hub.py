@@ -259,7 +259,7 @@ def drain_writer():
 a = stream(1, 0)
 for i in range(4):
     data(1)
-out["ring"] = [len(a.q), a.rx_left, link.c["credit_violations"]]
+out["ring"] = [a.held(), a.rx_left, link.c["credit_violations"]]
 data(1)
 out["violation"] = [link.c["credit_violations"], a.got_close]
 out["after_violation"] = [(t, s, list(p)) for t, s, p in drain_writer()]
@@ -271,7 +271,7 @@ out["credit_cells"] = []
 for i in range(9):
     data(2)
     out["credit_cells"] += [(t, s, list(p)) for t, s, p in drain_writer()]
-out["b"] = [b.st.down.got, b.rx_left, b.owed, len(b.q)]
+out["b"] = [b.st.down.got, b.rx_left, b.owed, b.held()]
 
 # Upward: the device has 1000 bytes; the exit granted 6 cells.
 b.st.down.data = b"u" * 1000
@@ -325,7 +325,7 @@ for ts in pool:
         data(ts.sid)
 drain_writer()
 out["pool"] = [link.pool_made, link.pool_max, link.c["no_buffer"],
-               [len(ts.q) for ts in pool], [ts.got_close for ts in pool]]
+               [ts.held() for ts in pool], [ts.got_close for ts in pool]]
 for ts in pool + [a]:
     ts.free()
 out["pool_back"] = len(link.pool)
