@@ -8,7 +8,9 @@
 * DoH (``--resolver doh:URL@IP:CAFILE``), in :mod:`.doh`.
 * :class:`DotResolver` (``--resolver dot:IP[:PORT]@NAME:CAFILE``): one
   persistent DNS-over-TLS connection (RFC 7858), queries pipelined, the
-  resolver's certificate checked against a pinned CA file and its name.
+  resolver's certificate checked against a pinned CA file and its name; the
+  connection is kept warm (:class:`Kept`: reopened in the background when
+  the resolver closes it) and a query it loses is asked once more.
 
 A :class:`Resolvers` list tries its upstreams in order.
 """
@@ -171,11 +173,103 @@ class UdpResolver(SystemResolver):
         return await _lookup_by_query(self, name)
 
 
-class DotResolver:
-    """DNS over TLS to one upstream, one connection, queries pipelined.
+class Kept:
+    """Upkeep of one kept connection to a resolver, for :class:`DotResolver`
+    and :class:`~.doh.DohResolver`.
+
+    The connection is reopened in the background when the resolver closes it
+    (unbound closes a DoT connection after ``tcp-idle-timeout``, 30 s by
+    default), as long as queries came in the last ``WARM_S``: the next query
+    finds a connection ready instead of paying a TCP and TLS handshake. A
+    connection the resolver closes sooner than ``QUICK_S`` after it opened
+    doubles the wait before the next reopen (``BACKOFF_MIN_S`` to
+    ``BACKOFF_MAX_S``), so a resolver that refuses us is not hammered.
+    Subclasses define ``_open()`` (a coroutine that raises ResolveError) and
+    ``_is_open()``."""
+
+    WARM_S = 300.0
+    QUICK_S = 5.0
+    BACKOFF_MIN_S = 0.5
+    BACKOFF_MAX_S = 30.0
+
+    def _kept_init(self):
+        self.connecting = None  # the future of the open under way
+        self.reopener = None  # the background reopen task
+        self.last_used = None  # loop time of the last query
+        self.opened_at = None
+        self.backoff_s = 0.0
+        self.closed = False
+        self.counts = {"connects": 0, "reopens": 0, "retries": 0, "lost": 0, "failed": 0}
+
+    async def _ensure(self):
+        """Open the connection unless it is open (one open at a time)."""
+        if self._is_open():
+            return
+        if self.connecting is None:
+            self.connecting = asyncio.ensure_future(self._open_counted())
+            self.connecting.add_done_callback(self._opened)
+        await asyncio.shield(self.connecting)
+
+    def _opened(self, fut):
+        self.connecting = None
+        if not fut.cancelled():
+            fut.exception()  # retrieved here: a reopen nobody waits on is not an error
+
+    async def _open_counted(self):
+        self.counts["connects"] += 1
+        try:
+            await self._open()
+        except ResolveError:
+            self.counts["failed"] += 1
+            raise
+        self.opened_at = asyncio.get_running_loop().time()
+
+    def _lost(self):
+        """The resolver closed the connection: reopen it in the background if
+        it is still wanted."""
+        self.counts["lost"] += 1
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.opened_at is not None and now - self.opened_at < self.QUICK_S:
+            self.backoff_s = min(max(self.backoff_s * 2, self.BACKOFF_MIN_S), self.BACKOFF_MAX_S)
+        else:
+            self.backoff_s = 0.0
+        self.opened_at = None
+        warm = self.last_used is not None and now - self.last_used < self.WARM_S
+        if warm and not self.closed and (self.reopener is None or self.reopener.done()):
+            self.reopener = asyncio.ensure_future(self._reopen())
+
+    async def _reopen(self):
+        if self.backoff_s:
+            await asyncio.sleep(self.backoff_s)
+        if self.closed or self._is_open():
+            return
+        self.counts["reopens"] += 1
+        try:
+            await self._ensure()
+        except ResolveError:
+            pass  # the next query tries again (and says why)
+
+    def _used(self):
+        self.last_used = asyncio.get_running_loop().time()
+
+    def _kept_close(self):
+        self.closed = True
+        if self.reopener is not None:
+            self.reopener.cancel()
+
+    def status(self):
+        """Counters of the kept connection (connects, background reopens,
+        retried queries, connections lost, opens that failed)."""
+        return dict(self.counts, open=self._is_open())
+
+
+class DotResolver(Kept):
+    """DNS over TLS to one upstream, one kept connection, queries pipelined.
 
     Each query gets an id of the connection's own (the hubs' ids may collide);
-    the answer gets the hub's id back."""
+    the answer gets the hub's id back. A query whose connection is lost before
+    its answer is asked once more on a new connection."""
 
     def __init__(self, ip, port, name, cafile):
         self.ip, self.port, self.name = ip, port, name
@@ -187,31 +281,25 @@ class DotResolver:
         self.writer = None
         self.pending = {}
         self.ids = itertools.cycle(range(1, 65536))
-        self.connecting = None
+        self._kept_init()
 
     async def lookup(self, name):
         return await _lookup_by_query(self, name)
 
-    async def _connection(self):
-        if self.writer is not None and not self.writer.is_closing():
-            return self.writer
-        if self.connecting is None:
-            self.connecting = asyncio.ensure_future(self._connect())
-        try:
-            return await asyncio.shield(self.connecting)
-        finally:
-            if self.connecting is not None and self.connecting.done():
-                self.connecting = None
+    def _is_open(self):
+        return self.writer is not None and not self.writer.is_closing()
 
-    async def _connect(self):
+    async def _open(self):
         try:
             r, w = await asyncio.wait_for(asyncio.open_connection(
                 self.ip, self.port, ssl=self.ctx, server_hostname=self.name), QUERY_TIMEOUT_S)
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as e:
-            raise ResolveError("%s: %s" % (self.label, e))
+            raise ResolveError("%s: %s" % (self.label, e or type(e).__name__))
+        if self.closed:
+            w.close()
+            raise ResolveError("%s: closed" % self.label)
         self.writer = w
         asyncio.ensure_future(self._reader(r, w))
-        return w
 
     async def _reader(self, r, w):
         try:
@@ -227,15 +315,29 @@ class DotResolver:
             w.close()
             if self.writer is w:
                 self.writer = None
-            for fut in self.pending.values():
-                if not fut.done():
-                    fut.set_exception(ResolveError("%s: connection lost" % self.label))
-            self.pending.clear()
+                for fut in self.pending.values():
+                    if not fut.done():
+                        fut.set_exception(_Lost("%s: connection lost" % self.label))
+                self.pending.clear()
+                self._lost()
 
     async def query(self, wire):
+        self._used()
+        try:
+            return await self._ask(wire)
+        except _Lost:
+            # The resolver closed the connection under the query (an idle
+            # close racing it, a restart): once more, on a new connection.
+            self.counts["retries"] += 1
+            return await self._ask(wire)
+
+    async def _ask(self, wire):
         if len(self.pending) >= MAX_INFLIGHT:
             raise ResolveError("%s: too many queries in flight" % self.label)
-        w = await self._connection()
+        await self._ensure()
+        w = self.writer
+        if w is None:
+            raise _Lost("%s: connection lost" % self.label)
         qid = next(self.ids)
         while qid in self.pending:
             qid = next(self.ids)
@@ -251,8 +353,13 @@ class DotResolver:
         return bytes(wire[:2]) + answer[2:]
 
     def close(self):
+        self._kept_close()
         if self.writer is not None:
             self.writer.close()
+
+
+class _Lost(ResolveError):
+    """The connection closed before the answer came: worth one retry."""
 
 
 class Resolvers:
