@@ -84,6 +84,7 @@ class Exit:
         self.hubs = HubsFile(cfg.hubs, cfg.cert, cfg.key)
         self.stats = metrics.ExitStats()
         self.resolvers = Resolvers(cfg.resolvers)
+        self.stats.upstreams = self.resolvers.upstreams
         self.allow = cfg.allow
         self.max_streams, self.open_rate, self.window = cfg.max_streams, cfg.open_rate, cfg.window
         self.sessions = set()
