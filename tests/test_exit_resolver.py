@@ -123,13 +123,13 @@ class Server:
 
 def _dot(certs, srv):
     r = resolver.DotResolver("127.0.0.1", srv.port, NAME, certs[0])
-    r.QUICK_S = 0.2  # the server's idle close in these tests comes sooner than 5 s
+    r.QUICK_S = r.MIN_IDLE_S = 0.2  # the server's idle close here comes sooner than 5 s
     return r
 
 
 def _doh(certs, srv):
     r = doh.DohResolver("127.0.0.1", srv.port, NAME, "/dns-query", certs[0])
-    r.QUICK_S = 0.2
+    r.QUICK_S = r.MIN_IDLE_S = 0.2
     return r
 
 
@@ -174,6 +174,25 @@ def test_reopened_in_the_background_after_an_idle_close(certs, make, http):
         assert await res.query(q2) == _answer(q2)
         assert res.counts["connects"] == 2  # no connect on the query's path
         assert res.counts["failed"] == 0
+
+    _run(certs, body, make, http=http, idle_s=0.5)
+
+
+@pytest.mark.parametrize("make,http", [(_dot, False), (_doh, True)], ids=["dot", "doh"])
+def test_the_learned_idle_time_is_not_reached_again(certs, make, http):
+    """Once the server has closed an idle connection, keepalives go out
+    before that idle time comes round again: the reopened connection stays."""
+
+    async def body(srv, res):
+        q = _q("a.test", 3)
+        assert await res.query(q) == _answer(q)
+        await _until(lambda: res.counts["reopens"] == 1 and res._is_open())
+        assert res.idle_close_s == pytest.approx(0.5, abs=0.2)
+        await asyncio.sleep(2.0)
+        assert srv.connections == 2 and res._is_open() and res.counts["lost"] == 1
+        assert res.counts["keepalives"] >= 3, res.counts
+        assert await res.query(q) == _answer(q)
+        assert srv.connections == 2
 
     _run(certs, body, make, http=http, idle_s=0.5)
 

@@ -15,7 +15,8 @@ from blinds.dns.upstream import split_url
 from blinds.net.guard import ip_int
 
 from ..errors import UsageError
-from .resolver import QUERY_TIMEOUT_S, MAX_ANSWER, Kept, ResolveError, _lookup_by_query
+from .resolver import (_KEEPALIVE, MAX_ANSWER, QUERY_TIMEOUT_S, Kept, ResolveError,
+                       _lookup_by_query)
 
 MAX_HEADER_LINES = 64
 
@@ -110,6 +111,24 @@ class DohResolver(Kept):
             finally:
                 self._watch_after()
         raise ResolveError(self.label)  # not reached
+
+    def _keepalive(self):
+        # A query of the exit's own (the root's NS) on the idle connection,
+        # unless a hub's query is using it anyway.
+        if not self.lock.locked():
+            asyncio.ensure_future(self._keepalive_exchange())
+
+    async def _keepalive_exchange(self):
+        async with self.lock:
+            await self._unwatch()
+            try:
+                if self.conn is not None:
+                    await asyncio.wait_for(self._exchange(_KEEPALIVE), QUERY_TIMEOUT_S)
+            except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError,
+                    asyncio.TimeoutError, ResolveError):
+                self.close_conn()
+            finally:
+                self._watch_after()
 
     def _watch_after(self):
         # The lock is released just after this: watch once it is.
