@@ -179,6 +179,22 @@ def test_reopened_in_the_background_after_an_idle_close(certs, make, http):
 
 
 @pytest.mark.parametrize("make,http", [(_dot, False), (_doh, True)], ids=["dot", "doh"])
+def test_opened_at_start(certs, make, http):
+    """Resolvers.warm() (the exit's start) opens the connection before any
+    query; the first query is answered on it."""
+
+    async def body(srv, res):
+        resolver.Resolvers([res]).warm()
+        await _until(lambda: res._is_open())
+        assert srv.connections == 1 and res.counts["connects"] == 1
+        q = _q("a.test", 5)
+        assert await res.query(q) == _answer(q)
+        assert srv.connections == 1 and res.counts["connects"] == 1
+
+    _run(certs, body, make, http=http)
+
+
+@pytest.mark.parametrize("make,http", [(_dot, False), (_doh, True)], ids=["dot", "doh"])
 def test_the_learned_idle_time_is_not_reached_again(certs, make, http):
     """Once the server has closed an idle connection, keepalives go out
     before that idle time comes round again: the reopened connection stays."""

@@ -280,10 +280,20 @@ class Kept:
         if self.closed or self._is_open():
             return
         self.counts["reopens"] += 1
+        await self._open_quietly()
+
+    async def _open_quietly(self):
         try:
             await self._ensure()
         except ResolveError:
             pass  # the next query tries again (and says why)
+
+    def warm(self):
+        """Open the connection now, in the background (the exit's start): the
+        first hub's first query finds it open, as later ones do."""
+        self._used()
+        if not self.closed and (self.reopener is None or self.reopener.done()):
+            self.reopener = asyncio.ensure_future(self._open_quietly())
 
     def _used(self):
         self.last_used = self.last_io = asyncio.get_running_loop().time()
@@ -446,6 +456,12 @@ class Resolvers:
             del self.cache[next(iter(self.cache))]  # the oldest entry
         self.cache[name] = (loop.time() + CACHE_S, ips)
         return ips
+
+    def warm(self):
+        """Open the kept connections (DoT, DoH) in the background."""
+        for up in self.upstreams:
+            if hasattr(up, "warm"):
+                up.warm()
 
     async def query(self, wire):
         """The answer to a DNS query (wire format); ResolveError if none."""

@@ -121,6 +121,7 @@ class Exit:
                 raise UsageError("cannot serve metrics on %s:%d: %s"
                                  % (self.cfg.metrics + (e.strerror or e,)))
         self._tasks.append(loop.create_task(self._housekeeping()))
+        self.resolvers.warm()
         log.info("exit listening on %s:%d, %d hubs", ip, port, len(self.hubs.names))
         return self
 
