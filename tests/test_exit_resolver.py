@@ -14,7 +14,7 @@ import struct
 
 import pytest
 from blinds_host import pki
-from blinds_host.exit import doh, resolver
+from blinds_host.exit import doh, dot, resolver
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,7 +122,7 @@ class Server:
 
 
 def _dot(certs, srv):
-    r = resolver.DotResolver("127.0.0.1", srv.port, NAME, certs[0])
+    r = dot.DotResolver("127.0.0.1", srv.port, NAME, certs[0])
     r.QUICK_S = r.MIN_IDLE_S = 0.2  # the server's idle close here comes sooner than 5 s
     return r
 

@@ -5,7 +5,7 @@ checked against the pinned CA file and the URL's host name), queries sent one
 at a time as POST ``application/dns-message``. DoT (pipelined) is the faster
 choice for a busy exit; DoH is there for resolvers that speak only HTTPS.
 Between queries a watcher reads the idle connection: when the server closes
-it, it is reopened in the background (:class:`~.resolver.Kept`).
+it, it is reopened in the background (:class:`~.kept.Kept`).
 """
 
 import asyncio
@@ -15,8 +15,8 @@ from blinds.dns.upstream import split_url
 from blinds.net.guard import ip_int
 
 from ..errors import UsageError
-from .resolver import (_KEEPALIVE, MAX_ANSWER, QUERY_TIMEOUT_S, Kept, ResolveError,
-                       _lookup_by_query)
+from .kept import KEEPALIVE, Kept
+from .resolver import MAX_ANSWER, QUERY_TIMEOUT_S, ResolveError, _lookup_by_query
 
 MAX_HEADER_LINES = 64
 
@@ -123,7 +123,7 @@ class DohResolver(Kept):
             await self._unwatch()
             try:
                 if self.conn is not None:
-                    await asyncio.wait_for(self._exchange(_KEEPALIVE), QUERY_TIMEOUT_S)
+                    await asyncio.wait_for(self._exchange(KEEPALIVE), QUERY_TIMEOUT_S)
             except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError,
                     asyncio.TimeoutError, ResolveError):
                 self.close_conn()
