@@ -37,12 +37,20 @@ FUZZ_RUNS ?= 1000000
 FUZZ_TIME ?= 0
 FUZZ_TARGETS ?=
 FUZZ_MERGE ?=
+FUZZ_CELLS ?= 1000000
 .PHONY: fuzz
 fuzz: setup
 	$(PY) -c "import atheris" 2>/dev/null || $(VENV)/bin/pip install -q -e '.[fuzz]'
 	$(PY) tests/fuzz/fuzz.py --runs $(FUZZ_RUNS) --time $(FUZZ_TIME) \
 		$(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS)) $(if $(FUZZ_MERGE),--merge) \
 		--summary build/fuzz/summary.json
+	# A million random cells at each end of the tunnel from an authenticated
+	# peer (`make test` sends 20,000 and 40,000): the hub's link under
+	# -X heapsize=96k, the exit's RSS flat (docs/tunnel.md, bad input).
+	BLINDS_HUB_RANDOM_CELLS=$(FUZZ_CELLS) BLINDS_EXIT_RANDOM_CELLS=$(FUZZ_CELLS) \
+		$(VENV)/bin/pytest -q -p no:cacheprovider \
+		tests/test_tunnel_hub.py::test_link_credit_and_bad_cells_unix_port_bounded \
+		tests/test_exit_home.py::test_random_cells_memory_flat
 
 lint: setup
 	$(VENV)/bin/ruff check host_tools firmware boards tests

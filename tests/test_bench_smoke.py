@@ -144,13 +144,14 @@ def test_runner_registry_and_only(tmp_path):
                      "dns_miss_after_idle", "relay_bulk_throughput",
                      "relay_connect_added_latency", "relay_heap_16streams", "replay_fidelity",
                      "knn_grid_10h", "tunnel_bulk_throughput", "tunnel_connect_added_latency",
-                     "tunnel_heap_16streams", "tunnel_constant_overhead", "exit_homes_per_core",
+                     "tunnel_heap_16streams", "tunnel_constant_overhead",
+                     "tunnel_dns_miss_after_idle", "exit_homes_per_core",
                      "esp_heap_min_board",
                      "broker_msgs_per_s", "broker_heap_8clients", "bridge_delay_immediate",
                      "bridge_delay_delayed", "bridge_delay_batched", "bridge_kill9_restarts",
                      "bridge_events_attack"]
     assert [s for s, _, _ in reg] == ["dns"] * 4 + ["relay"] * 3 + ["sim", "lab"] + \
-        ["tunnel"] * 5 + ["esp"] + ["broker"] * 7
+        ["tunnel"] * 6 + ["esp"] + ["broker"] * 7
     assert all(callable(f) for _, _, f in reg)
     assert [n for n, _ in harness.select(reg, ["dns_heap_8dev_64names,dns_cached_qps"])] == [
         "dns_heap_8dev_64names", "dns_cached_qps"]
@@ -283,6 +284,19 @@ def test_tunnel_constant_overhead(exit_home):
     assert abs(cap["cells"] - 1 - 20 * cap["span_s"]) <= 3, cap
     assert res["cells_per_s"] == pytest.approx(20, rel=0.1), res
     assert res["uplink_ip_b_s"] > res["uplink_cell_b_s"] > 0 and res["nominal_b_s"] == 10240.0
+
+
+def test_tunnel_dns_after_idle(exit_home):
+    from blinds_host.bench import tunnel as bench_tunnel
+
+    res = bench_tunnel.bench_dns_after_idle(n=3, home=exit_home, idle_s=(0.2, 0.5))
+    check_common(res, "tunnel_dns_miss_after_idle")
+    assert res["failed"] == {"tunnel": 0, "direct_hub": 0}, res
+    for side in ("tunnel", "direct_hub"):
+        assert res[side]["n"] == 3 and positive(res[side]["p95_ms"]), res
+    assert res["value"] == pytest.approx(res["tunnel"]["p95_ms"] - res["direct_hub"]["p95_ms"],
+                                         abs=1e-3)
+    assert exit_home.procs["exit"].poll() is None and exit_home.hub_proc is None
 
 
 @given(st.integers(64, 4096), st.integers(1, 1000), st.integers(3, 500), st.integers(40, 80),

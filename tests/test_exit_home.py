@@ -205,7 +205,8 @@ def test_resolver_with_a_pinned_ca(tun, kind):
     home = tun.home
     ip, spec = RESOLVER_SPECS[kind]
     bad_ip = ip[:-1] + str(int(ip[-1]) + 1)
-    start_exit(home, "exit-" + kind, ip, 443, "--resolver", spec % home.path("ca.pem"))
+    start_exit(home, "exit-" + kind, ip, 443, "--resolver", spec % home.path("ca.pem"),
+               "--metrics", ip + ":9464")
     start_exit(home, "exit-%s-bad" % kind, bad_ip, 443, "--resolver",
                spec % home.path("other-ca.pem"))
 
@@ -219,6 +220,10 @@ def test_resolver_with_a_pinned_ca(tun, kind):
     a, body = tun.run(go, ip=ip)
     assert [rr[4] for rr in a.answers] == [bytes([10, 0, 0, 82])]
     assert body.endswith(b"hello from fw.vendor.test\n")
+    # The resolver's kept connection, in the metrics: one connect, no failure.
+    ev = {dict(k[1])["event"]: v for k, v in tun.metrics(ip=ip).items()
+          if k[0] == "blinds_exit_resolver_events_total"}
+    assert ev["connects"] >= 1 and ev["failed"] == 0, ev
 
     async def bad(h):
         a = dnsmsg.decode(await h.dns(_query("fw.vendor.test", 9)))

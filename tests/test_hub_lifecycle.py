@@ -2,6 +2,7 @@
 interval, the supervisor's backoff reset after a healthy minute (unix port),
 and the DNS server surviving any exception raised for one datagram."""
 
+import io
 import json
 
 from blinds import config, policy
@@ -10,6 +11,7 @@ from blinds.dns import cache, decisions
 from blinds.dns import server as dnsserver
 from blinds.hub import Hub
 from blinds.names import Names
+from blinds.storage import write_json
 from dnscorpus import query
 from mpy import run_mp
 
@@ -30,7 +32,10 @@ class Board:
         return 1_800_000_000
 
     def save_json(self, name, obj):
-        self.saved.append((name, obj))
+        # Written as the boards write it (section by section), read back.
+        f = io.StringIO()
+        write_json(f, obj)
+        self.saved.append((name, json.loads(f.getvalue())))
 
     def log(self, msg):
         self.logged.append(msg)

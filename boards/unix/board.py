@@ -113,19 +113,35 @@ class Board(Storage):
     def udp_dropped(self):
         # Datagrams to ports nobody listens on (the hub serves only DNS and
         # NTP; it forwards nothing): the kernel's Udp NoPorts counter for this
-        # namespace. None where unknown.
+        # namespace. None where unknown. Read into one buffer kept for it and
+        # parsed in place: the status writer asks on every tick, and a split()
+        # of the line needs a block of its own that a crowded heap may lack.
+        buf = getattr(self, "_snmp", None)
+        if buf is None:
+            buf = self._snmp = bytearray(4096)
         try:
-            with open("/proc/net/snmp") as f:
-                head = None
-                for line in f:
-                    if line.startswith("Udp:"):
-                        if head is None:
-                            head = line.split()
-                        else:
-                            return int(line.split()[head.index("NoPorts")])
-        except (OSError, ValueError):
-            pass
-        return None
+            with open("/proc/net/snmp", "rb") as f:
+                n = f.readinto(buf)
+        except OSError:
+            return None
+        b = buf
+        head = b.find(b"\nUdp: ", 0, n)
+        vals = b.find(b"\nUdp: ", head + 1, n)
+        col = b.find(b" NoPorts", head, vals)
+        if head < 0 or vals < 0 or col < 0:
+            return None
+        k = b.count(b" ", head, col)  # NoPorts is the k-th field
+        i = vals + 5
+        for _ in range(k):
+            i = b.find(b" ", i + 1, n)
+        j = b.find(b" ", i + 1, n)
+        nl = b.find(b"\n", i + 1, n)
+        if 0 <= nl < j or j < 0:
+            j = nl
+        try:
+            return int(bytes(b[i + 1:j]))
+        except ValueError:
+            return None
 
     def stations(self):
         self._read_arp()

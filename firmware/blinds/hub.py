@@ -10,6 +10,7 @@ import json
 import sys
 
 from blinds.compat import const, ticks_diff, ticks_ms
+from blinds.storage import Items
 
 _TICK_MS = const(1000)
 _RESTART_MIN_MS = const(200)
@@ -200,6 +201,7 @@ class Hub:
         self.devices.on_evict.append(self.names.forget)
         self.devices.on_evict.append(self.log.forget)
         self.budget = Budget(board.max_sockets, cfg)
+        _grow_io_map(board.max_sockets)
         self.dns = server.DnsServer(board, cfg, self.devices, self.names, self.log, self.budget)
         guard = Guard(cfg["ap"]["ip"], cfg["ap"]["netmask"], cfg["relay"]["allow_private"],
                       getattr(board, "own_ips", None))
@@ -361,47 +363,51 @@ class Hub:
 
     # -- status ---------------------------------------------------------------------
     def status(self):
-        st = {
-            "board": self.board.name,
-            "state": self.state,
-            "reason": self.reason,
-            "problems": [list(p) for p in self.problems],
-            "uptime_s": int(self.board.time_s() - self.started_s),
-            "time_s": int(self.board.time_s()),
-            "heap": self.heap(),
-            "restarts": self.restarts,
-            "status_writes": self.status_writes,
-            "clock": self._clock(),
-        }
+        # The status as a JSON object written a section at a time: each
+        # section is made when its turn comes and dropped once written, so the
+        # writer never holds the whole status (with 16 tunnelled streams on a
+        # capped heap, building it at once failed for want of room).
+        return Items(self._status_items())
+
+    def _status_items(self):
+        yield "board", self.board.name
+        yield "state", self.state
+        yield "reason", self.reason
+        yield "problems", [list(p) for p in self.problems]
+        yield "uptime_s", int(self.board.time_s() - self.started_s)
+        yield "time_s", int(self.board.time_s())
+        yield "heap", self.heap()
+        yield "restarts", self.restarts
+        yield "status_writes", self.status_writes
+        yield "clock", self._clock()
         if self.led is not None:
-            st["led"] = self.led.status()
+            yield "led", self.led.status()
         if self.dns is not None:
             res = self.names.resolver
-            st["dns"] = self.dns.status()
-            st["names"] = self.names.status()
-            st["upstreams"] = res.status()
-            st["resolver"] = {"failovers": res.failovers, "failed": res.failed}
-            st["decisions"] = self.log.snapshot(self.devices.name_of)
-            st["devices"] = self.devices.status()
+            yield "dns", Items(self.dns.status_items())
+            yield "names", self.names.status()
+            yield "upstreams", res.status()
+            yield "resolver", {"failovers": res.failovers, "failed": res.failed}
+            yield "decisions", self.log.snapshot(self.devices.name_of)
+            yield "devices", self.devices.status()
         if self.relay is not None:
-            st["relay"] = self.relay.status()
-            st["ntp"] = {"served": self.ntp.served, "dropped": self.ntp.dropped}
+            yield "relay", Items(self.relay.status_items())
+            yield "ntp", {"served": self.ntp.served, "dropped": self.ntp.dropped}
             # Other UDP is neither answered nor forwarded; count what arrived.
-            st["udp_dropped"] = self.board.udp_dropped()
-            st["learn"] = {"flows": self.learner.n, "dropped": self.learner.dropped}
+            yield "udp_dropped", self.board.udp_dropped()
+            yield "learn", {"flows": self.learner.n, "dropped": self.learner.dropped}
         if self.tunnel is not None:
-            st["tunnel"] = self.tunnel.status()
+            yield "tunnel", Items(self.tunnel.status_items())
         if self.mqtt is not None:
-            st["mqtt"] = self.mqtt.status()
+            yield "mqtt", self.mqtt.status()
         if self.cover is not None:
-            st["cover"] = self.cover.status()
+            yield "cover", self.cover.status()
         if self.control is not None:
-            st["control"] = self.control.status()
+            yield "control", self.control.status()
         if self.discovery is not None:
-            st["discovery"] = self.discovery.status()
+            yield "discovery", self.discovery.status()
         if self.bridge is not None:
-            st["bridge"] = self.bridge.status()
-        return st
+            yield "bridge", self.bridge.status()
 
     def _clock(self):
         # Whether the board has the time, how often it was set (SNTP or the
@@ -523,6 +529,22 @@ class Hub:
                 self.board.log("hub: cannot save learned flows: %r" % (e,))
         self.write_status(force=True)
         self.board.log("hub: stopped")
+
+
+def _grow_io_map(n):
+    # The event loop's map of waiting sockets grows in steps, each a new
+    # block (464 bytes past 17 sockets, 752 past 29): with 16 tunnelled
+    # streams on a capped heap such a step found no room, and the stream whose
+    # wait needed it died. Grown once, at start, for every socket the board
+    # can have (a MicroPython dict never shrinks).
+    q = getattr(getattr(asyncio, "core", None), "_io_queue", None)
+    m = getattr(q, "map", None)
+    if isinstance(m, dict) and len(m) < n:
+        keys = [-1 - i for i in range(n)]  # no id() of a real socket is negative
+        for k in keys:
+            m[k] = None
+        for k in keys:
+            del m[k]
 
 
 def run(board):

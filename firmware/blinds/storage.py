@@ -19,7 +19,7 @@ def write_json(f, obj, depth=3):
             write_json(f, v, depth - 1)
             sep = ","
         f.write("}" if sep == "," else "{}")
-    elif depth and isinstance(obj, list) and len(obj) > 8:
+    elif depth and isinstance(obj, list) and (len(obj) > 8 or _nested(obj)):
         sep = "["
         for v in obj:
             f.write(sep)
@@ -28,6 +28,44 @@ def write_json(f, obj, depth=3):
         f.write("]")
     else:
         f.write(json.dumps(obj))
+
+
+def _nested(obj):
+    # A list of containers (the devices, say): written element by element,
+    # however short, so that no string of all of them is made at once.
+    return bool(obj) and isinstance(obj[0], (dict, list, tuple))
+
+
+class Items:
+    # A JSON object written pair by pair from an iterable of (key, value):
+    # each value is made, written and dropped in its turn, so no more than
+    # one of them is held at a time.
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def write_json(self, f, dumps):
+        sep = "{"
+        for k, v in self.pairs:
+            f.write(sep)
+            f.write(dumps(k))
+            f.write(":")
+            write_json(f, v, 2)
+            sep = ","
+        f.write("}" if sep == "," else "{}")
+
+
+class Seq:
+    # A JSON array written element by element from an iterable.
+    def __init__(self, items):
+        self.items = items
+
+    def write_json(self, f, dumps):
+        sep = "["
+        for v in self.items:
+            f.write(sep)
+            write_json(f, v, 1)
+            sep = ","
+        f.write("]" if sep == "," else "[]")
 
 
 class Storage:

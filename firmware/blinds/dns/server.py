@@ -329,9 +329,13 @@ class DnsServer:
             await w.wait_closed()
 
     def status(self):
-        d = dict(self.stats)
-        d["cache_size"] = len(self.names.cache)
-        d["cache_max"] = self.names.cache.size
-        d["inflight"] = self.inflight
-        d["tcp_conns"] = self.tcp_conns
-        return d
+        return dict(self.status_items())
+
+    def status_items(self):
+        # (key, value) pairs for the status writer (no copy of the counters).
+        for kv in self.stats.items():
+            yield kv
+        yield "cache_size", len(self.names.cache)
+        yield "cache_max", self.names.cache.size
+        yield "inflight", self.inflight
+        yield "tcp_conns", self.tcp_conns

@@ -16,6 +16,7 @@ from blinds.devices import CONFLICT
 from blinds.net import sockets
 from blinds.net.budget import direct_allowed, relay_ports, stream_sockets
 from blinds.relay.sniff import Refused, sniff
+from blinds.storage import Seq
 
 _SOL_SOCKET = socket.SOL_SOCKET
 _LINGER_RST = struct.pack("ii", 1, 0)
@@ -387,11 +388,18 @@ class Relay:
                         t.cancel()
 
     def status(self):
-        d = dict(self.stats)
-        d["active"] = len(self.streams)
-        d["max_streams"] = self.max_streams
-        d["ports"] = self.ports
-        d["sockets"] = self.budget.status()
-        n = self.log_size
-        d["log"] = [list(e) for e in (self.log[(self.log_pos + i) % n] for i in range(n)) if e]
+        d = dict(self.status_items())
+        d["log"] = [list(e) for e in d["log"].items]
         return d
+
+    def status_items(self):
+        # (key, value) pairs for the status writer, which takes them one at a
+        # time (blinds.storage.Items): no copy of the counters is built.
+        for kv in self.stats.items():
+            yield kv
+        yield "active", len(self.streams)
+        yield "max_streams", self.max_streams
+        yield "ports", self.ports
+        yield "sockets", self.budget.status()
+        n = self.log_size
+        yield "log", Seq(e for e in (self.log[(self.log_pos + i) % n] for i in range(n)) if e)

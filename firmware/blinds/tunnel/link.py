@@ -484,19 +484,24 @@ class Link:
         return False
 
     def status(self):
-        d = dict(self.c)
-        d["state"] = self.state
-        d["exit"] = "%s@%s:%d" % (self.name, self.ip, self.port)
-        d["cell_bytes"] = self.cell
+        return dict(self.status_items())
+
+    def status_items(self):
+        # (key, value) pairs, for the status writer to take one at a time
+        # (no dict of the link's 35 fields is built for status.json).
+        for kv in self.c.items():
+            yield kv
+        yield "state", self.state
+        yield "exit", "%s@%s:%d" % (self.name, self.ip, self.port)
+        yield "cell_bytes", self.cell
         sh = self.shaper
-        d["shaper"] = sh.status() if sh.KIND >= shaper.KIND_STP else \
+        yield "shaper", sh.status() if sh.KIND >= shaper.KIND_STP else \
             {"kind": ("none", "constant")[sh.KIND], "interval_ms": sh.interval_ms}
-        d["window"] = self.window
-        d["peer_window"] = self.peer_window
-        d["max_streams"] = self.max_streams
-        d["active"] = len(self.streams)
-        d["buffers"] = {"made": self.pool_made, "free": len(self.pool), "max": self.pool_max}
-        d["backoff_ms"] = self.backoff_ms
-        d["synced"] = self.synced
-        d["last_error"] = self.last_error
-        return d
+        yield "window", self.window
+        yield "peer_window", self.peer_window
+        yield "max_streams", self.max_streams
+        yield "active", len(self.streams)
+        yield "buffers", {"made": self.pool_made, "free": len(self.pool), "max": self.pool_max}
+        yield "backoff_ms", self.backoff_ms
+        yield "synced", self.synced
+        yield "last_error", self.last_error

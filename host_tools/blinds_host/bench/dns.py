@@ -506,15 +506,7 @@ def bench_miss_after_idle(n=10, home=None, dev=1, idle_s=(7.0, 12.0), heap=None)
             heap, _code = harness.esp32_heap(h, cfg)
         h.start_hub(cfg, heap=heap)
         before = harness.next_status(h)
-        hub_ms, hub_fail = [], 0
-        for name in names:
-            time.sleep(rng.uniform(*idle_s))
-            rc, ms, _tries = harness.ask_hub(h.dev_ns(dev), [(name, 1)], window=1, timeout_s=3,
-                                             retries=0)[0]
-            if rc == 0:
-                hub_ms.append(ms)
-            else:
-                hub_fail += 1
+        hub_ms, hub_fail = harness.ask_after_idle(h.dev_ns(dev), names, idle_s, rng)
         ref = harness.run_client(h.hub_ns, "dot-client", server=RESOLVER_IP,
                                  tls_name=RESOLVER_NAME, ca_file=h.path("ca.pem"),
                                  queries=[(x, 1) for x in names], gap_ms=5)

@@ -173,6 +173,21 @@ def ask_hub(ns, queries, **args):
     return run_client(ns, "udp-client", server=AP_IP, queries=queries, **args)
 
 
+def ask_after_idle(ns, names, idle_s, rng):
+    """Each name (type A) asked of the hub from ``ns`` once, after a silence
+    drawn from ``idle_s`` (lo, hi seconds) with ``rng``: (ms of those
+    answered, how many failed)."""
+    ms, failed = [], 0
+    for name in names:
+        time.sleep(rng.uniform(*idle_s))
+        rc, t, _tries = ask_hub(ns, [(name, 1)], window=1, timeout_s=3, retries=0)[0]
+        if rc == 0:
+            ms.append(t)
+        else:
+            failed += 1
+    return ms, failed
+
+
 def finish_clients(procs, timeout=600):
     """The results of several running clients, in order; on a failure (or an
     interrupt) the others are stopped."""

@@ -21,6 +21,13 @@ difference.
     the constant shaper's uplink rate on a capture of wan0 (tcpdump) with no
     device traffic, against ``cell_bytes / interval_ms``. Goal: within 10 %
     once the headers are taken off (see :func:`constant_overhead`).
+``tunnel_dns_miss_after_idle``
+    DNS cache misses from a device after 7 to 12 s of silence each, with
+    unbound closing idle DoT connections after 6 s: p95 through the tunnel
+    (hub -> DNS_Q cell -> exit -> DoT to unbound) minus p95 on the direct hub
+    path (the hub's own DoT to unbound), the same names on the same home.
+    Both the hub and the exit keep their DoT connection warm (reopened in the
+    background when unbound closes it). Goal: at most 5 ms added.
 ``exit_homes_per_core``
     runs a real ``blinds exit`` on loopback and drives it with 100 simulated
     hubs (:mod:`blinds_host.exit.loadgen`: mutual TLS, cells, eight devices
@@ -35,6 +42,7 @@ import ipaddress
 import time
 
 from ..exit import loadgen, testhome
+from ..home import default_zone, device_mac
 from ..lab import pcapio
 from ..verify_tunnel import cell_record_lengths
 from . import harness, relay
@@ -46,6 +54,8 @@ THROUGHPUT_RATIO_GOAL = 0.5
 ADDED_P95_GOAL_MS = 5.0
 HEAP_GOAL_KB = 96
 OVERHEAD_TOLERANCE = 0.10
+DNS_ADDED_P95_GOAL_MS = 5.0
+UNBOUND_IDLE_MS = 6000  # unbound's tcp-idle-timeout in the DNS benchmark (default 30 s)
 GAP_MS = 60  # between connects: under the exit's default --open-rate of 20 a second
 WAIT_MS = 10000  # streams wait this long for the tunnel at the hub's start
 
@@ -67,11 +77,12 @@ def exit_homes_per_core(n_hubs=HUBS, seconds=SECONDS):
 
 # -- the exit in the home ----------------------------------------------------------------
 @contextlib.contextmanager
-def home_with_exit(home, n_devices):
-    """A test home (``home`` or a new one, as harness.home_for) with a running
-    exit. An exit this started is stopped, and its namespace removed, at the
-    end; one already running (``home.procs["exit"]``) is left as it was."""
-    with harness.home_for(home, n_devices) as h:
+def home_with_exit(home, n_devices, **home_kw):
+    """A test home (``home`` or a new one, as harness.home_for, with
+    ``home_kw``) with a running exit. An exit this started is stopped, and its
+    namespace removed, at the end; one already running (``home.procs["exit"]``)
+    is left as it was."""
+    with harness.home_for(home, n_devices, **home_kw) as h:
         proc = h.procs.get("exit")
         if proc is not None and proc.poll() is None:
             yield h
@@ -301,10 +312,60 @@ def bench_constant_overhead(seconds=10.0, interval_ms=50, cell_bytes=512, home=N
     }
 
 
+# -- 5. DNS after idle --------------------------------------------------------------------
+def _misses_after_idle(h, cfg, names, dev, idle_s, rng):
+    """Start the hub with ``cfg``; each name asked once from device ``dev``
+    after a random silence in ``idle_s``: (ms of the answered, failures)."""
+    h.start_hub(cfg)
+    try:
+        if "tunnel" in cfg:
+            _wait_up(h)
+        ms, failed = harness.ask_after_idle(h.dev_ns(dev), names, idle_s, rng)
+        harness.status_after(h)
+    finally:
+        h.stop_hub()
+    return ms, failed
+
+
+def bench_dns_after_idle(n=10, home=None, dev=1, idle_s=(7.0, 12.0)):
+    """DNS p95 added by the tunnel on cache misses after idle (see the module
+    docstring): ``n`` names through the tunnel, then the same names on the
+    direct hub path, each after 7 to 12 s of silence."""
+    import random
+
+    rng = random.Random(11)
+    extra = "  tcp-idle-timeout: %d" % UNBOUND_IDLE_MS
+    with home_with_exit(home, dev, zone=default_zone(max(150, n)), unbound_extra=extra) as h:
+        names = harness.zone_names(h, n)
+        cfg = h.hub_config(devices=[{"mac": device_mac(dev), "name": "bench", "policy": "open"}],
+                           default_policy="block_all", cache_size=64)
+        tcfg = dict(cfg, **tunnel_extra(h))
+        tun_ms, tun_failed = _misses_after_idle(h, tcfg, names, dev, idle_s, rng)
+        direct_ms, direct_failed = _misses_after_idle(h, cfg, names, dev, idle_s, rng)
+    tun, direct = harness.summary(tun_ms), harness.summary(direct_ms)
+    added = harness.difference(tun["p95_ms"], direct["p95_ms"])
+    out = harness.at_most("tunnel_dns_miss_after_idle", added,
+                          "ms (p95 through the tunnel - p95 direct hub path, misses after idle)",
+                          DNS_ADDED_P95_GOAL_MS, "<= %g ms",
+                          ok=tun_failed == 0 and direct_failed == 0)
+    out.update({
+        "tunnel": tun, "direct_hub": direct,
+        "added_ms_median": harness.difference(tun["median_ms"], direct["median_ms"]),
+        "failed": {"tunnel": tun_failed, "direct_hub": direct_failed},
+        "unbound_idle_timeout_ms": UNBOUND_IDLE_MS,
+        "method": "%d names from one device, each after %g-%g s of silence (unbound closes idle "
+                  "DoT connections after %d ms), through the tunnel to the exit's DoT resolver, "
+                  "then the same names with the hub's own DoT (no tunnel), each on a fresh hub"
+                  % (n, idle_s[0], idle_s[1], UNBOUND_IDLE_MS),
+    })
+    return out
+
+
 BENCHMARKS = [
     ("tunnel_bulk_throughput", bench_bulk_throughput),
     ("tunnel_connect_added_latency", bench_connect_latency),
     ("tunnel_heap_16streams", bench_stream_heap),
     ("tunnel_constant_overhead", bench_constant_overhead),
+    ("tunnel_dns_miss_after_idle", bench_dns_after_idle),
     ("exit_homes_per_core", exit_homes_per_core),
 ]

@@ -40,6 +40,7 @@ class ExitStats:
         self.hubs = {}
         self.handshake_failed = 0
         self.hubs_reloaded = 0
+        self.upstreams = []  # the resolvers; those with status() count their connection
 
     def hub(self, name):
         s = self.hubs.get(name)
@@ -95,6 +96,16 @@ class Collector:
                 for key, n in getattr(h, attr).items():
                     fam.add_metric([h.name, key], n)
             yield fam
+        fam = CounterMetricFamily(
+            "blinds_exit_resolver_events",
+            "the DoT/DoH resolver connection: connects, background reopens, retried queries, "
+            "connections lost, opens failed", labels=["upstream", "event"])
+        for up in self.stats.upstreams:
+            st = up.status() if hasattr(up, "status") else {}
+            for event, n in st.items():
+                if event != "open":
+                    fam.add_metric([up.label, event], n)
+        yield fam
         yield CounterMetricFamily("blinds_exit_handshake_failed",
                                   "TLS handshakes that failed (unknown hubs among them)",
                                   value=self.stats.handshake_failed)

@@ -8,15 +8,15 @@
 * DoH (``--resolver doh:URL@IP:CAFILE``), in :mod:`.doh`.
 * :class:`DotResolver` (``--resolver dot:IP[:PORT]@NAME:CAFILE``): one
   persistent DNS-over-TLS connection (RFC 7858), queries pipelined, the
-  resolver's certificate checked against a pinned CA file and its name.
+  resolver's certificate checked against a pinned CA file and its name; the
+  connection is kept warm (:class:`Kept`: reopened in the background when
+  the resolver closes it) and a query it loses is asked once more.
 
 A :class:`Resolvers` list tries its upstreams in order.
 """
 
 import asyncio
-import itertools
 import socket
-import ssl
 import struct
 
 from blinds.dns import msg as dnsmsg
@@ -45,6 +45,8 @@ def parse_resolver(spec):
         ip, _, port = addr.partition(":")
         if not at or not colon or ip_int(ip) is None or not name or not cafile:
             raise UsageError("--resolver dot:IP[:PORT]@NAME:CAFILE, not %r" % spec)
+        from .dot import DotResolver
+
         return DotResolver(ip, int(port or 853), name, cafile)
     if kind == "doh":
         from . import doh
@@ -171,90 +173,6 @@ class UdpResolver(SystemResolver):
         return await _lookup_by_query(self, name)
 
 
-class DotResolver:
-    """DNS over TLS to one upstream, one connection, queries pipelined.
-
-    Each query gets an id of the connection's own (the hubs' ids may collide);
-    the answer gets the hub's id back."""
-
-    def __init__(self, ip, port, name, cafile):
-        self.ip, self.port, self.name = ip, port, name
-        self.label = "dot:%s@%s" % (ip, name)
-        try:
-            self.ctx = ssl.create_default_context(cafile=cafile)
-        except (OSError, ssl.SSLError) as e:
-            raise UsageError("--resolver %s: cannot load CA file %s: %s" % (self.label, cafile, e))
-        self.writer = None
-        self.pending = {}
-        self.ids = itertools.cycle(range(1, 65536))
-        self.connecting = None
-
-    async def lookup(self, name):
-        return await _lookup_by_query(self, name)
-
-    async def _connection(self):
-        if self.writer is not None and not self.writer.is_closing():
-            return self.writer
-        if self.connecting is None:
-            self.connecting = asyncio.ensure_future(self._connect())
-        try:
-            return await asyncio.shield(self.connecting)
-        finally:
-            if self.connecting is not None and self.connecting.done():
-                self.connecting = None
-
-    async def _connect(self):
-        try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(
-                self.ip, self.port, ssl=self.ctx, server_hostname=self.name), QUERY_TIMEOUT_S)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as e:
-            raise ResolveError("%s: %s" % (self.label, e))
-        self.writer = w
-        asyncio.ensure_future(self._reader(r, w))
-        return w
-
-    async def _reader(self, r, w):
-        try:
-            while True:
-                n = struct.unpack(">H", await r.readexactly(2))[0]
-                answer = await r.readexactly(n)
-                fut = self.pending.pop((answer[0] << 8) | answer[1], None) if n >= 2 else None
-                if fut is not None and not fut.done():
-                    fut.set_result(answer)
-        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
-        finally:
-            w.close()
-            if self.writer is w:
-                self.writer = None
-            for fut in self.pending.values():
-                if not fut.done():
-                    fut.set_exception(ResolveError("%s: connection lost" % self.label))
-            self.pending.clear()
-
-    async def query(self, wire):
-        if len(self.pending) >= MAX_INFLIGHT:
-            raise ResolveError("%s: too many queries in flight" % self.label)
-        w = await self._connection()
-        qid = next(self.ids)
-        while qid in self.pending:
-            qid = next(self.ids)
-        fut = asyncio.get_running_loop().create_future()
-        self.pending[qid] = fut
-        w.write(struct.pack(">HH", len(wire), qid) + bytes(wire[2:]))
-        try:
-            answer = await asyncio.wait_for(fut, QUERY_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise ResolveError("%s: no answer" % self.label)
-        finally:
-            self.pending.pop(qid, None)
-        return bytes(wire[:2]) + answer[2:]
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.close()
-
-
 class Resolvers:
     """Upstreams tried in order, with a small cache of names for OPEN cells
     (many homes ask for the same cloud names; CACHE_S, CACHE_SIZE entries) and
@@ -290,6 +208,12 @@ class Resolvers:
             del self.cache[next(iter(self.cache))]  # the oldest entry
         self.cache[name] = (loop.time() + CACHE_S, ips)
         return ips
+
+    def warm(self):
+        """Open the kept connections (DoT, DoH) in the background."""
+        for up in self.upstreams:
+            if hasattr(up, "warm"):
+                up.warm()
 
     async def query(self, wire):
         """The answer to a DNS query (wire format); ResolveError if none."""

@@ -84,6 +84,7 @@ class Exit:
         self.hubs = HubsFile(cfg.hubs, cfg.cert, cfg.key)
         self.stats = metrics.ExitStats()
         self.resolvers = Resolvers(cfg.resolvers)
+        self.stats.upstreams = self.resolvers.upstreams
         self.allow = cfg.allow
         self.max_streams, self.open_rate, self.window = cfg.max_streams, cfg.open_rate, cfg.window
         self.sessions = set()
@@ -120,6 +121,7 @@ class Exit:
                 raise UsageError("cannot serve metrics on %s:%d: %s"
                                  % (self.cfg.metrics + (e.strerror or e,)))
         self._tasks.append(loop.create_task(self._housekeeping()))
+        self.resolvers.warm()
         log.info("exit listening on %s:%d, %d hubs", ip, port, len(self.hubs.names))
         return self
 
