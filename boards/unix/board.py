@@ -33,6 +33,9 @@ class Board(Storage):
         self.arp_read_ms = None
         self.time_syncs = 0  # clock sets asked for (SNTP client, tunnel TIME cells)
         self.time_set_ms = None  # the last time given
+        # /proc/net/snmp is read into this (udp_dropped): made now, while the
+        # heap is empty, as a crowded heap may later lack a block this size.
+        self._snmp = bytearray(2048)
         # No LED on a host: the state machine alone, so the status says what
         # an ESP32's LED would.
         self.indicator = Indicator()
@@ -116,9 +119,7 @@ class Board(Storage):
         # namespace. None where unknown. Read into one buffer kept for it and
         # parsed in place: the status writer asks on every tick, and a split()
         # of the line needs a block of its own that a crowded heap may lack.
-        buf = getattr(self, "_snmp", None)
-        if buf is None:
-            buf = self._snmp = bytearray(4096)
+        buf = self._snmp
         try:
             with open("/proc/net/snmp", "rb") as f:
                 n = f.readinto(buf)

@@ -304,7 +304,7 @@ class Home:
             "hub": {"status_interval_s": 1},
         }
 
-    def start_hub(self, config, heap="256k", wait=True, keep_state=False, via_cli=False):
+    def start_hub(self, config, heap="320k", wait=True, keep_state=False, via_cli=False):
         """Write ``config`` and start the firmware in the hub namespace.
 
         The hub's state folder starts empty unless ``keep_state`` (a restart).

@@ -278,6 +278,11 @@ class Link:
             self.on_down()
         if was == UP:
             self.board.log("tunnel: down (%s); nothing leaves until it is back" % (why,))
+        else:
+            f = self.c["failures"]
+            if f and not f & (f - 1):  # the 1st, 2nd, 4th, 8th ... failure: bounded log
+                self.board.log("tunnel: cannot reach the exit (%s), %d time(s); retrying"
+                               % (why, f))
 
     # -- reading ----------------------------------------------------------------------
     async def _read_cell(self):
