@@ -461,7 +461,15 @@ def test_hub_sets_the_led_and_turns_it_off_when_stopped():
             pass
 
         def save_json(self, name, obj):
-            self.saved.append(obj)
+            # as the boards write it: storage.write_json (status comes as Items)
+            import io
+            import json
+
+            from blinds.storage import write_json
+
+            f = io.StringIO()
+            write_json(f, obj)
+            self.saved.append(json.loads(f.getvalue()))
 
     # (the status loop's hook runs in the test home: test_esp_image's boot test)
     b = Board()

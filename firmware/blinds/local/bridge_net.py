@@ -186,8 +186,8 @@ class Tunneled:
         ts.ready = True
         self.link.want(ts)
         while self.tx and ts.got_close is None:
-            ts.uev.clear()
-            await ts.uev.wait()
+            ts.ev.clear()  # (the stream's one event: also "cell taken")
+            await ts.ev.wait()
         if ts.got_close is not None:
             raise OSError("tunnel stream closed")
 
