@@ -158,3 +158,25 @@ def test_client_certificate_config():
                               "topics": [{"filter": "a", "policy": "immediate"}]}}
     b = config.check(cfg)["mqtt"]["bridge"]["broker"]
     assert (b["cert_file"], b["key_file"]) == ("c.pem", "c.key")
+
+
+def test_damaged_queue_file_keeps_its_valid_prefix(hub):
+    # the cloud refuses the bridge (no certificate): the message stays queued
+    hub.start_hub(config_for(hub, cert=False), heap="320k")
+    pub(hub, PLUG, "plug", "stat/plug/kept", "-m", "from before", "-r")
+    time.sleep(0.5)  # committed within commit_ms
+    hub.stop_hub()
+    path = os.path.join(hub.hub_state, "bridge.log")
+    size = os.path.getsize(path)
+    with open(path, "ab") as f:  # a torn write after the last commit
+        f.write(b"\x45\x00\x30" + os.urandom(40))
+    hub.start_hub(config_for(hub), heap="320k", keep_state=True)
+    try:
+        q = wait_sent(hub, 1)["queue"]
+        assert q["recovered"] >= 1 and q["corrupt_bytes"] == 43 and q["problem"], q
+        assert "queue file damaged" in hub.hub_log()
+        assert os.path.getsize(path) % 512 == 0 and size % 512 == 0
+        r, got = cloud_sub(hub)
+        assert ("1", "stat/plug/kept", "from before") in got, r.stderr
+    finally:
+        hub.stop_hub()
