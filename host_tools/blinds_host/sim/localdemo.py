@@ -204,9 +204,9 @@ def run(say=print, workdir=None):
             ev = _events(plug, "local_connected", 20)
             lookup = [e for e in ev if e["event"] == "cloud_lookup"][0]["answer"]
             cloud_ok = [e for e in ev if e["event"] == "cloud_connect"][0]["ok"]
-            say("  the plug looks up its cloud %s: %s; connects to it: %s" % (
-                CLOUD, "answer %s" % lookup if lookup else "no answer",
-                "connected" if cloud_ok else "refused"))
+            say("  the plug looks up its cloud %s: %s; connects to %s:1883 directly: %s" % (
+                CLOUD, "answer %s" % lookup if lookup else "blocked, no address", cloud_ip,
+                "connected" if cloud_ok else "no connection"))
             say("  the plug connects to the hub's broker %s:1883 instead (user plug)" % AP_IP)
             r = home.dev(PHONE, sys.executable, "-c", _PHONE, "blinds.home.arpa",
                          OWNER_PASSWORD, timeout=60)
@@ -232,7 +232,7 @@ def run(say=print, workdir=None):
         to_cloud = count_packets(pcap)
         blocked = st.get("dns", {}).get("blocked", 0), st.get("relay", {}).get("blocked", 0)
         say("  the cloud: %d packets between the hub and %s (%s) on the uplink (tcpdump); "
-            "the hub blocked %d DNS lookups and %d streams" % (to_cloud, CLOUD, cloud_ip, *blocked))
+            "hub counters: %d DNS lookups, %d streams blocked" % (to_cloud, CLOUD, cloud_ip, *blocked))
     return {"cloud_lookup": lookup, "cloud_connected": cloud_ok, "phone": phone,
             "plug_got": [got["topic"], got["payload"]], "packets_to_cloud": to_cloud,
             "dns_blocked": blocked[0], "relay_blocked": blocked[1],
