@@ -90,7 +90,8 @@ def test_bridge_config_defaults_and_idempotent():
                               "topics": [{"filter": "stat/#", "policy": "batched"}]}}
     r = config.check(cfg)
     b = r["mqtt"]["bridge"]
-    assert b["broker"] == {"ip": "10.0.0.81", "port": 1883, "name": None, "ca_file": None}
+    assert b["broker"] == {"ip": "10.0.0.81", "port": 1883, "name": None, "ca_file": None,
+                           "cert_file": None, "key_file": None}
     assert (b["batch_s"], b["batch_bytes"], b["delay_s"], b["queue_bytes"]) == (60, 1024, 60, 16384)
     assert b["commands"] == [] and b["topics"][0]["policy"] == "batched"
     assert config.check(r) == r

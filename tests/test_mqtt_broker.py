@@ -264,6 +264,46 @@ def test_bad_packets_disconnect_others_served(broker, junk):
     assert broker.alive()
 
 
+# Issue 10's bad-input list, one named case each (the hypothesis test above
+# draws from it, this one is sure to send every case).
+BAD_INPUT = [
+    ("remaining length of five bytes", b"\x30\xff\xff\xff\xff\x7f"),
+    ("remaining length with a needless zero byte", b"\x30\x80\x00"),
+    ("oversized packet", b"\x30" + bytes(m.encode_length(4000)) + b"\x00\x01a" + b"x" * 200),
+    ("invalid UTF-8 topic", b"\x30\x04\x00\x02\xc3\x28"),
+    ("U+0000 in a topic", b"\x30\x05\x00\x03a\x00b"),
+    ("wildcard in PUBLISH", b"\x30\x05\x00\x03a/+"),
+    ("QoS 3", b"\x36\x05\x00\x01a\x00\x01"),
+    ("a second CONNECT", m.encode((m.CONNECT, "again", 1, 60, None, "ha", b"ha-pw"))),
+    ("SUBSCRIBE with no topics", b"\x82\x02\x00\x01"),
+    ("UNSUBSCRIBE with no topics", b"\xa2\x02\x00\x01"),
+    ("packet id 0", b"\x82\x08\x00\x00\x00\x03a/b\x00"),
+    ("a server's packet", b"\x20\x02\x00\x00"),
+]
+
+
+def test_each_bad_input_disconnects_its_client_only(broker):
+    watcher = peer(broker, "watcher", "ha")
+    plug = peer(broker, "plug-alive", "plug")
+    before = broker.status()
+    try:
+        assert watcher.subscribe("stat/plug/alive", 1) == [1]
+        for i, (what, data) in enumerate(BAD_INPUT):
+            s, ack = raw_connect(H, broker.port, "bad%d" % i, "ha", "ha-pw")
+            assert ack == b"\x20\x02\x00\x00", what
+            s.sendall(data)
+            assert closed_by_peer(s, 3), what
+            s.close()
+            plug.publish("stat/plug/alive", str(i).encode(), 1)
+            assert watcher.get() == ("stat/plug/alive", str(i).encode(), 1, False), what
+    finally:
+        watcher.close()
+        plug.close()
+    after = broker.status()
+    assert after["bad_packets"] - before["bad_packets"] == len(BAD_INPUT)
+    assert after["errors"] == 0 and broker.alive()
+
+
 def test_heap_bounded(broker):
     st_ = broker.status()
     assert broker.alive()

@@ -32,6 +32,8 @@ def add_parser(p):
     p.add_argument("--out", metavar="DIR", help="output folder (default: a new one under "
                    "/tmp, named in the output)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--no-local", action="store_true", help="skip the local-control step (a "
+                   "plug switched from the control page with its cloud blocked; ~10 s)")
 
 
 def run(args):
@@ -69,6 +71,10 @@ def _run(args):
                 shutil.rmtree(out, ignore_errors=True)
             lifecycle.note("removed %s (no defense had finished)" % out)
         raise
+    if not args.no_local:
+        from .sim import localdemo
+
+        localdemo.step(say, out)
     if args.json:
         import json
 

@@ -63,10 +63,10 @@ def bridge(v, path, out, ap_net):
 
 
 def _broker(v, path, out, ap_net):
-    if not _obj(v, path, out, ("ip",), ("port", "name", "ca_file")):
+    if not _obj(v, path, out, ("ip",), ("port", "name", "ca_file", "cert_file", "key_file")):
         return None
     r = {"ip": _unicast(v["ip"], path + ".ip", out) if "ip" in v else None, "port": 1883,
-         "name": None, "ca_file": None}
+         "name": None, "ca_file": None, "cert_file": None, "key_file": None}
     if r["ip"] is not None and ap_net is not None and r["ip"] & ap_net[1] == ap_net[0]:
         out.append((path + ".ip", "is inside the hub's own access-point subnet"))
     r["ip"] = v["ip"] if r["ip"] is not None else None
@@ -79,6 +79,16 @@ def _broker(v, path, out, ap_net):
         if r["name"] is None:
             out.append((path + ".name", "required with ca_file (the name the "
                         "broker's certificate carries)"))
+    # A TLS client certificate and its key (PEM or DER), for a broker that
+    # requires one: both or neither, and only over TLS (with ca_file).
+    for k, other in (("cert_file", "key_file"), ("key_file", "cert_file")):
+        if v.get(k) is not None:
+            r[k] = _str(v[k], _kp(path, k), out, 1, _MAX_FILE_LEN)
+            if v.get(other) is None:
+                out.append((_kp(path, other), "required with " + k))
+    if r["cert_file"] is not None and v.get("ca_file") is None:
+        out.append((path + ".ca_file", "required with cert_file (a client certificate "
+                    "needs TLS)"))
     return r
 
 

@@ -12,6 +12,8 @@
 # in flash, and an entry leaves the queue when the cloud acknowledged it.
 # While the cloud is unreachable the local broker works as ever and the
 # queue fills (bounded); it drains in order when the cloud is back.
+# Retain flags go up with immediate and delayed messages (the entry's qos
+# byte carries the flag as _RETAIN); a batch is one publish, not retained.
 import asyncio
 import os
 
@@ -23,6 +25,7 @@ from blinds.local.bridge_batch import pack
 _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(30000)
 _IDLE_MS = const(1000)  # the sender looks at the queue at least this often
+_RETAIN = const(4)  # in a queue entry's qos byte: the message was retained
 _KINDS = {"immediate": ql.IMMEDIATE, "delayed": ql.DELAYED, "batched": ql.BATCHED}
 
 
@@ -81,7 +84,7 @@ class Bridge:
                 return r
         return None
 
-    def offer(self, topic, payload, qos):
+    def offer(self, topic, payload, qos, retain=False):
         """A message the local broker routes: queue it if it is to leave.
         -> the commit to wait for before acknowledging it (0: none)."""
         if self.from_cloud:
@@ -96,7 +99,8 @@ class Bridge:
         if r[1] == ql.DELAYED:
             x = os.urandom(2)
             delay = r[2] * (x[0] << 8 | x[1]) // 65535
-        e = self.q.add(r[1], qos, topic, bytes(payload), delay)
+        flags = qos | (_RETAIN if retain and r[1] != ql.BATCHED else 0)
+        e = self.q.add(r[1], flags, topic, bytes(payload), delay)
         if e is None:
             self.c["queue_full"] += 1
             return 0
@@ -264,7 +268,8 @@ class Bridge:
                 pid = self._new_pid()
                 self.inflight[pid] = [e]
                 self.sending.add(e[0])
-                await self._send(mq.publish_head(e[4], 1, 0, 0, pid, len(e[5])) + e[5])
+                await self._send(mq.publish_head(e[4], 1, e[2] & _RETAIN, 0, pid, len(e[5]))
+                                 + e[5])
                 last_out = ticks_ms()
             if ticks_diff(ticks_ms(), last_out) >= keep_ms:
                 await self._send(mq.encode((mq.PINGREQ,)))

@@ -1,6 +1,8 @@
 # How the uplink bridge reaches its cloud broker: a direct TCP connection
 # (TLS when the config gives a CA), or a stream through the tunnel when one
-# is configured (then nothing leaves the home beside the tunnel). Both offer
+# is configured (then nothing leaves the home beside the tunnel). With a
+# client certificate (broker.cert_file, key_file) the direct TLS connection
+# presents it, for brokers that require one. Both offer
 # open(), read_into(mv), send(data) and close().
 import asyncio
 import ssl
@@ -19,6 +21,12 @@ class Direct:
         b = bcfg["broker"]
         self.ip, self.port, self.name = b["ip"], b["port"], b["name"]
         self.cadata = der(board.read_file(b["ca_file"])) if b["ca_file"] else None
+        # A client certificate for brokers that require one (read once: a
+        # missing file stops the hub at start, as for mqtt.tls).
+        self.cert = None
+        if b.get("cert_file"):
+            self.cert = (der(board.read_file(b["cert_file"])),
+                         der(board.read_file(b["key_file"])))
         self.budget = budget
         self.raw = None
         self.s = None
@@ -36,6 +44,8 @@ class Direct:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 ctx.verify_mode = ssl.CERT_REQUIRED
                 ctx.load_verify_locations(cadata=self.cadata)
+                if self.cert is not None:
+                    ctx.load_cert_chain(*self.cert)
                 self.s = ctx.wrap_socket(self.raw, server_hostname=self.name,
                                          do_handshake_on_connect=False)
                 self.s.setblocking(False)

@@ -271,7 +271,7 @@ class Broker:
             f(topic, payload, retain)
         gen = 0
         if self.bridge is not None:
-            gen = self.bridge.offer(topic, payload, qos)
+            gen = self.bridge.offer(topic, payload, qos, retain)
         if retain:
             if not self.retained.keep(topic, payload, qos):
                 self.stats["retained_dropped"] += 1
