@@ -63,7 +63,7 @@ def test_synthetic_home_without_and_with_allowlists(tmp_path):
     assert hub["blocked"] == 0 and hub["relayed"] == res["runs"]["allowlist"]["sessions"]["ok"]
     rows = {(r["defense"], r["view"]): r for r in res["table"]}
     assert rows[("none", "wifi")]["overhead_KBps"] == 0
-    assert rows[("allowlist", "wifi")]["added_p95_ms"] is not None
+    assert rows[("allowlist", "wifi")]["setup_added_p95_ms"] is not None
 
 
 def test_synthetic_home_through_the_tunnel_with_constant_shaping(tmp_path):

@@ -12,8 +12,9 @@ Modules, each with one job:
   names the cloud serves and what cannot be replayed through the hub.
 - ``replay``: the replayers (asyncio): one per device namespace, one in the
   internet namespace for the cloud side. Run as ``python -m blinds_host.sim.replay``.
+- ``defenses``: defense names and their per-defense shaper settings.
 - ``runner``: one run of the home under one defense (``none``, ``dns``,
-  ``allowlist``): the namespaces, the hub or a plain router, captures of both
+  ``allowlist``, ``tunnel[+KIND][+cover]``): the namespaces, the hub or a plain router, captures of both
   views, the replayers.
 - ``analysis``: attacks, rate series, fidelity, overhead and latency from a run.
 - ``report``: ``results.json`` and a self-contained ``report.html`` (inline SVG).
@@ -22,5 +23,5 @@ Modules, each with one job:
 See docs/privacy-lab.md, "The simulated home".
 """
 
-DEFENSES = ("none", "dns", "allowlist", "tunnel", "tunnel+constant")
-PLANNED = ("tunnel+stp", "tunnel+adaptive")
+DEFENSES = ("none", "dns", "allowlist", "tunnel", "tunnel+constant", "tunnel+stp",
+            "tunnel+adaptive")   # each tunnel one also with +cover and :KEY=VALUE settings

@@ -16,6 +16,25 @@ Views and how traffic is split per device:
     to or from a server address goes to the device whose flows use it (addresses
     several devices share are left out). Run for every defense: the hub relays
     to the same destinations, so this is what it leaves visible.
+
+**Recording time.** Every attack runs on the captures moved onto the schedule's
+timeline: a packet at wall time ``ts`` is at ``(ts - t0) * speed`` seconds of
+recording, and each view is one segment ``[0, duration)``. Windows, rates and
+event times are then in recording seconds whatever the replay speed, and so are
+the overheads (bytes per second of recording) and the per-class added latency
+(wall delays times the speed: the shapers' settings are scaled by the speed, so
+their queueing delays shrink by it in wall time).
+
+Per view, beside ``knn`` and ``sizes``:
+
+``events``
+    The lab's event attack (:func:`..lab.attacks.infer_events`) on
+    ``EVENT_WINDOW_S``-second windows, with the schedule's labelled events: per
+    device, or on the tunnelled aggregate (one flow), where every event counts.
+    The view's figure is the mean balanced accuracy over the devices that have one.
+``decoy``
+    The decoy detector (:mod:`..lab.decoy`): real-event windows against the
+    windows of the decoys the hub reported (``run["decoys"]``).
 """
 
 import ipaddress
@@ -25,10 +44,14 @@ import math
 import numpy as np
 
 from ..home import HUB_WAN_IP, device_ip, device_mac
-from ..lab import attacks, pcapio, traces
+from ..lab import attacks, decoy, pcapio, traces
+from ..lab.events import Event
 
 WINDOW_CHOICES = (300, 120, 60, 30, 20, 10, 5)
 MIN_WINDOWS = 12
+EVENT_WINDOW_S = 10.0
+FOREST_TREES = 50      # the events attack and the decoy detector, per fold
+CLASSES = ("interactive", "delay_tolerant")
 
 
 def pick_window(run_s):
@@ -85,7 +108,7 @@ def series(run, sched, bin_s=1.0):
     owner = _dest_owner(sched)
     for d in sched["devices"]:
         ip = device_ip(d["index"])
-        if run["defense"] == "none":
+        if run.get("base", run["defense"]) == "none":
             ids = [i for i, a in enumerate(addrs) if a == ip]
         else:
             ids = [i for i, a in enumerate(addrs) if owner.get(a) == d["index"]]
@@ -190,18 +213,90 @@ def _dest_records(run, sched):
                           [(i, 0) for i in range(len(devices))], "lastmile")
 
 
-def run_attacks(run, sched, w, s=1, k=3, seed=0):
-    """knn and sizes on each view; one result dict per (view, attack)."""
+def recording_time(records, run, duration):
+    """``records`` moved onto the schedule's timeline: one segment [0, duration)."""
+    t = (records.ts - run["t0"]) * run["speed"]
+    keep = (t >= 0) & (t < duration)
+    seg = traces.Segment(records.view, 0.0, duration, "run")
+    present = [(d, 0) for d in range(len(records.devices))]
+    return traces.Records(t[keep], records.nbytes[keep], records.device[keep],
+                          records.direction[keep], np.zeros(int(keep.sum()), np.int64),
+                          records.remote[keep], records.devices, [seg], records.remotes,
+                          present, records.view, records.tunnelled, records.notes,
+                          records.excluded)
+
+
+def view_records(run, sched):
+    """(view, loader) pairs; each loader gives the view's records in recording time."""
     dm = devmap(sched)
+    dur = sched["duration"]
+    return [
+        ("wifi", lambda: recording_time(
+            traces.load([run["pcaps"]["wifi"]], "wifi", dm), run, dur)),
+        ("lastmile", lambda: recording_time(
+            traces.load([run["pcaps"]["lastmile"]], "lastmile", dm), run, dur)),
+        ("lastmile-dest", lambda: recording_time(_dest_records(run, sched), run, dur)),
+    ]
+
+
+def sched_events(sched):
+    return [Event(e["device"], e["start"], e["end"], e["label"]) for e in sched.get("events", ())]
+
+
+def events_attack(records, sched, window, labels=None, seed=0):
+    """The events attack on one view, summarised (mean balanced accuracy over devices)."""
+    evs = sched_events(sched)
+    res = {"attack": "events", "view": records.view, "window": window,
+           "tunnelled": bool(records.tunnelled), "chance": 0.5, "events": len(evs)}
+    if not evs:
+        return dict(res, balanced_accuracy=None, note="the schedule has no labelled events")
+    if not records.devices:
+        return dict(res, balanced_accuracy=None, note="no device traffic in this view")
+    per = attacks.infer_events(records, evs, window, labels, None, seed, FOREST_TREES)
+    vals = {r["device"]: r["balanced_accuracy"] for r in per}
+    got = [v for v in vals.values() if v is not None]
+    res.update({"per_device": vals,
+                "positive_windows": sum(r["positive_windows"] for r in per),
+                "negative_windows": sum(r["negative_windows"] for r in per),
+                "roc_auc": _r(np.mean([r["roc_auc"] for r in per if r.get("roc_auc")
+                                       is not None])) if got else None,
+                "balanced_accuracy": _r(float(np.mean(got))) if got else None})
+    if not got:
+        res["note"] = "; ".join(sorted({r.get("note", "") for r in per} - {""})) or (
+            "no device with events in this view")
+    return res
+
+
+def decoy_attack(records, run, sched, window, seed=0):
+    """The decoy detector on one view, against the decoys the hub reported."""
+    spans = run.get("decoys")
+    res = {"attack": "decoy", "view": records.view, "window": window, "chance": 0.5}
+    if not spans:
+        return dict(res, balanced_accuracy=None,
+                    note="no decoys reported by this defense" if run.get("base") != "none"
+                    else "no defense")
+    view = "wifi" if records.view == "wifi" else "lastmile"
+    mine = [sp for sp in spans if sp.get("view") in (None, view)]
+    names = {device_mac(d["index"]): d["name"] for d in sched["devices"]}
+    real = [decoy.Span(e.device, e.start, e.end) for e in sched_events(sched)]
+    fake = [decoy.Span(names.get(sp.get("device"), sp.get("device")), sp["start"], sp["end"])
+            for sp in mine]
+    r = decoy.detect(records, real, fake, window, day_s=sched.get("day_s"),
+                     day_start_s=sched.get("day_start_s", 0.0), seed=seed,
+                     n_estimators=FOREST_TREES)
+    r.pop("features", None)
+    return r
+
+
+def run_attacks(run, sched, w, s=1, k=3, seed=0, event_window=EVENT_WINDOW_S,
+                event_labels=None):
+    """knn, sizes, events and decoy on each view; one result dict per (view, attack)."""
     results = []
-    views = [("wifi", lambda: traces.load([run["pcaps"]["wifi"]], "wifi", dm)),
-             ("lastmile", lambda: traces.load([run["pcaps"]["lastmile"]], "lastmile", dm)),
-             ("lastmile-dest", lambda: _dest_records(run, sched))]
-    for view, loader in views:
+    for view, loader in view_records(run, sched):
         try:
             records = loader()
         except Exception as e:  # noqa: BLE001 -- a view that cannot be read is reported
-            for attack in ("knn", "sizes"):
+            for attack in ("knn", "sizes", "events", "decoy"):
                 results.append({"view": view, "attack": attack, "accuracy": None,
                                 "note": "could not read the view: %s" % e})
             continue
@@ -210,7 +305,7 @@ def run_attacks(run, sched, w, s=1, k=3, seed=0):
             if n_dev < 2 and not records.tunnelled:
                 note = ("all streams leave from the hub's address %s: the lab cannot split "
                         "the uplink per device" % HUB_WAN_IP) if (
-                    view == "lastmile" and run["defense"] != "none") else (
+                    view == "lastmile" and run.get("base", run["defense"]) != "none") else (
                     "fewer than 2 devices in this view")
                 results.append({"view": view, "attack": attack, "accuracy": None,
                                 "chance": None, "devices": sorted(set(records.devices)),
@@ -220,6 +315,17 @@ def run_attacks(run, sched, w, s=1, k=3, seed=0):
                                  False, attack, seed)
             r["view"] = view
             results.append(_slim(r))
+        if n_dev < 1 or (view == "lastmile" and not records.tunnelled
+                         and run.get("base", run["defense"]) != "none"):
+            note = "no per-device traffic in this view (all from the hub's address)"
+            results += [{"view": view, "attack": a, "balanced_accuracy": None, "note": note}
+                        for a in ("events", "decoy")]
+            continue
+        ev = events_attack(records, sched, event_window, event_labels, seed)
+        ev["view"] = view
+        dc = decoy_attack(records, run, sched, event_window, seed)
+        dc["view"] = view
+        results += [ev, dc]
     return results
 
 
@@ -233,8 +339,10 @@ def _slim(r):
 
 
 def overhead(run, sched):
-    """Bytes per second on each view over the run (frame lengths), total and uplink."""
+    """Bytes per second of recording on each view over the run (frame lengths), total and
+    uplink (at speed X, X times the wall-clock rate's inverse: bytes / (run_s * X))."""
     t0, run_s = run["t0"], run["run_s"]
+    rec_s = run_s * run["speed"]
     macs = [pcapio.mac_to_int(device_mac(d["index"])) for d in sched["devices"]]
     out = {}
     for view in ("wifi", "lastmile"):
@@ -249,8 +357,8 @@ def overhead(run, sched):
         else:
             up_sel = sel & np.isin(fr.src_mac, np.array(macs, dtype=np.uint64))
         up = float(fr.wire_len[up_sel].sum())
-        out[view] = {"bytes": int(total), "Bps": round(total / run_s, 1),
-                     "up_Bps": round(up / run_s, 1)}
+        out[view] = {"bytes": int(total), "Bps": round(total / rec_s, 1),
+                     "up_Bps": round(up / rec_s, 1), "wall_Bps": round(total / run_s, 1)}
     return out
 
 
@@ -276,6 +384,18 @@ def latency(dev_logs, cloud_logs):
     }
 
 
+def latency_by_class(dev_logs, cloud_logs, sched, speed):
+    """Per device class: p95 of the data delays (ms of recording: wall ms x speed)."""
+    cls = {d["index"]: d.get("class", "interactive") for d in sched["devices"]}
+    delays = {c: [] for c in CLASSES}
+    for rows, key in ((dev_logs, "down_delays_ms"), (cloud_logs, "up_delays_ms")):
+        for r in rows:
+            c = cls.get(r.get("dev"))
+            if c in delays:
+                delays[c] += [x * speed for x in r.get(key, ()) if x is not None]
+    return {c: {"data_p95_ms": _pct(v, 95), "n": len(v)} for c, v in delays.items()}
+
+
 def sessions(dev_logs, cloud_logs, sched):
     expected = sum(d["sessions"] for d in sched["devices"])
     ok = sum(1 for r in dev_logs if r.get("ok"))
@@ -293,17 +413,22 @@ def sessions(dev_logs, cloud_logs, sched):
             "down_delivered": _r(down_got / down_exp) if down_exp else None}
 
 
-def analyse(run, sched, w=None, seed=0):
+def analyse(run, sched, w=None, seed=0, event_window=EVENT_WINDOW_S, event_labels=None):
     """Everything the report shows about one run."""
-    w = w or pick_window(run["run_s"])
+    w = w or pick_window(sched["duration"])
     dev_logs, cloud_logs = read_logs(run)
     fid, ser = fidelity(run, sched)
     ser1 = ser if abs(run["speed"] - 1.0) < 1e-9 else series(run, sched, 1.0)
     return {
         "defense": run["defense"], "run_s": run["run_s"], "speed": run["speed"], "w": w,
-        "attacks": run_attacks(run, sched, w, seed=seed),
+        "base": run.get("base", run["defense"]), "shaper": run.get("shaper"),
+        "decoys": run.get("decoys"),
+        "attacks": run_attacks(run, sched, w, seed=seed, event_window=event_window,
+                               event_labels=event_labels),
         "fidelity": fid, "series": ser1, "replay_series": ser["wifi"], "overhead": overhead(run, sched),
-        "latency": latency(dev_logs, cloud_logs), "sessions": sessions(dev_logs, cloud_logs, sched),
+        "latency": latency(dev_logs, cloud_logs),
+        "latency_by_class": latency_by_class(dev_logs, cloud_logs, sched, run["speed"]),
+        "sessions": sessions(dev_logs, cloud_logs, sched),
         "hub": _hub_summary(run.get("hub_status")), "pcaps": run["pcaps"],
     }
 

@@ -15,11 +15,13 @@
     The hub, every device ``open``, and all of the uplink (streams and DNS)
     through the tunnel to an exit (``blinds exit``) in a namespace behind the
     internet: the ISP sees one flow of equal-length records.
-``tunnel+constant``
-    The same with the ``constant`` shaper: one 512-byte cell every 10 ms each
-    way, whatever the home does (about 50 KB/s each way: the synthetic home
-    averages ~13 KB/s with camera bursts above it; at 50 ms, 10 KB/s, its
-    streams queue for tens of seconds).
+``tunnel+KIND[+cover][:KEY=VALUE,...]``
+    The same with the shaper ``KIND`` (``constant``, ``stp``, ``adaptive``) and its
+    settings (see :mod:`.defenses`; given in recording time and scaled by the
+    replay speed), and with ``+cover`` the hub's WiFi cover (``cover.wifi``).
+    ``constant`` defaults to one 512-byte cell every 10 ms each way, whatever
+    the home does (about 50 KB/s each way: the synthetic home's camera bursts
+    reach ~40 KB/s; at 50 ms, 10 KB/s, its streams queue for tens of seconds).
 
 Each run builds a fresh home (namespaces, unbound with the schedule's names, the
 cloud replayer on the schedule's addresses), captures both views (``wifi`` on
@@ -41,15 +43,13 @@ from .. import lifecycle
 from ..errors import UsageError
 from ..home import HUB_WAN_IP, RESOLVER_IP, Home
 from ..netns import sh
+from . import defenses as D
 from . import schedule as S
 
 START_MARGIN_S = 3.0
 END_MARGIN_S = 3.0
 HUB_IDLE_TIMEOUT_S = 600     # > schedule.SESSION_GAP_S: a session's silences never end it
 MAX_ALLOW = 128
-# Tunnel defenses -> the hub's tunnel.shaper.
-TUNNELS = {"tunnel": {"kind": "none"},
-           "tunnel+constant": {"kind": "constant", "interval_ms": 10}}
 TUNNEL_UP_S = 20.0
 
 
@@ -89,15 +89,16 @@ class SimHome(Home):
 
 
 def hub_devices(sched, defense):
-    """The ``devices`` list of the hub configuration for ``defense``."""
+    """The ``devices`` list of the hub configuration for ``defense`` (a name or Defense)."""
+    defense = as_defense(defense)
     out = []
     for d in sched["devices"]:
         i = d["index"]
         name = ("d%d-%s" % (i, d["name"]))[:32]
         entry = {"mac": home_mod.device_mac(i), "name": name, "max_streams": 16}
-        if defense == "dns" or defense in TUNNELS:
+        if defense.base == "dns" or defense.tunnel:
             entry["policy"] = "open"
-        elif defense == "allowlist":
+        elif defense.base == "allowlist":
             allow = [{"host": n, "port": p} for n, p in S.device_names(sched, i)]
             if len(allow) > MAX_ALLOW:
                 raise UsageError("device %s uses %d (name, port) pairs; an allowlist holds %d"
@@ -111,19 +112,22 @@ def hub_devices(sched, defense):
 
 
 def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
-    """Run the home under ``defense``; return a dict of what the run produced."""
+    """Run the home under ``defense`` (a name or Defense); return what the run produced."""
+    defense = as_defense(defense)
     os.makedirs(outdir, exist_ok=True)
     wd = os.path.join(outdir, "home")
     shutil.rmtree(wd, ignore_errors=True)
     n = len(sched["devices"])
-    routed = defense == "none"
+    routed = defense.base == "none"
     say = progress or (lambda msg: None)
     home = SimHome(n, wd, dict(sched["zone"], **{home_mod.RESOLVER_NAME: RESOLVER_IP}),
                    routed=routed, say=say)
-    info = {"defense": defense, "outdir": outdir, "speed": speed, "n_devices": n}
+    label = defense.label
+    info = {"defense": label, "base": defense.base, "outdir": outdir, "speed": speed,
+            "n_devices": n}
     try:
         say("[%s] building the home (%d devices, %d servers)" % (
-            defense, n, len(S.server_addresses(sched))))
+            label, n, len(S.server_addresses(sched))))
         home.start()
         for ip in sorted({ip for ip, _ in S.server_addresses(sched)}):
             home.add_server_ip(ip)
@@ -131,10 +135,15 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
             cfg = home.hub_config(devices=hub_devices(sched, defense), default_policy="block_all")
             cfg["relay"].update({"ports": sched["relay_ports"], "idle_timeout_s": HUB_IDLE_TIMEOUT_S,
                                  "max_streams": 64})
-            if defense in TUNNELS:
-                cfg["tunnel"] = _start_exit(home, sched, TUNNELS[defense])
+            if defense.tunnel:
+                shaper = D.shaper_section(defense, speed, day_s=sched.get("day_s"))
+                info["shaper"] = {"recording": dict(defense.shaper, kind=defense.kind),
+                                  "wall": shaper}
+                cfg["tunnel"] = _start_exit(home, sched, shaper)
+            if defense.cover:
+                cfg["cover"] = {"wifi": D.wall_settings(defense.cover_wifi, speed)}
             home.start_hub(cfg)
-            if defense in TUNNELS:
+            if defense.tunnel:
                 _wait_tunnel(home)
         caps = {v: home.capture(v, "%s.pcap" % v) for v in ("wifi", "lastmile")}
         run_s = sched["duration"] / speed
@@ -177,9 +186,11 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
                 last = now
                 done, failed = _count(logs, sched)
                 say("[%s] %5.0f / %.0f s   sessions: %d of %d done, %d failed" % (
-                    defense, max(now - t0, 0.0), run_s, done, total_sessions, failed))
+                    label, max(now - t0, 0.0), run_s, done, total_sessions, failed))
         info["t0"], info["run_s"] = t0, run_s
         info["hub_status"] = home.hub_status() if not routed else None
+        if not routed:
+            info["decoys"] = decoys_of(home.hub_log(), info["hub_status"], t0, speed)
         info["pcaps"] = {}
         for v, c in caps.items():
             path = c.stop()
@@ -192,7 +203,7 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
             info["hub_log_tail"] = home.hub_log()[-2000:]
     finally:
         home.close()
-        if defense in TUNNELS:
+        if defense.tunnel:
             from ..exit import testhome
 
             testhome.remove_exit_ns(home)
@@ -241,33 +252,57 @@ def _count(logs, sched):
     return done, failed
 
 
-def parse_defenses(text):
-    """``none,dns,allowlist`` -> a list; planned defenses are refused by name."""
-    from . import DEFENSES, PLANNED
+def as_defense(x):
+    """A :class:`.defenses.Defense` from one defense label (or itself)."""
+    if isinstance(x, D.Defense):
+        return x
+    got = D.parse(x)
+    if len(got) != 1:
+        raise UsageError("%r is not one defense" % x)
+    return got[0]
 
+
+def parse_defenses(text):
+    """``none,dns,tunnel+stp:q=0.02,active_ms=3000`` -> the defense labels (see :mod:`.defenses`)."""
+    return [d.label for d in D.parse(text)]
+
+
+def decoys_of(log_text, status, t0, speed):
+    """Decoy times the hub reported, as schedule-time spans, or None if it reports none.
+
+    Read from the hub's log: lines holding ``decoy`` and a JSON object with the
+    wall-clock ``t`` (epoch s) and optionally ``end``, ``device`` (a MAC or name)
+    and ``dur_ms``. This is the ground truth for the decoy detector.
+    """
     out = []
-    for name in (p.strip() for p in text.split(",")):
-        if not name:
+    for line in (log_text or "").splitlines():
+        if "decoy" not in line or "{" not in line:
             continue
-        if name in PLANNED:
-            raise UsageError("defense %r is not built yet (available: %s)"
-                             % (name, ", ".join(DEFENSES)))
-        if name not in DEFENSES:
-            raise UsageError("unknown defense %r (available: %s; planned: %s)"
-                             % (name, ", ".join(DEFENSES), ", ".join(PLANNED)))
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise UsageError("no defense given")
-    return out
+        try:
+            obj = json.loads(line[line.index("{"):])
+        except ValueError:
+            continue
+        t = obj.get("t")
+        if not isinstance(t, (int, float)):
+            continue
+        end = obj.get("end")
+        if not isinstance(end, (int, float)):
+            end = t + float(obj.get("dur_ms") or 0) / 1000.0
+        out.append({"device": obj.get("device"), "view": obj.get("view"),
+                    "start": round((t - t0) * speed, 6), "end": round((end - t0) * speed, 6)})
+    return out or None
 
 
 def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=None,
              duration=None, speed=1.0, start=0.0, window=None, seed=0, progress=None,
-             synthetic_seed=1):
+             synthetic_seed=1, events=None, event_window=None, event_labels=None, day_s=None):
     """Build the schedule, run every defense, analyse, write the report.
 
-    Returns (results, results.json path, report.html path).
+    ``events``: an events table for a recording (default: ``events.csv`` beside
+    it, if there is one); ``event_window`` (recording s) and ``event_labels``
+    (glob patterns) for the events attack; ``day_s``: the synthetic home's
+    compressed day (default: the whole run). Returns (results, results.json
+    path, report.html path).
     """
     from .. import netns
     from . import analysis, recording, report
@@ -280,8 +315,9 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
     if duration is not None and not duration > 0:
         raise UsageError("--duration must be positive")
     os.makedirs(out, exist_ok=True)
+    defenses = [as_defense(d) for d in defenses]
     if synthetic:
-        rec = synth.home(duration or 120.0, seed=synthetic_seed)
+        rec = synth.home(duration or 120.0, seed=synthetic_seed, day_s=day_s)
         rec.write_csv(os.path.join(out, "synthetic.csv"))
         duration = duration or 120.0
         source_name = "built-in synthetic home (%s)" % ", ".join(rec.devices())
@@ -290,6 +326,11 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
             raise UsageError("give --devices-from FILE (CSV or pcap) or --synthetic")
         rec = recording.load(source, devmap)
         source_name = source
+        events = events or _beside(source, "events.csv")
+        if events:
+            from ..lab.events import read_events
+
+            rec.events = read_events(events)
     sched = S.build(rec, devices=devices, start=start, duration=duration)
     if not any(d["sessions"] for d in sched["devices"]):
         raise UsageError("no TCP traffic to the internet to replay in %s between %gs and %gs"
@@ -301,14 +342,16 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
         len(sched["devices"]), sum(len(d["flows"]) for d in sched["devices"]),
         sum(d["sessions"] for d in sched["devices"]), sched["duration"], speed, sched_path))
     runs = {}
-    w = window or analysis.pick_window(sched["duration"] / speed)
+    w = window or analysis.pick_window(sched["duration"])
+    ew = event_window or analysis.EVENT_WINDOW_S
     stopped = None
     try:
         for defense in defenses:
-            run = run_defense(sched_path, sched, defense, os.path.join(out, defense), speed=speed,
-                              progress=say)
-            say("[%s] analysing the captures" % defense)
-            runs[defense] = analysis.analyse(run, sched, w=w, seed=seed)
+            run = run_defense(sched_path, sched, defense, os.path.join(out, defense.dirname),
+                              speed=speed, progress=say)
+            say("[%s] analysing the captures" % defense.label)
+            runs[defense.label] = analysis.analyse(run, sched, w=w, seed=seed, event_window=ew,
+                                                   event_labels=event_labels)
     except lifecycle.Interrupted as e:
         if not runs:
             raise
@@ -316,16 +359,20 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
     results = {
         "generated": report.now(), "source": source_name, "synthetic": bool(synthetic),
         "duration": sched["duration"], "speed": speed, "start": start, "w": w,
-        "defenses": defenses, "notes": sched["notes"],
+        "event_window": ew, "event_labels": event_labels, "events_source": events,
+        "day_s": sched["day_s"], "day_start_s": sched["day_start_s"],
+        "events": sched["events"], "time_unit": "recording",
+        "defenses": [d.label for d in defenses], "notes": sched["notes"],
         "devices": [{"index": d["index"], "name": d["name"], "flows": len(d["flows"]),
                      "sessions": d["sessions"], "dropped": d["dropped"], "orig": d["orig"],
+                     "class": d.get("class", "interactive"),
                      "mac": home_mod.device_mac(d["index"]), "ip": home_mod.device_ip(d["index"])}
                     for d in sched["devices"]],
         "recorded_series": {d["name"]: d["series"] for d in sched["devices"]},
         "runs": runs,
         "interrupted": None if stopped is None else {
             "signal": stopped.signame, "finished": list(runs),
-            "not_finished": [d for d in defenses if d not in runs]},
+            "not_finished": [d.label for d in defenses if d.label not in runs]},
     }
     with lifecycle.shielded():
         path_json, path_html = report.write(results, out)
@@ -334,3 +381,8 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
             ", ".join(runs), path_json, path_html))
         raise stopped
     return results, path_json, path_html
+
+
+def _beside(path, name):
+    other = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    return other if os.path.exists(other) else None

@@ -1,0 +1,93 @@
+"""Cost-privacy curves: each shaper at several settings, next to the published points.
+
+``blinds sim --curves`` (and ``python -m blinds_host.bench --only curves``) runs
+``grid_defenses()``: the baseline, the bare tunnel, and each shaper at
+``len(GRID[kind])`` settings. The report then draws, per shaper, the events
+attack's balanced accuracy on the last mile (the home's one tunnelled flow)
+and the decoy detector's, against the uplink overhead, with:
+
+- the published costs as vertical lines (``PUBLISHED``): constant-rate padding
+  (~40 KB/s per home), the device-side library of Datta et al. 2018 (~4 KB/s),
+  NetShaper (Sabzi et al., USENIX Security 2024: about 1000 times less than
+  constant rate); STP (Apthorpe et al., PETS 2019) is our own ``stp`` curve,
+  run here on the same home;
+- the goals of issue 9 and Engelberg & Wool's 81 % cover/real detector as
+  horizontal lines.
+
+Only costs are drawn for the published defenses: their privacy figures come
+from other homes and other attacks, so they are not put on our y axis.
+"""
+
+from . import svg
+
+# Settings in recording time (see defenses.py), cheapest last.
+GRID = {
+    "constant": ["tunnel+constant:interval_ms=%d" % iv for iv in (10, 20, 40)],
+    "stp": ["tunnel+stp:q=%s" % q for q in ("0.002", "0.0005", "0.0001")],
+    "adaptive": ["tunnel+adaptive:budget_Bps=%d" % b for b in (4000, 2000, 1000)],
+}
+COLORS = {"constant": "#d62728", "stp": "#ff7f0e", "adaptive": "#2ca02c", "cover": "#9467bd"}
+PUBLISHED = [
+    (40.0, "constant rate ~40 KB/s"),
+    (4.0, "Datta et al. 2018 ~4 KB/s"),
+    (0.04, "NetShaper ~1/1000 of constant"),
+]
+GOALS = {"events": [(0.5, "chance"), (0.55, "goal adaptive 0.55"), (0.60, "goal stp 0.60")],
+         "decoy": [(0.5, "chance"), (0.60, "goal 0.60"),
+                   (0.81, "Engelberg & Wool 81 %")]}
+
+
+def grid_defenses(kinds=None):
+    """The defenses of the curve grid (labels)."""
+    out = ["none", "tunnel"]
+    for kind, labels in GRID.items():
+        if kinds is None or kind in kinds:
+            out += labels
+    return out
+
+
+def kind_of(label):
+    """The shaper kind of a defense label ('cover' for a +cover defense), or None."""
+    name = label.split(":", 1)[0]
+    if "+cover" in name:
+        return "cover"
+    for kind in GRID:
+        if name == "tunnel+" + kind:
+            return kind
+    return None
+
+
+def points(table, measure, view="lastmile"):
+    """{kind: [(overhead KB/s, value, label)]} from results' table rows."""
+    out = {}
+    for row in table:
+        kind = kind_of(row["defense"])
+        want = "wifi" if kind == "cover" else view
+        if kind is None or row["view"] != want:
+            continue
+        cost = row["wlan_overhead_KBps"] if kind == "cover" else row["overhead_KBps"]
+        out.setdefault(kind, []).append((cost, row.get(measure), row["defense"]))
+    return out
+
+
+def html(results):
+    """The curves section of the report ('' when no shaper ran)."""
+    table = results.get("table") or []
+    parts = []
+    for measure, title in (("events", "Events attack on the last mile (balanced accuracy)"),
+                           ("decoy", "Decoy detector (balanced accuracy)")):
+        pts = points(table, measure)
+        if not pts:
+            continue
+        series = [(kind, [(x, y, "%s: %.2f KB/s, %s" % (lbl, x or 0, y)) for x, y, lbl in p],
+                   COLORS.get(kind, "#333")) for kind, p in sorted(pts.items())]
+        parts.append("<div class='card'>%s</div>" % svg.xy_chart(
+            series, title=title, xlabel="overhead KB/s (uplink; WLAN for +cover), log scale",
+            xrefs=PUBLISHED, yrefs=GOALS[measure]))
+    if not parts:
+        return ""
+    legend = svg.legend([(k, c) for k, c in COLORS.items()])
+    return ("<h2>Cost and privacy per shaper</h2><p>Each point is one setting of a shaper "
+            "(hover for its label); dashed vertical lines are published costs, horizontal "
+            "ones the goals, chance and Engelberg &amp; Wool's detector. Lower and further "
+            "left is better.</p><div class='grid'>%s</div><p>%s</p>" % ("".join(parts), legend))
