@@ -143,9 +143,10 @@ def test_runner_registry_and_only(tmp_path):
     assert names == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names",
                      "dns_miss_after_idle", "relay_bulk_throughput",
                      "relay_connect_added_latency", "relay_heap_16streams", "replay_fidelity",
-                     "knn_grid_10h", "tunnel_bulk_throughput", "tunnel_connect_added_latency",
+                     "speed_agreement", "privacy_goals", "knn_grid_10h", "tunnel_bulk_throughput", "tunnel_connect_added_latency",
                      "tunnel_heap_16streams", "tunnel_constant_overhead", "exit_homes_per_core"]
-    assert [s for s, _, _ in reg] == ["dns"] * 4 + ["relay"] * 3 + ["sim", "lab"] + ["tunnel"] * 5
+    assert [s for s, _, _ in reg] == ["dns"] * 4 + ["relay"] * 3 + ["sim"] * 3 + ["lab"] + [
+        "tunnel"] * 5
     assert all(callable(f) for _, _, f in reg)
     assert [n for n, _ in harness.select(reg, ["dns_heap_8dev_64names,dns_cached_qps"])] == [
         "dns_heap_8dev_64names", "dns_cached_qps"]

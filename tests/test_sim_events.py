@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from blinds_host.errors import UsageError
 from blinds_host.lab import traces
-from blinds_host.sim import analysis, recording, report, runner, schedule, synthetic
+from blinds_host.sim import recording, report, runner, schedule, synthetic, views
 from blinds_host.sim import defenses as D
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
@@ -111,8 +111,8 @@ def test_analysis_in_recording_time_does_not_depend_on_speed():
     got = []
     for speed in (1.0, 4.0):
         run = {"t0": 5000.0, "speed": speed}
-        r = analysis.recording_time(_records_at(speed, 5000.0, rows), run, sched["duration"])
-        got.append((r, analysis.events_attack(r, sched, 10.0, seed=0)))
+        r = views.recording_time(_records_at(speed, 5000.0, rows), run, sched["duration"])
+        got.append((r, views.events_attack(r, sched, 10.0, seed=0)))
     (r1, e1), (r4, e4) = got
     assert np.allclose(r1.ts, r4.ts, atol=1e-6) and r1.segments[0].end == 900.0
     assert e1["balanced_accuracy"] is not None and e1["positive_windows"] > 10
@@ -135,3 +135,30 @@ def test_table_rows_carry_the_new_keys():
     assert row["events"] == 0.9 and row["decoy"] == 0.6
     assert row["overhead_KBps"] == 4.0 and row["wlan_overhead_KBps"] == 0.5
     assert row["added_p95_ms"] == {"interactive": 30.0, "delay_tolerant": 888.0}
+
+
+def test_goals_table_takes_the_worst_setting_per_goal(monkeypatch):
+    from blinds.config import sections
+
+    from blinds_host.bench import sim as bsim
+
+    def row(defense, view, **kw):
+        base = {"defense": defense, "view": view, "knn": None, "chance": None, "events": None,
+                "decoy": None, "overhead_KBps": None, "added_p95_ms": {}}
+        return dict(base, **kw)
+    table = [row("tunnel+constant", "lastmile", events=0.51),
+             row("tunnel+adaptive:budget_Bps=4000", "lastmile", events=0.53, overhead_KBps=3.9,
+                 decoy=0.7, added_p95_ms={"interactive": 120.0}),
+             row("tunnel+adaptive:budget_Bps=1000", "lastmile", events=0.58, overhead_KBps=1.0),
+             row("tunnel+adaptive+cover", "wifi", knn=0.4, chance=0.2, events=0.59),
+             row("none", "lastmile", events=0.95)]
+    got = {(g["kind"], g["measure"]): g for g in bsim.goals_table(table)}
+    assert got[("constant", "events")]["met"] is True
+    assert got[("adaptive", "events")]["value"] == 0.58 and got[("adaptive", "events")]["met"] is False
+    assert got[("adaptive", "overhead_KBps")]["met"] is True
+    assert got[("*", "decoy")]["value"] == 0.7 and got[("*", "decoy")]["met"] is False
+    assert got[("cover", "knn_above_chance")]["value"] == pytest.approx(0.2)
+    assert got[("stp", "events")]["met"] is None
+    assert bsim.supported("tunnel+constant") and bsim.supported("none")
+    monkeypatch.setattr(sections, "SHAPERS", ("none",))
+    assert not bsim.supported("tunnel+constant")

@@ -1,4 +1,4 @@
-"""Benchmark: replay fidelity of the simulated home.
+"""Benchmarks of the simulated home: replay fidelity, speed independence, privacy goals.
 
 ``bench_replay_fidelity()`` replays, through the hub (defense ``dns``), a real
 device from ``../shared/data`` (the lifecycle_nku smart plug, 120 s) when the
@@ -7,9 +7,22 @@ and measures per device the correlation of the replayed 1-s byte-rate series on
 the WiFi view with the recording's. Value: the lowest correlation; goal >= 0.9.
 Needs root (namespaces).
 
+``bench_speed_agreement()`` replays one short synthetic schedule under
+``tunnel+constant`` at speed 1 and at speed 4 (shaper settings scaled by the
+speed, analysis in recording time) and checks that the figures agree within
+noise: each accuracy within twice the standard error of a difference of two
+runs (:func:`noise_tol`, at least ``SPEED_ACC_TOL``), rates within
+``SPEED_RATE_TOL``.
+
+``bench_privacy_goals()`` runs the synthetic home and (with ../shared/data) the
+lifecycle_nku plug under every defense the hub supports and reports issue 9's
+goals table (events and decoy balanced accuracy, adaptive overhead and latency,
+the WiFi cover's events and knn against chance).
+
     python -m blinds_host.bench --only sim
 """
 
+import math
 import os
 import shutil
 import tempfile
@@ -67,4 +80,175 @@ def bench_replay_fidelity():
 
 
 
-BENCHMARKS = [("replay_fidelity", bench_replay_fidelity)]
+SPEED_ACC_TOL = 0.10
+SPEED_RATE_TOL = 0.10
+SPEED_CASE = dict(synthetic=True, duration=300, day_s=300, event_window=5.0)
+SPEED_DEFENSE = "tunnel+constant:interval_ms=20"
+
+
+def _root_or(res):
+    from .. import netns
+    from ..errors import EnvironmentProblem
+
+    try:
+        netns.require_root()
+    except EnvironmentProblem as e:
+        res.update(value=None, goal_met=False, error=str(e))
+        return False
+    return True
+
+
+def _sim(defenses, **kw):
+    from ..sim import runner
+
+    out = tempfile.mkdtemp(prefix="blinds-bench-sim-")
+    try:
+        results, _, _ = runner.simulate(out=out, defenses=defenses, **kw)
+        return results
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def noise_tol(attack):
+    """Twice the standard error of the difference of two independent runs' figures
+    (at the worst case p = 0.5): knn/sizes from their windows, events/decoy from
+    their positive and negative windows."""
+    if attack.get("attack") in ("knn", "sizes"):
+        n = attack.get("windows") or 0
+        return 2 * math.sqrt(2 * 0.25 / n) if n else None
+    pos = attack.get("positive_windows") or attack.get("real_windows") or 0
+    neg = attack.get("negative_windows") or attack.get("decoy_windows") or 0
+    if not (pos and neg):
+        return None
+    return 2 * math.sqrt(2) * 0.5 * math.sqrt(0.25 / pos + 0.25 / neg)
+
+
+def compare_runs(a, b):
+    """Figure by figure (view:attack): |a - b| and its noise tolerance, for two analyses."""
+    out = {}
+    for ra in a["attacks"]:
+        rb = next((x for x in b["attacks"] if x["view"] == ra["view"]
+                   and x.get("attack") == ra.get("attack")), None)
+        key = "accuracy" if ra.get("attack") in ("knn", "sizes") else "balanced_accuracy"
+        if rb is None or ra.get(key) is None or rb.get(key) is None:
+            continue
+        tol = noise_tol(ra)
+        diff = abs(ra[key] - rb[key])
+        out["%s:%s" % (ra["view"], ra["attack"])] = {
+            "speed1": ra[key], "fast": rb[key], "diff": round(diff, 4),
+            "tol": None if tol is None else round(tol, 4),
+            "ok": tol is None or diff <= max(tol, SPEED_ACC_TOL)}
+    for view in ("wifi", "lastmile"):
+        x, y = a["overhead"][view]["Bps"], b["overhead"][view]["Bps"]
+        rel = abs(x - y) / x if x else 0.0
+        out["%s:Bps" % view] = {"speed1": x, "fast": y, "diff": round(rel, 4),
+                                "tol": SPEED_RATE_TOL, "ok": rel <= SPEED_RATE_TOL}
+    return out
+
+
+def bench_speed_agreement():
+    """Speed 1 against speed 4 on one short schedule: figures within noise."""
+    t_start = time.time()
+    res = {"name": "sim_speed_agreement", "unit": "figures outside noise",
+           "goal": "0 (accuracies within max(%g, 2 standard errors); rates within %d %%)"
+           % (SPEED_ACC_TOL, SPEED_RATE_TOL * 100)}
+    if not _root_or(res):
+        return res
+    runs = {}
+    for speed in (1.0, 4.0):
+        results = _sim([SPEED_DEFENSE], speed=speed, **SPEED_CASE)
+        runs[speed] = results["runs"][SPEED_DEFENSE]
+    cmp = compare_runs(runs[1.0], runs[4.0])
+    bad = sorted(k for k, v in cmp.items() if not v["ok"])
+    res.update(value=len(bad), goal_met=not bad, outside=bad, figures=cmp,
+               defense=SPEED_DEFENSE, case=SPEED_CASE, seconds=round(time.time() - t_start, 1))
+    return res
+
+
+def supported(label):
+    """True if the hub's config accepts this defense's shaper kind (and cover)."""
+    from blinds import config
+    from blinds.config import sections
+
+    from ..sim import runner
+
+    d = runner.as_defense(label)
+    if d.kind is not None and d.kind not in sections.SHAPERS:
+        return False
+    if d.cover:
+        probs = config.validate({"ap": {"ip": "192.168.4.1", "ssid": "x",
+                                        "passphrase": "12345678"},
+                                 "dns": {"upstreams": [{"type": "dot", "ip": "10.0.0.53",
+                                                        "name": "r.test", "ca_file": "ca.pem"}]},
+                                 "cover": {"wifi": {}}})
+        return not any(p[0].startswith("$.cover") and "unknown" in p[1] for p in probs)
+    return True
+
+
+GOALS = [  # (view, defense kind, measure, goal, comparison)
+    ("lastmile", "constant", "events", 0.52), ("lastmile", "stp", "events", 0.60),
+    ("lastmile", "adaptive", "events", 0.55), ("lastmile", "adaptive", "overhead_KBps", 4.0),
+    ("lastmile", "adaptive", "added_interactive_ms", 200.0),
+    ("lastmile", "*", "decoy", 0.60), ("wifi", "cover", "events", 0.60),
+    ("wifi", "cover", "knn_above_chance", 0.15),
+]
+PRIVACY_DEFENSES = ["none", "tunnel", "tunnel+constant", "tunnel+stp", "tunnel+adaptive",
+                    "tunnel+adaptive+cover"]
+
+
+def goals_table(table):
+    """Issue 9's goals from a results table: [{view, kind, measure, value, goal, met}]."""
+    from ..sim import curves
+
+    out = []
+    for view, kind, measure, goal in GOALS:
+        vals = []
+        for row in table:
+            k = curves.kind_of(row["defense"])
+            if row["view"] != view or k is None or (kind != "*" and k != kind):
+                continue
+            if measure == "added_interactive_ms":
+                v = (row.get("added_p95_ms") or {}).get("interactive")
+            elif measure == "knn_above_chance":
+                v = None if row["knn"] is None else round(row["knn"] - row["chance"], 4)
+            else:
+                v = row.get(measure)
+            if v is not None:
+                vals.append((v, row["defense"]))
+        worst = max(vals) if vals else (None, None)
+        out.append({"view": view, "kind": kind, "measure": measure, "value": worst[0],
+                    "defense": worst[1], "goal": "<= %g" % goal,
+                    "met": None if worst[0] is None else worst[0] <= goal})
+    return out
+
+
+def bench_privacy_goals():
+    """Issue 9's goals on the synthetic home and the lifecycle_nku plug; value: goals met."""
+    t_start = time.time()
+    res = {"name": "sim_privacy_goals", "unit": "goals met"}
+    if not _root_or(res):
+        return res
+    defenses = [d for d in PRIVACY_DEFENSES if supported(d)]
+    cases = [("synthetic", dict(synthetic=True, duration=720, day_s=720, speed=4))]
+    plug = _plug_csv()
+    if plug:
+        cases.append(("lifecycle_nku/xiaodu_plug", dict(
+            source=plug, devices=["xiaodu_plug"], start=3700, duration=480, speed=4,
+            event_labels=["on_*", "off_*"])))
+    per_case, met, total = {}, 0, 0
+    for label, kw in cases:
+        results = _sim(defenses, **kw)
+        goals = goals_table(results["table"])
+        per_case[label] = {"table": results["table"], "goals": goals}
+        met += sum(1 for g in goals if g["met"])
+        total += sum(1 for g in goals if g["met"] is not None)
+    res.update(value=met, goal="%d of %d measured" % (total, len(GOALS) * len(cases)),
+               goal_met=bool(total and met == total), defenses=defenses,
+               not_supported=[d for d in PRIVACY_DEFENSES if d not in defenses],
+               cases=per_case, seconds=round(time.time() - t_start, 1))
+    return res
+
+
+BENCHMARKS = [("replay_fidelity", bench_replay_fidelity),
+              ("speed_agreement", bench_speed_agreement),
+              ("privacy_goals", bench_privacy_goals)]
