@@ -61,14 +61,15 @@ def test_real_events_land_on_the_schedule():
 
 def test_defense_settings_and_their_wall_clock_values():
     d, = D.parse("tunnel+stp:q=0.02,active_ms=3000")
-    assert (d.kind, d.cover, d.shaper) == ("stp", False, {"interval_ms": 10, "active_ms": 3000,
+    assert (d.kind, d.cover, d.shaper) == ("stp", False, {"interval_ms": 50, "active_ms": 3000,
                                                           "q": 0.02})
-    assert D.shaper_section(d, 4.0) == {"kind": "stp", "interval_ms": 2, "active_ms": 750,
+    assert D.shaper_section(d, 4.0) == {"kind": "stp", "interval_ms": 12, "active_ms": 750,
                                         "q": 0.02}
     a, n = D.parse("tunnel+adaptive+cover:budget_Bps=3000,cover.budget_Bps=500,none")
     assert a.cover and a.cover_wifi == {"budget_Bps": 500} and n.label == "none"
     sec = D.shaper_section(a, 2.0, day_s=600.0)
-    assert sec["budget_Bps"] == 6000 and sec["day_s"] == 300.0 and sec["floor_interval_ms"] == 500
+    assert sec["budget_Bps"] == 6000 and sec["day_s"] == 300.0 and sec["floor_interval_ms"] == 1000
+    assert sec["noise"] == 1.0
     assert D.parse("tunnel+constant")[0].shaper == {"interval_ms": 10}
     for bad, msg in [("tunnel+stp:budget_Bps=1", "no shaper setting"), ("dns:q=1", "no settings"),
                      ("q=1", "does not follow"), ("tunnel+fast", "unknown defense"),
@@ -138,8 +139,6 @@ def test_table_rows_carry_the_new_keys():
 
 
 def test_goals_table_takes_the_worst_setting_per_goal(monkeypatch):
-    from blinds.config import sections
-
     from blinds_host.bench import sim as bsim
 
     def row(defense, view, **kw):
@@ -160,5 +159,5 @@ def test_goals_table_takes_the_worst_setting_per_goal(monkeypatch):
     assert got[("cover", "knn_above_chance")]["value"] == pytest.approx(0.2)
     assert got[("stp", "events")]["met"] is None
     assert bsim.supported("tunnel+constant") and bsim.supported("none")
-    monkeypatch.setattr(sections, "SHAPERS", ("none",))
+    monkeypatch.setattr(bsim, "shaper_kinds", lambda: ("none",))
     assert not bsim.supported("tunnel+constant")

@@ -165,15 +165,23 @@ def bench_speed_agreement():
     return res
 
 
+def shaper_kinds():
+    """The tunnel.shaper kinds the hub's config knows."""
+    try:
+        from blinds.config.shaping import SHAPERS
+    except ImportError:
+        from blinds.config.sections import SHAPERS
+    return SHAPERS
+
+
 def supported(label):
     """True if the hub's config accepts this defense's shaper kind (and cover)."""
     from blinds import config
-    from blinds.config import sections
 
     from ..sim import runner
 
     d = runner.as_defense(label)
-    if d.kind is not None and d.kind not in sections.SHAPERS:
+    if d.kind is not None and d.kind not in shaper_kinds():
         return False
     if d.cover:
         probs = config.validate({"ap": {"ip": "192.168.4.1", "ssid": "x",

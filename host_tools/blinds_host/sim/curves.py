@@ -23,8 +23,8 @@ from . import svg
 # Settings in recording time (see defenses.py), cheapest last.
 GRID = {
     "constant": ["tunnel+constant:interval_ms=%d" % iv for iv in (10, 20, 40)],
-    "stp": ["tunnel+stp:q=%s" % q for q in ("0.002", "0.0005", "0.0001")],
-    "adaptive": ["tunnel+adaptive:budget_Bps=%d" % b for b in (4000, 2000, 1000)],
+    "stp": ["tunnel+stp:q=%s" % q for q in ("0.02", "0.005", "0.001")],
+    "adaptive": ["tunnel+adaptive:budget_Bps=%d" % b for b in (4000, 2000, 1200)],
 }
 COLORS = {"constant": "#d62728", "stp": "#ff7f0e", "adaptive": "#2ca02c", "cover": "#9467bd"}
 PUBLISHED = [
@@ -82,7 +82,7 @@ def html(results):
         series = [(kind, [(x, y, "%s: %.2f KB/s, %s" % (lbl, x or 0, y)) for x, y, lbl in p],
                    COLORS.get(kind, "#333")) for kind, p in sorted(pts.items())]
         parts.append("<div class='card'>%s</div>" % svg.xy_chart(
-            series, title=title, xlabel="overhead KB/s (uplink; WLAN for +cover), log scale",
+            series, title=title, xlog=(-2, 3), xlabel="overhead KB/s (uplink; WLAN for +cover), log scale",
             xrefs=PUBLISHED, yrefs=GOALS[measure]))
     if not parts:
         return ""

@@ -29,19 +29,23 @@ SHAPER_KEYS = {
     "none": (),
     "constant": ("interval_ms",),
     "stp": ("interval_ms", "active_ms", "q"),
-    "adaptive": ("interval_ms", "floor_interval_ms", "budget_Bps", "noise", "day_s",
-                 "state_file"),
+    "adaptive": ("interval_ms", "floor_interval_ms", "budget_Bps", "noise", "decoy_ratio",
+                 "day_s", "state_file"),
 }
-# The simulator's defaults, in recording time. constant at 10 ms carries the
+# The simulator's defaults, in recording time: the hub's own (blinds.config.shaping)
+# written out, so that the speed scales them too; constant at 10 ms carries the
 # synthetic home's camera bursts (~40 KB/s) without queueing them for long.
 SHAPER_DEFAULTS = {
     "none": {},
     "constant": {"interval_ms": 10},
-    "stp": {"interval_ms": 10, "active_ms": 5000, "q": 0.0005},
-    "adaptive": {"interval_ms": 10, "floor_interval_ms": 1000, "budget_Bps": 4000},
+    "stp": {"interval_ms": 50, "active_ms": 2000, "q": 0.01},
+    "adaptive": {"interval_ms": 20, "floor_interval_ms": 2000, "budget_Bps": 3000,
+                 "noise": 0.5},
 }
+# Per device class: how long a shaper may hold a device's cells (devices[].max_delay_ms).
+MAX_DELAY_MS = {"interactive": 50, "delay_tolerant": 5000}
 TIME_KEYS = ("interval_ms", "active_ms", "floor_interval_ms", "max_delay_ms")
-RATE_KEYS = ("budget_Bps",)
+RATE_KEYS = ("budget_Bps", "noise")   # noise: cells per second
 INT_KEYS = TIME_KEYS + ("budget_Bps",)
 PLANNED = ()
 _NAME = re.compile(r"^tunnel(\+(constant|stp|adaptive))?(\+cover)?$")
@@ -148,7 +152,7 @@ def wall_settings(settings, speed):
         if k in TIME_KEYS:
             v = max(int(round(v / speed)), 1) if v else 0
         elif k in RATE_KEYS:
-            v = int(round(v * speed))
+            v = int(round(v * speed)) if k in INT_KEYS else v * speed
         elif k == "day_s":
             v = v / speed
         out[k] = v

@@ -209,12 +209,19 @@ def _summary(r):
         txt.append("Without a hub, the rate attack names the device of a window %.0f%% of the "
                    "time on the WiFi (chance %.0f%%). " % (100 * base[0]["knn"],
                                                            100 * (base[0]["chance"] or 0)))
-    hub_lm = [x for x in rows if x["defense"] != "none" and x["view"] == "lastmile"]
+    hub_lm = [x for x in rows if x["defense"] in ("dns", "allowlist")
+              and x["view"] == "lastmile"]
     if hub_lm:
-        txt.append("Behind the hub the ISP sees every stream leave from one address, so it "
-                   "cannot split traffic per device by address; split by destination it still "
-                   "can, because the hub does not yet hide destinations or shape traffic "
-                   "(the tunnel and shapers will). ")
+        txt.append("Behind the hub without a tunnel the ISP sees every stream leave from one "
+                   "address, so it cannot split traffic per device by address; split by "
+                   "destination it still can. ")
+    tun = [x for x in rows if x["defense"].startswith("tunnel") and x["view"] == "lastmile"
+           and x.get("events") is not None]
+    if tun:
+        best = min(tun, key=lambda x: x["events"])
+        txt.append("Through the tunnel the ISP sees one flow; the event attack on it scores "
+                   "%.2f at best for the home (%s, chance 0.5), at %.1f KB/s of uplink "
+                   "overhead. " % (best["events"], best["defense"], best["overhead_KBps"] or 0))
     txt.append("</p>")
     return "".join(txt)
 

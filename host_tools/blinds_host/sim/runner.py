@@ -111,6 +111,23 @@ def hub_devices(sched, defense):
     return out
 
 
+def _device_key_known(key):
+    from blinds.config import sections
+
+    return key in [t[0] for t in getattr(sections, "_DEVICE_INTS", ())]
+
+
+def add_max_delay(devices, sched, speed):
+    """Each device's ``max_delay_ms`` by its class (defenses.MAX_DELAY_MS), in wall time,
+    where the hub's config knows the key."""
+    if not _device_key_known("max_delay_ms"):
+        return False
+    for entry, d in zip(devices, sched["devices"]):
+        ms = D.MAX_DELAY_MS[d.get("class", "interactive")]
+        entry["max_delay_ms"] = D.wall_settings({"max_delay_ms": ms}, speed)["max_delay_ms"]
+    return True
+
+
 def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
     """Run the home under ``defense`` (a name or Defense); return what the run produced."""
     defense = as_defense(defense)
@@ -132,7 +149,10 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
         for ip in sorted({ip for ip, _ in S.server_addresses(sched)}):
             home.add_server_ip(ip)
         if not routed:
-            cfg = home.hub_config(devices=hub_devices(sched, defense), default_policy="block_all")
+            devices = hub_devices(sched, defense)
+            if defense.tunnel:
+                info["max_delay"] = add_max_delay(devices, sched, speed)
+            cfg = home.hub_config(devices=devices, default_policy="block_all")
             cfg["relay"].update({"ports": sched["relay_ports"], "idle_timeout_s": HUB_IDLE_TIMEOUT_S,
                                  "max_streams": 64})
             if defense.tunnel:
