@@ -45,12 +45,14 @@ from ..home import HUB_WAN_IP, RESOLVER_IP, Home
 from ..netns import sh
 from . import defenses as D
 from . import schedule as S
+from .views import hub_name
 
 START_MARGIN_S = 3.0
 END_MARGIN_S = 3.0
 HUB_IDLE_TIMEOUT_S = 600     # > schedule.SESSION_GAP_S: a session's silences never end it
 MAX_ALLOW = 128
 TUNNEL_UP_S = 20.0
+PROBE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hubprobe")
 
 
 class SimHome(Home):
@@ -59,6 +61,14 @@ class SimHome(Home):
     def __init__(self, n_devices, workdir, zone, routed=False, say=None):
         super().__init__(n_devices=n_devices, workdir=workdir, zone=zone, say=say)
         self.routed = routed
+
+    def popen(self, ns, argv, logname, env=None, **kw):
+        """The hub starts through ``hubprobe/simmain.py``: the board's main, with each
+        shaper decoy printed to the hub's log (the decoy detector's ground truth)."""
+        if logname == "hub" and argv[-6:-4] == ["-m", "main"] and env is not None:
+            argv = argv[:-5] + ["simmain"] + argv[-4:]
+            env = dict(env, MICROPYPATH=PROBE_DIR + ":" + env.get("MICROPYPATH", ""))
+        return super().popen(ns, argv, logname, env=env, **kw)
 
     def _build_network(self):
         super()._build_network()
@@ -94,7 +104,7 @@ def hub_devices(sched, defense):
     out = []
     for d in sched["devices"]:
         i = d["index"]
-        name = ("d%d-%s" % (i, d["name"]))[:32]
+        name = hub_name(d)
         entry = {"mac": home_mod.device_mac(i), "name": name, "max_streams": 16}
         if defense.base == "dns" or defense.tunnel:
             entry["policy"] = "open"

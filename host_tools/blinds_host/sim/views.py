@@ -43,7 +43,7 @@ import numpy as np
 
 from ..home import HUB_WAN_IP, device_ip, device_mac
 from ..lab import attacks, decoy, pcapio, traces
-from ..lab.events import Event
+from ..lab.events import DEFAULT_BACKGROUND, Event, matches
 
 EVENT_WINDOW_S = 10.0
 FOREST_TREES = 50      # the events attack and the decoy detector, per fold
@@ -54,6 +54,11 @@ def devmap(sched, with_ip=True):
              "ip": ipaddress.ip_address(device_ip(d["index"])) if with_ip else None}
             for d in sched["devices"]]
 
+
+
+def hub_name(d):
+    """The name the hub's configuration gives schedule device ``d``."""
+    return ("d%d-%s" % (d["index"], d["name"]))[:32]
 
 
 def _dest_owner(sched):
@@ -150,18 +155,26 @@ def events_attack(records, sched, window, labels=None, seed=0):
     return res
 
 
-def decoy_attack(records, run, sched, window, seed=0):
-    """The decoy detector on one view, against the decoys the hub reported."""
+def decoy_attack(records, run, sched, window, labels=None, seed=0):
+    """The decoy detector on one view: windows of real events (those the events attack
+    counts) against the windows of the decoys the hub reported."""
     spans = run.get("decoys")
     res = {"attack": "decoy", "view": records.view, "window": window, "chance": 0.5}
     if not spans:
         return dict(res, balanced_accuracy=None,
                     note="no decoys reported by this defense" if run.get("base") != "none"
                     else "no defense")
-    view = "wifi" if records.view == "wifi" else "lastmile"
-    mine = [sp for sp in spans if sp.get("view") in (None, view)]
-    names = {device_mac(d["index"]): d["name"] for d in sched["devices"]}
-    real = [decoy.Span(e.device, e.start, e.end) for e in sched_events(sched)]
+    if records.view == "wifi" and "+cover" not in run["defense"].split(":")[0]:
+        return dict(res, balanced_accuracy=None,
+                    note="the tunnel's decoys do not reach the WiFi without +cover")
+    names = {}
+    for d in sched["devices"]:
+        names[device_mac(d["index"])] = d["name"]
+        names[hub_name(d)] = d["name"]
+    mine = [sp for sp in spans if sp.get("view") in (None, records.view)]
+    real = [decoy.Span(e.device, e.start, e.end) for e in sched_events(sched)
+            if not matches(e.label, DEFAULT_BACKGROUND) and (labels is None
+                                                              or matches(e.label, labels))]
     fake = [decoy.Span(names.get(sp.get("device"), sp.get("device")), sp["start"], sp["end"])
             for sp in mine]
     r = decoy.detect(records, real, fake, window, day_s=sched.get("day_s"),
@@ -206,7 +219,7 @@ def run_attacks(run, sched, w, s=1, k=3, seed=0, event_window=EVENT_WINDOW_S,
             continue
         ev = events_attack(records, sched, event_window, event_labels, seed)
         ev["view"] = view
-        dc = decoy_attack(records, run, sched, event_window, seed)
+        dc = decoy_attack(records, run, sched, event_window, event_labels, seed)
         dc["view"] = view
         results += [ev, dc]
     return results
