@@ -7,9 +7,9 @@ with a note.
 
 It is ``blinds sim --synthetic`` with defaults that keep it to a few minutes:
 five device models (plug, camera, speaker, bridge, thermostat; see
-blinds_host/sim/synthetic.py for the published measurements behind them), six
+blinds_host/sim/synthetic.py for the published measurements behind them), five
 minutes of traffic per defense (one compressed day, with user events at its
-busy hours), replayed four times faster (90 s each), about 10 minutes for six
+busy hours), replayed five times faster (60 s each), under 10 minutes for six
 defenses. It prints a table of defense x view -> attack accuracy (knn, sizes,
 events, decoys), overhead and p95 added latency, and the path of the HTML report.
 Namespaces need root.
@@ -22,8 +22,9 @@ import tempfile
 
 from .errors import EnvironmentProblem, UsageError
 
-DEFAULT_DURATION = 360     # seconds of synthetic traffic per defense ...
-DEFAULT_SPEED = 4.0        # ... replayed 4x faster: 90 s per defense
+DEFAULT_DURATION = 300     # seconds of synthetic traffic per defense ...
+DEFAULT_SPEED = 5.0        # ... replayed 5x faster: 60 s per defense (every default shaper
+#                            setting divides by 5 into whole milliseconds)
 BEST = "tunnel+adaptive+cover"
 DEFAULT_DEFENSES = ("none", "allowlist", "tunnel", "tunnel+constant", "tunnel+stp", BEST)
 
