@@ -160,6 +160,12 @@ class Hub:
             from blinds.tunnel import cells, link, resolver, shaper  # noqa: F401
             from blinds.tunnel import streams as _ts  # noqa: F401
 
+            kind = cfg["tunnel"]["shaper"]["kind"]
+            if kind == "stp":
+                from blinds.tunnel import shapes, stp  # noqa: F401
+            elif kind == "adaptive":
+                from blinds.tunnel import adaptive, bursts, shapes  # noqa: F401
+
     def _start(self, cfg):
         # Build the services, then bind every socket; nothing is served until
         # all of them are bound, so a failure leaves nothing half open.
@@ -188,7 +194,7 @@ class Hub:
             from blinds.tunnel.link import Link
             from blinds.tunnel.resolver import TunnelResolver
 
-            self.tunnel = Link(board, tcfg)
+            self.tunnel = Link(board, tcfg, cfg["devices"])
             resolver = TunnelResolver(self.tunnel, dnscfg["timeout_ms"], resolver)
         c = cache.Cache(dnscfg["cache_size"], dnscfg["min_ttl_s"], dnscfg["max_ttl_s"])
         self.names = Names(c, resolver, n_slots)

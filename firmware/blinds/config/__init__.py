@@ -79,12 +79,27 @@ def _root(cfg, out):
     r["hub"] = sections.hub(cfg.get("hub", {}), "$.hub", out)
     if "tunnel" in cfg:
         r["tunnel"] = sections.tunnel(cfg["tunnel"], "$.tunnel", out, ap_net)
+        _delays(r, out)
     # No "mqtt" section: the hub runs no broker.
     r["mqtt"] = sections.mqtt(cfg["mqtt"], "$.mqtt", out) if cfg.get("mqtt") is not None \
         else None
     if "time" in cfg:
         r["time"] = sections.time(cfg["time"], "$.time", out, ap_net)
     return r
+
+
+def _delays(r, out):
+    # The constant shaper holds every cell up to one interval: a device that
+    # allows less could not be served (docs/shaping.md).
+    sh = (r["tunnel"] or {}).get("shaper") or {}
+    iv = sh.get("interval_ms")
+    if sh.get("kind") == "constant" and iv:
+        for i in range(len(r["devices"])):
+            d = r["devices"][i] or {}
+            md = d.get("max_delay_ms")
+            if md is not None and md < iv:
+                out.append(("$.devices[%d].max_delay_ms" % i, "%d ms is less than the constant"
+                            " shaper's interval_ms (%d)" % (md, iv)))
 
 
 def _board(r, limits, out):

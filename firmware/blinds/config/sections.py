@@ -2,6 +2,7 @@
 # uplink and hub. Each returns the section normalized, defaults filled in (the
 # one place for defaults), and appends (path, message) for what is wrong.
 from blinds.compat import const
+from blinds.config import shaping
 from blinds.config.values import (
     _BLANK, _DIGITS, _URL_PATH_CHARS, _choice, _dns_name, _int, _ints, _ipv4, _kp, _list, _mac,
     _name, _obj, _str, _unicast, _want,
@@ -29,7 +30,10 @@ DNS_INTS = (
     ("max_ttl_s", 86400, 1, 604800),
     ("log_size", 32, 1, 1024),
 )
-_DEVICE_INTS = (("max_streams", 4, 1, 16),)
+# max_delay_ms: how long a shaper may hold a device's cells (docs/shaping.md);
+# interactive by default, up to a day for delay-tolerant devices.
+MAX_DELAY_MS = const(50)
+_DEVICE_INTS = (("max_streams", 4, 1, 16), ("max_delay_ms", MAX_DELAY_MS, 0, 86400000))
 RELAY_INTS = (
     ("idle_timeout_s", 300, 1, 86400),
     ("max_streams", 64, 1, 64),
@@ -51,10 +55,12 @@ TUNNEL_INTS = (
     ("cell_bytes", 512, 64, 4096),
     ("wait_ms", 5000, 0, 60000),
     ("window", 8, 1, 64),
+    # How long a shaper may hold control cells (DNS, OPEN) and the cells of
+    # a device devices[] does not name.
+    ("max_delay_ms", MAX_DELAY_MS, 0, 86400000),
 )
 TIME_INTS = (("poll_s", 1024, 16, 86400),)
 _MAX_TIME_SERVERS = const(4)
-SHAPERS = ("none", "constant")
 FALLBACKS = ("block", "direct")
 HOSTNAME = "blinds.home.arpa"  # RFC 8375: a name for the home network only
 # The local MQTT broker's limits (blinds.local.broker).
@@ -216,7 +222,7 @@ def dns(v, path, out, ap_net):
 
 def device(v, path, out, answer):
     if not _obj(v, path, out, ("mac", "name", "policy"),
-                ("allow", "max_streams", "blocked_answer")):
+                ("allow", "max_streams", "max_delay_ms", "blocked_answer")):
         return None
     r = {}
     r["mac"] = _mac(v["mac"], path + ".mac", out) if "mac" in v else None
@@ -393,32 +399,11 @@ def tunnel(v, path, out, ap_net):
     _ints(v, r, path, out, TUNNEL_INTS)
     r["shaper"] = {"kind": "none", "interval_ms": 0}
     if "shaper" in v:
-        r["shaper"] = _shaper(v["shaper"], path + ".shaper", out)
+        r["shaper"] = shaping.shaper(v["shaper"], path + ".shaper", out, r["cell_bytes"])
     r["fallback"] = "block"
     if "fallback" in v:
         r["fallback"] = _choice(v["fallback"], path + ".fallback", out, FALLBACKS)
     return r
-
-
-def _shaper(v, path, out):
-    if not isinstance(v, dict) or "kind" not in v:
-        if isinstance(v, dict):
-            out.append((path + ".kind", "missing required key"))
-        else:
-            _want(out, path, "an object", v)
-        return None
-    kind = _choice(v["kind"], path + ".kind", out, SHAPERS)
-    if kind == "constant":
-        _obj(v, path, out, ("kind", "interval_ms"), ())
-        iv = _int(v["interval_ms"], path + ".interval_ms", out, 1, 10000) \
-            if "interval_ms" in v else None
-        return {"kind": kind, "interval_ms": iv}
-    if kind == "none":
-        # interval_ms 0 is accepted back, so that check(check(cfg)) == check(cfg).
-        _obj(v, path, out, ("kind",), ("interval_ms",))
-        if "interval_ms" in v and v["interval_ms"] != 0:
-            out.append((path + ".interval_ms", "only with kind constant"))
-    return {"kind": kind, "interval_ms": 0}
 
 
 def mqtt(v, path, out):

@@ -55,8 +55,15 @@ def der(data):
 
 
 class Link:
-    def __init__(self, board, tcfg):
+    def __init__(self, board, tcfg, devices=()):
+        # devices: the configuration's devices[], for each one's max_delay_ms
+        # (a device the configuration does not name gets the default).
         self.board = board
+        self.delays = {}
+        # Control cells and unnamed devices (0 with a hand-made section: no hold).
+        self.max_delay = tcfg.get("max_delay_ms", 0)
+        for d in devices:
+            self.delays[d["name"]] = d["max_delay_ms"]
         x = tcfg["exit"]
         self.ip, self.port, self.name = x["ip"], x["port"], x["name"]
         # Keys are read (and converted) once, at start: a missing file stops
@@ -68,7 +75,8 @@ class Link:
         self.pmax = self.cell - HEADER
         self.window = tcfg["window"]  # what the hub grants the exit per stream
         self.credit_at = max(1, self.window // 2)
-        self.shaper = shaper.make(tcfg["shaper"])
+        self.shaper = shaper.make(tcfg["shaper"], board, cell=self.cell)
+        self.ctl_since = 0  # ticks the oldest control cell has waited since
         self.peer_window = 0  # what the exit grants the hub (its HELLO)
         self.max_streams = 0
         self.wbuf = bytearray(self.cell)
@@ -119,6 +127,8 @@ class Link:
         if self.state != UP or len(self.ctl) >= _MAX_CTL:
             self.c["ctl_dropped"] += 1
             return False
+        if not self.ctl:
+            self.ctl_since = ticks_ms()
         self.ctl.append((ctype, sid, flags, payload))
         self.kick.set()
         return True
@@ -128,8 +138,26 @@ class Link:
         # in turn with the other streams.
         if not ts.queued:
             ts.queued = True
+            if ts.since is None:
+                ts.since = ticks_ms()  # kept while it has work, for its max_delay_ms
             self.wants.append(ts)
             self.kick.set()
+
+    def delay_of(self, dev):
+        # A device's max_delay_ms: how long a shaper may hold its cells.
+        return self.delays.get(getattr(dev, "name", None), self.max_delay)
+
+    def _slack(self, now):
+        # ms the most urgent waiting cell may still be held: control cells
+        # (OPEN, DNS_Q, ...) as an interactive device's, streams by device.
+        s = shaper.FOREVER
+        if self.ctl:
+            s = self.max_delay - ticks_diff(now, self.ctl_since)
+        for ts in self.wants:
+            x = ts.delay - ticks_diff(now, ts.since)
+            if x < s:
+                s = x
+        return s
 
     def take_slot(self):
         """A cell buffer from the pool, or None when it is spent."""
@@ -227,6 +255,8 @@ class Link:
         sh = self.shaper
         limits = bytes((sh.KIND, sh.interval_ms >> 8, sh.interval_ms & 255,
                         self.window >> 8, self.window & 255))
+        if sh.KIND >= shaper.KIND_STP:
+            limits += sh.hello()  # the kind's parameters
         await self._send(cells.hello(self.wbuf, 0, limits), True)
         await self._read_cell()
         b = self.rbuf
@@ -385,24 +415,29 @@ class Link:
     async def _write_loop(self):
         sh = self.shaper
         cover = sh.KIND != shaper.KIND_NONE
+        # stp and adaptive hold cells by their slack, and act on new data
+        # before their next slot: they wait on the kick, with a timeout.
+        slacked = sh.KIND >= shaper.KIND_STP
+        take = getattr(sh, "order_taken", None)
         sh.start(ticks_ms())
         k = 0
         while True:
-            d = sh.due(ticks_ms(), bool(self.ctl or self.wants))
+            now = ticks_ms()
+            pending = bool(self.ctl or self.wants)
+            d = sh.due(now, pending, self._slack(now) if slacked and pending else shaper.FOREVER)
             if d < 0:
                 k = 0
                 self.kick.clear()
                 await self.kick.wait()
                 continue
             if d > 0:
-                await asyncio.sleep_ms(d)
+                k = 0
+                await self._wait(d, slacked)
                 continue
             real = self._fill()
-            if not real:
-                if not cover:
-                    continue
-                self.c["pad_out"] += 1
-            buf = self.wbuf if real else self.pad
+            buf = self.wbuf if real else self._pad(cover, pending, take)
+            if buf is None:
+                continue
             # Fast path: the write goes through at once (no coroutine per cell).
             s = self.tls
             n = None if s is None else s.write(buf)
@@ -418,12 +453,36 @@ class Link:
                 k = 0
                 await asyncio.sleep_ms(0)  # the reader's turn
 
+    async def _wait(self, d, slacked):
+        if not slacked:
+            await asyncio.sleep_ms(d)
+            return
+        self.kick.clear()
+        try:
+            await asyncio.wait_for_ms(self.kick.wait(), d)
+        except asyncio.TimeoutError:
+            pass
+
+    def _pad(self, cover, pending, take):
+        # The PAD to send when _fill found nothing, or None: with nothing to
+        # send after all (a stream's socket had no bytes), PAD only in a slot
+        # of the shaper's own. A decoy order for the exit rides in it.
+        if not cover or (pending and self.shaper.due(ticks_ms(), False) != 0):
+            return None
+        self.c["pad_out"] += 1
+        o = take() if take is not None else None
+        if o is None:
+            return self.pad
+        return cells.pack(self.wbuf, cells.PAD, 0, o)
+
     def _fill(self):
         # The next real cell into wbuf: control cells first, then one cell of
         # the next stream in turn. False when there is none.
         if self.ctl:
             t, sid, flags, payload = self.ctl.pop(0)
             cells.pack(self.wbuf, t, sid, payload, flags)
+            if self.ctl:
+                self.ctl_since = ticks_ms()
             return True
         while self.wants:
             ts = self.wants.pop(0)
@@ -431,7 +490,10 @@ class Link:
             if ts.fill(self):
                 if ts.has_work():
                     self.want(ts)
+                else:
+                    ts.since = None
                 return True
+            ts.since = None
         return False
 
     def status(self):
@@ -439,8 +501,9 @@ class Link:
         d["state"] = self.state
         d["exit"] = "%s@%s:%d" % (self.name, self.ip, self.port)
         d["cell_bytes"] = self.cell
-        d["shaper"] = {"kind": ("none", "constant")[self.shaper.KIND],
-                       "interval_ms": self.shaper.interval_ms}
+        sh = self.shaper
+        d["shaper"] = sh.status() if sh.KIND >= shaper.KIND_STP else \
+            {"kind": ("none", "constant")[sh.KIND], "interval_ms": sh.interval_ms}
         d["window"] = self.window
         d["peer_window"] = self.peer_window
         d["max_streams"] = self.max_streams

@@ -1,19 +1,31 @@
-# Tunnel shapers (docs/tunnel.md, "Shaping"): when the next cell may leave.
+# Tunnel shapers (docs/shaping.md; the wire side in docs/tunnel.md, "Shaping"):
+# when the next cell may leave. The same classes shape the hub's uplink
+# (tunnel/link.py) and the exit's downlink (blinds_host/exit/sender.py).
 #
-# The link's writer asks its shaper before each cell:
+# The writer asks its shaper before each cell:
 #
-#   due(now, pending) -> ms to wait before the next cell leaves (0: now), or
-#                        -1: nothing is due; wait until there is data.
-#   sent(now, real)   -> the writer sent a cell at its slot (real data or PAD).
+#   due(now, pending, slack) -> ms to wait before the next cell leaves (0: now),
+#                        or -1: nothing is due; wait until there is data.
+#                        pending: a real cell is waiting; slack: ms the most
+#                        urgent waiting cell may still be held (its device's
+#                        max_delay_ms minus what it has waited; FOREVER when
+#                        unknown). A shaper never holds a real cell past its
+#                        slack: at slack <= 0 it answers 0.
+#   sent(now, real)   -> the writer sent a cell (real data or PAD).
+#   note(now, dev, up)-> a DATA cell of device dev went up (up) or came down;
+#                        only the adaptive shaper learns from it.
 #
-# When a slot comes with nothing pending the writer sends PAD: a shaper that
-# wants cover returns 0 from due() even when pending is False. A new kind
-# (stp, adaptive, ...) is one class with these two methods plus KIND and
-# interval_ms (announced in the hub's HELLO), registered in make().
+# When a cell is due with nothing pending the writer sends PAD. KIND and
+# hello() (the kind's parameters) go into the hub's HELLO;
+# shapes.from_hello() makes the exit's twin. `late` counts grid slots the event loop missed.
 from blinds.compat import const, ticks_add, ticks_diff
 
 KIND_NONE = const(0)
 KIND_CONSTANT = const(1)
+KIND_STP = const(2)
+KIND_ADAPTIVE = const(3)
+FOREVER = const(0x3FFFFFFF)  # slack when nothing bounds it
+TOLERANT_MS = const(1000)  # cells that may wait this long wait for cover (stp)
 
 
 class NoShaper:
@@ -25,20 +37,26 @@ class NoShaper:
     def start(self, now):
         pass
 
-    def due(self, now, pending):
+    def due(self, now, pending, slack=FOREVER):
         return 0 if pending else -1
 
     def sent(self, now, real):
         pass
 
+    def note(self, now, dev, up):
+        pass
 
-class ConstantShaper:
+
+class ConstantShaper(NoShaper):
     # Exactly one cell every interval_ms, always: real data when there is
     # some, PAD when not. Slots lie on a fixed grid from start(); a slot the
     # writer missed (the event loop was busy) is skipped, never made up with
-    # a burst, and counted in late.
+    # a burst, and counted in late. It ignores slack: its schedule is the
+    # point (the config check keeps interval_ms within every device's
+    # max_delay_ms for the first cell; a backlog drains at one per slot).
+    KIND = KIND_CONSTANT
+
     def __init__(self, interval_ms):
-        self.KIND = KIND_CONSTANT
         self.interval_ms = interval_ms
         self.next = 0
         self.late = 0
@@ -46,24 +64,35 @@ class ConstantShaper:
     def start(self, now):
         self.next = now
 
-    def due(self, now, pending):
+    def due(self, now, pending, slack=FOREVER):
         d = ticks_diff(self.next, now)
         return d if d > 0 else 0
 
     def sent(self, now, real):
+        # The next grid point; those already passed are skipped (late).
         iv = self.interval_ms
         nxt = ticks_add(self.next, iv)
         behind = ticks_diff(now, nxt)
         if behind >= 0:
-            # Missed slots: move to the first slot still ahead, on the grid.
             skip = behind // iv + 1
             self.late += skip
             nxt = ticks_add(nxt, skip * iv)
         self.next = nxt
 
 
-def make(cfg):
-    """The shaper of a normalized tunnel.shaper section."""
-    if cfg["kind"] == "constant":
+def make(cfg, board=None, rng=None, cell=512):
+    """The shaper of a normalized tunnel.shaper section (board: where the
+    adaptive shaper keeps its state file; cell: the cell size, for budgets)."""
+    k = cfg["kind"]
+    if k == "constant":
         return ConstantShaper(cfg["interval_ms"])
+    if k == "stp":
+        from blinds.tunnel.shapes import q24
+        from blinds.tunnel.stp import StpShaper
+
+        return StpShaper(cfg["interval_ms"], cfg["active_ms"], q24(cfg["q"]), rng)
+    if k == "adaptive":
+        from blinds.tunnel.adaptive import AdaptiveShaper
+
+        return AdaptiveShaper(cfg, board, rng, cell)
     return NoShaper()

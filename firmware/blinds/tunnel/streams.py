@@ -29,7 +29,7 @@ class TStream:
     # stream's tasks.
     __slots__ = ("link", "sid", "down", "st", "credit", "rx_left", "owed", "ready", "pre",
                  "pre_off", "close_out", "sent_close", "got_close", "result", "queued", "ev",
-                 "uev", "q", "qlen", "off", "dead", "draining")
+                 "uev", "q", "qlen", "off", "dead", "draining", "since", "delay", "dev")
 
     def __init__(self, link, st, first):
         self.link = link
@@ -56,6 +56,12 @@ class TStream:
         self.off = 0
         self.dead = None  # why the link dropped us
         self.draining = False  # the stream's task waits for the device to take data
+        # For the shaper: since when it has had work waiting (ticks, or None),
+        # how long its device's cells may be held, and whose they are.
+        self.since = None
+        dev = getattr(st, "dev", None)
+        self.delay = link.delay_of(dev)
+        self.dev = getattr(dev, "name", None)
 
     # -- reader side (the link's reader task) ------------------------------------
     def on_control(self, t, b, n):
@@ -90,8 +96,9 @@ class TStream:
         self.rx_left -= 1
         if self.rx_left < 0 or self.result != cells.OK or self.got_close is not None:
             return self._violation()
-        self.st.last = ticks_ms()
+        self.st.last = now = ticks_ms()
         self.st.bytes_down += n
+        link.shaper.note(now, self.dev, False)
         w = 0
         if not self.q:
             try:
@@ -213,7 +220,10 @@ class TStream:
                 return self.fill(link)
         self.credit -= 1
         self.st.bytes_up += n
-        self.st.last = ticks_ms()
+        self.st.last = now = ticks_ms()
+        # Learned at the time the device's bytes began to wait (a delay-
+        # tolerant device's cells may leave much later, in scheduled slots).
+        link.shaper.note(now if self.since is None else self.since, self.dev, True)
         link.c["data_out"] += 1
         link.c["bytes_out"] += n
         cells.pack_head(buf, cells.DATA, self.sid, n)

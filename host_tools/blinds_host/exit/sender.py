@@ -2,13 +2,20 @@
 the streams ready to send, and the shaper that picks when a cell leaves.
 
 With shaper ``none`` cells leave as soon as they exist (pumped after each batch
-of input); with ``constant`` exactly one leaves per interval, a PAD when there
-is nothing else. Control cells go before data; streams take turns.
+of input). Any other kind is the hub's own shaper class (``blinds.tunnel.shaper``,
+made from the hub's HELLO by ``blinds.tunnel.shapes.from_hello``), asked before
+each cell as the hub's writer asks it: ``constant`` sends exactly one cell per
+interval, ``stp`` and ``adaptive`` as docs/shaping.md says; a PAD when a cell is
+due and there is nothing else. The exit does not know the hub's devices: every
+cell may be held ``MAX_DELAY_MS`` (the interactive default) at most. Control
+cells go before data; streams take turns.
 """
 
 import ssl
 
+from blinds.config.sections import MAX_DELAY_MS
 from blinds.tunnel import cells
+from blinds.tunnel.shaper import FOREVER, KIND_STP
 
 from . import wire
 
@@ -18,9 +25,9 @@ FLUSH_EVERY = 32
 
 
 class Sender:
-    """Mixed into Session: needs tls, ctrl, ready, pongs, size, stats, shaper,
-    interval_s, tick_at, tick_handle, loop, paused, closed, busy, kicked,
-    _flush() and close()."""
+    """Mixed into Session: needs tls, ctrl, ready, pongs, size, stats, shaper (the
+    kind), sh (the shaper), pend_since, pad, tick_handle, loop, paused, closed,
+    busy, kicked, _flush() and close()."""
 
     def control(self, ctype, sid, payload=b"", flags=0):
         """Queue a control cell (OPENED, CLOSE, CREDIT, DNS_A, PONG, TIME)."""
@@ -33,7 +40,14 @@ class Sender:
         self._kick()
 
     def _kick(self):
-        if self.shaper != wire.SHAPER_NONE or self.closed:
+        if self.closed:
+            return
+        if self.shaper != wire.SHAPER_NONE:
+            if self.pend_since is None:
+                self.pend_since = self._ms()
+            # stp and adaptive may act on new data before their next slot.
+            if self.tick_handle is None or self.shaper >= KIND_STP:
+                self._reshape()
             return
         if self.busy:
             self.kicked = True
@@ -79,23 +93,49 @@ class Sender:
             self.busy = False
             self.kicked = False
 
-    def _tick(self):
-        """The constant shaper: one cell every interval, data or PAD."""
-        if self.closed:
-            return
-        now = self.loop.time()
-        self.tick_at += self.interval_s
-        if self.tick_at < now - 1.0:  # far behind (a stalled loop): do not burst
-            self.tick_at = now + self.interval_s
-        self.tick_handle = self.loop.call_at(self.tick_at, self._tick)
-        if self.paused:
-            return
-        c = self._next()
-        if c is None:
-            c = wire.cell(self.size, cells.PAD)
-            self.stats.pad_out += 1
-        self._write(c)
-        self._flush()
+    def _ms(self):
+        return int(self.loop.time() * 1000)
+
+    def _reshape(self, delay_ms=0):
+        if self.tick_handle is not None:
+            self.tick_handle.cancel()
+        self.tick_handle = self.loop.call_later(delay_ms / 1000, self._shape)
+
+    def _shape(self):
+        """A shaped session's writer: the shaper says when the next cell
+        leaves; it carries a control cell or a stream's data, else PAD."""
+        self.tick_handle = None
+        if self.closed or self.paused:
+            return  # resume_writing kicks it again
+        sh = self.sh
+        try:
+            for _ in range(FLUSH_EVERY):
+                now = self._ms()
+                pending = bool(self.ctrl or self.ready)
+                if not pending:
+                    self.pend_since = None
+                slack = FOREVER if not pending else \
+                    MAX_DELAY_MS - (now - (self.pend_since or now))
+                d = sh.due(now, pending, slack)
+                if d < 0:
+                    return  # _kick starts it again
+                if d > 0:
+                    self._reshape(d)
+                    return
+                c = self._next()
+                if c is None:
+                    if pending and sh.due(now, False) != 0:
+                        continue  # nothing to send after all, and no slot of its own
+                    c = self.pad
+                    self.stats.pad_out += 1
+                self._write(c)
+                if self.closed:
+                    return
+                sh.sent(now, c is not self.pad)
+                self.pend_since = now if self.ctrl or self.ready else None
+            self._reshape()
+        finally:
+            self._flush()
 
     def _write(self, c):
         try:

@@ -17,7 +17,7 @@ import time
 
 from blinds.dns import wire as dnswire
 from blinds.net.guard import refused
-from blinds.tunnel import cells
+from blinds.tunnel import cells, shapes
 
 from . import wire
 from .resolver import ResolveError
@@ -65,8 +65,9 @@ class Session(Sender, asyncio.Protocol):
         self.busy = False
         self.kicked = False
         self.shaper = wire.SHAPER_NONE
-        self.interval_s = 0.0
-        self.tick_at = 0.0
+        self.sh = None  # the shaper (blinds.tunnel.shaper), from the hub's HELLO
+        self.pend_since = None
+        self.pad = b""
         self.tick_handle = None
         self.last_rx = self.loop.time()
         self.next_time = 0.0
@@ -163,7 +164,9 @@ class Session(Sender, asyncio.Protocol):
     def _hello(self, rec):
         try:
             self.shaper, interval_ms, self.hub_window = wire.parse_hub_hello(rec, self.window)
-        except (cells.CellError, IndexError, struct.error):
+            self.sh = shapes.from_hello(self.shaper, interval_ms, wire.hello_params(rec),
+                                        cell=len(rec))
+        except (cells.CellError, IndexError, struct.error, ValueError):
             self.stats.bad["hello"] += 1
             self.close(abort=True)
             return
@@ -173,10 +176,10 @@ class Session(Sender, asyncio.Protocol):
         self._write(wire.exit_hello(self.size, self.ex.max_streams, self.window))
         self._send_time()
         self.timer = self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
-        if self.shaper == wire.SHAPER_CONSTANT:
-            self.interval_s = interval_ms / 1000.0
-            self.tick_at = self.loop.time() + self.interval_s
-            self.tick_handle = self.loop.call_at(self.tick_at, self._tick)
+        if self.shaper != wire.SHAPER_NONE:
+            self.pad = wire.cell(self.size, cells.PAD)
+            self.sh.start(self._ms())
+            self._reshape()
 
     def _send_time(self):
         self.next_time = self.loop.time() + TIME_EVERY_S
@@ -230,6 +233,9 @@ class Session(Sender, asyncio.Protocol):
                 s.data(memoryview(rec)[cells.HEADER:cells.HEADER + n])
         elif ctype == cells.PAD:
             st.pad_in += 1
+            if n and self.shaper == wire.SHAPER_ADAPTIVE:
+                # A decoy order: play its downlink half (docs/shaping.md).
+                self.sh.ordered(self._ms(), rec[cells.HEADER:cells.HEADER + n])
         elif ctype == cells.CREDIT:
             s = self.streams.get(sid)
             if s is None or n != 2:

@@ -15,7 +15,10 @@ _HEAD = struct.Struct(">BBHH")
 # HELLO role fields (docs/tunnel.md, "HELLO").
 SHAPER_NONE = 0
 SHAPER_CONSTANT = 1
-SHAPERS = {SHAPER_NONE: "none", SHAPER_CONSTANT: "constant"}
+SHAPER_STP = 2
+SHAPER_ADAPTIVE = 3
+SHAPERS = {SHAPER_NONE: "none", SHAPER_CONSTANT: "constant", SHAPER_STP: "stp",
+           SHAPER_ADAPTIVE: "adaptive"}
 MIN_INTERVAL_MS = 1
 MAX_INTERVAL_MS = 10000
 MIN_WINDOW = 1
@@ -36,10 +39,11 @@ def exit_hello(size, max_streams, window):
     return cell(size, cells.HELLO, size, body)
 
 
-def hub_hello(size, shaper=SHAPER_NONE, interval_ms=0, window=8):
+def hub_hello(size, shaper=SHAPER_NONE, interval_ms=0, window=8, params=b""):
     """A hub's HELLO: version, role 0, u8 shaper kind, u16 interval_ms, u16 window
-    (the credit per stream the hub grants the exit)."""
-    body = bytes((cells.VERSION, 0, shaper)) + struct.pack(">HH", interval_ms, window)
+    (the credit per stream the hub grants the exit), then the kind's parameters
+    (a firmware shaper's ``hello()``)."""
+    body = bytes((cells.VERSION, 0, shaper)) + struct.pack(">HH", interval_ms, window) + params
     return cell(size, cells.HELLO, size, body)
 
 
@@ -62,11 +66,17 @@ def parse_hub_hello(rec, default_window):
     window = (body[5] << 8) | body[6] if n >= 7 else default_window
     if kind not in SHAPERS:
         raise cells.CellError("unknown shaper kind %d" % kind)
-    if kind == SHAPER_CONSTANT and not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
+    if kind != SHAPER_NONE and not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
         raise cells.CellError("shaper interval %d ms out of range" % interval_ms)
     if not MIN_WINDOW <= window <= MAX_WINDOW:
         raise cells.CellError("window %d out of range" % window)
     return kind, interval_ms, window
+
+
+def hello_params(rec):
+    """The shaper parameters of a hub's HELLO cell (what follows the window)."""
+    n = cells.u16(rec, 4)
+    return bytes(rec[cells.HEADER + 7:cells.HEADER + n])
 
 
 def parse_exit_hello(rec):

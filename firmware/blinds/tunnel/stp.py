@@ -1,0 +1,124 @@
+# The stp shaper: stochastic traffic padding (Apthorpe et al., PETS 2019),
+# as docs/shaping.md describes it; the interface is tunnel/shaper.py's.
+from blinds.compat import ticks_add, ticks_diff
+from blinds.tunnel.shaper import FOREVER, KIND_STP, TOLERANT_MS, ConstantShaper
+from blinds.tunnel.shapes import MAX_TOSSES, Q_ONE, seed_rng, u32
+
+
+class StpShaper(ConstantShaper):
+    # Stochastic traffic padding (Apthorpe et al., PETS 2019), docs/shaping.md.
+    # Real traffic opens an activity period: one cell per interval_ms (real
+    # or PAD) for active_ms, in units of active_ms, a unit extended by
+    # another when real cells kept coming after the unit's first slot.
+    # While idle, at each interval_ms grid point one coin with probability q
+    # is tossed; heads opens a cover period of the same shape (one unit,
+    # extended with the frequency real periods were). A real cell waits for
+    # the period's next slot only while its slack allows; else it leaves at
+    # once (counted in over). While idle, cells that may wait TOLERANT_MS or
+    # more wait for a cover period instead of opening one of their own.
+    KIND = KIND_STP
+
+    def __init__(self, interval_ms, active_ms, q, rng=None):
+        ConstantShaper.__init__(self, interval_ms)
+        self.active_ms = active_ms
+        self.q = q  # a fraction of Q_ONE (q24)
+        self.rng = rng or seed_rng()
+        self.active = False
+        self.cover = False  # the period was opened by a coin, not by data
+        self.until = 0  # end of the period's current unit
+        self.unit = 0  # start of the current unit
+        self.last_real = 0
+        self.tosses = 0
+        self.covers = 0
+        self.periods = 0
+        self.units = 0
+        self.extended = 0  # units of real periods that were extended ...
+        self.ext_of = 0  # ... of this many
+        self.over = 0
+
+    def start(self, now):
+        self.active = False
+        self.next = now
+
+    def _open(self, now, cover):
+        self.active = True
+        self.cover = cover
+        self.unit = self.next = now
+        self.until = ticks_add(now, self.active_ms)
+        self.last_real = now
+        if cover:
+            self.covers += 1
+        else:
+            self.periods += 1
+        self.units += 1
+
+    def _coin(self, q):
+        return self.rng.getrandbits(24) < q
+
+    def _unit_over(self, now):
+        # The current unit has ended: another unit, or the period ends.
+        real_more = ticks_diff(self.last_real, self.unit) > 0
+        if not self.cover:
+            self.ext_of += 1
+            if real_more:
+                self.extended += 1
+            if self.ext_of >= 4096:  # bounded, same ratio
+                self.ext_of >>= 1
+                self.extended >>= 1
+        if real_more or (self.cover and self.ext_of and
+                         self._coin((self.extended * Q_ONE) // self.ext_of)):
+            self.unit = self.until
+            self.until = ticks_add(self.until, self.active_ms)
+            self.units += 1
+            return
+        self.active = False
+        self.next = self.until  # the first coin at the period's end, then every interval
+
+    def due(self, now, pending, slack=FOREVER):
+        iv = self.interval_ms
+        while self.active and ticks_diff(self.next, self.until) >= 0 \
+                and ticks_diff(now, self.until) >= 0:
+            self._unit_over(now)
+        if not self.active:
+            # A delay-tolerant backlog (slack of TOLERANT_MS or more) waits
+            # for a cover period to ride in, until its slack is that short.
+            if pending and (slack < TOLERANT_MS or not self.q):
+                self._open(now, False)
+                return 0
+            if not self.q:
+                return -1
+            d = ticks_diff(self.next, now)
+            if d > 0:
+                return min(d, slack - TOLERANT_MS + 1) if pending else d
+            # One coin per grid point passed (a late loop tosses for each).
+            k = min(MAX_TOSSES, -d // iv + 1)
+            self.late += k - 1
+            self.next = ticks_add(self.next, k * iv)
+            for _ in range(k):
+                self.tosses += 1
+                if self._coin(self.q):
+                    self._open(now, True)
+                    return 0
+            return ticks_diff(self.next, now)
+        d = ticks_diff(self.next, now)
+        if d <= 0 or (pending and slack < d):
+            return 0
+        return d
+
+    def sent(self, now, real):
+        if real:
+            self.last_real = now
+        if not self.active:
+            return
+        if ticks_diff(now, self.next) < 0:
+            self.over += 1  # a real cell that could not wait for its slot
+            return
+        ConstantShaper.sent(self, now, real)
+
+    def hello(self):
+        return u32(self.active_ms) + u32(self.q)
+
+    def status(self):
+        return {"kind": "stp", "interval_ms": self.interval_ms, "active_ms": self.active_ms,
+                "q": self.q / Q_ONE, "periods": self.periods, "covers": self.covers,
+                "units": self.units, "tosses": self.tosses, "over": self.over}

@@ -1,0 +1,449 @@
+"""The shapers (firmware/blinds/tunnel/shaper.py, stp.py, adaptive.py, bursts.py)
+on a fake clock, on CPython (hypothesis) and on the MicroPython unix port: the
+constant schedule, stp's cover rate and shape, adaptive's budget, holds,
+learned hours, coherence and persistence; the HELLO round trip to the exit's
+twin; the config section."""
+
+import contextlib
+import copy
+import io
+import json
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mpy import run_mp_json
+from shaper_scenarios import ADAPTIVE, DRIVE, STP
+
+from blinds import config
+from blinds.tunnel import shapes
+from blinds.tunnel.adaptive import AdaptiveShaper
+from blinds.tunnel.shaper import ConstantShaper, make
+from blinds.tunnel.stp import StpShaper
+
+
+def run_cpython(src, data):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(compile(src.replace("INPUT", repr(json.dumps(data))), "<scenario>", "exec"),
+             {"__name__": "__scenario__"})
+    return json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+def run_mp(src, data, heap="256k"):
+    return run_mp_json(src.replace("INPUT", repr(json.dumps(data))), heap=heap, timeout=300)
+
+
+# ---- constant ----------------------------------------------------------------------
+
+CONSTANT = DRIVE + r"""
+from blinds.tunnel.shaper import ConstantShaper
+res = []
+for iv, end, events in json.loads(INPUT):
+    res.append(drive(ConstantShaper(iv), events, end)[0])
+print(json.dumps(res))
+"""
+
+
+def _events(draw_times, n_max=5, delays=(0, 50, 1000)):
+    return st.lists(st.tuples(draw_times, st.sampled_from(["a", "b"]), st.integers(1, n_max),
+                              st.sampled_from(delays)), max_size=12).map(
+        lambda xs: sorted([list(x) for x in xs]))
+
+
+@given(st.integers(1, 200), _events(st.integers(0, 5000)))
+@settings(max_examples=60, deadline=None)
+def test_constant_emits_exactly_its_schedule_whatever_the_traffic(iv, events):
+    end = 6000
+    out = run_cpython(CONSTANT, [[iv, end, events]])[0]
+    # One cell at each grid point from 0, real or PAD, and nothing else.
+    assert [t for t, _ in out] == list(range(0, end, iv))
+    # Real cells leave in the order they came, each at the first slot after it.
+    assert sum(r for _, r in out) == min(sum(e[2] for e in events), len(out)) or \
+        sum(r for _, r in out) <= sum(e[2] for e in events)
+
+
+def test_constant_schedule_unix_port():
+    cases = [[20, 3000, [[10, "a", 3, 50], [500, "b", 1, 50]]], [7, 700, []]]
+    got = run_mp(CONSTANT, cases)
+    assert got == run_cpython(CONSTANT, cases)
+    assert [t for t, _ in got[0]] == list(range(0, 3000, 20))
+    assert [t for t, r in got[0] if r] == [20, 40, 60, 500]
+
+
+# ---- stp ------------------------------------------------------------------------------
+
+
+def _groups(out, iv):
+    # Runs of cells one interval apart: the periods as an observer sees them.
+    groups, cur = [], []
+    for t, r in out:
+        if cur and t - cur[-1][0] > iv:
+            groups.append(cur)
+            cur = []
+        cur.append((t, r))
+    return groups + ([cur] if cur else [])
+
+
+def _binomial_ok(k, n, q, z=5.0):
+    # k successes of n trials at q, within z standard deviations (z=5: a
+    # false alarm once in ~3.5 million runs), plus one for the discreteness.
+    sd = math.sqrt(n * q * (1 - q))
+    return abs(k - n * q) <= z * sd + 1
+
+
+@given(st.integers(0, 2**30), st.integers(5, 100), st.integers(1, 8),
+       st.floats(0.002, 0.5))
+@settings(max_examples=40, deadline=None)
+def test_stp_cover_periods_start_at_rate_q_per_idle_interval(seed, iv, units, q):
+    active = iv * units
+    end = 400_000
+    r = run_cpython(STP, [[seed, iv, active, q, end, []]])[0]
+    assert r["periods"] == 0 and r["late"] == 0
+    # One coin at the start of each interval of idle time, each heads with
+    # probability q; heads starts a period at once (no idle time of its own).
+    # The last period may be cut by the end of the run: one unit of slack.
+    busy = r["units"] * active
+    assert abs(r["tosses"] - r["covers"] - (end - busy) / iv) <= units + 2
+    assert _binomial_ok(r["covers"], r["tosses"], q), r
+    # Every cover period has the shape of a real one: one cell per interval
+    # for a whole number of units (back-to-back periods merge, still whole).
+    per_unit = -(-active // iv)
+    groups = _groups(r["out"], iv)
+    for g in groups[:-1]:
+        assert len(g) % per_unit == 0
+    assert not any(real for _, real in r["out"])
+    assert 0 <= r["units"] * per_unit - len(r["out"]) < per_unit
+
+
+def test_stp_rate_unix_port_agrees():
+    cases = [[7, 50, 200, 0.05, 300_000, []], [8, 20, 20, 0.3, 60_000, []]]
+    for r, (_, iv, active, q, end, _) in zip(run_mp(STP, cases), cases):
+        assert _binomial_ok(r["covers"], r["tosses"], q), r
+        busy = r["units"] * active
+        assert abs(r["tosses"] - r["covers"] - (end - busy) / iv) <= active // iv + 2
+
+
+@given(st.integers(0, 2**30), st.integers(5, 100), st.integers(1, 6), st.floats(0, 0.2),
+       _events(st.integers(0, 20000), n_max=40, delays=(0, 10, 50, 1000, 60000)))
+@settings(max_examples=60, deadline=None)
+def test_stp_real_periods_and_max_delay(seed, iv, units, q, events):
+    active = iv * units
+    r = run_cpython(STP, [[seed, iv, active, q, 30000, events]])[0]
+    # No real cell is held past its device's max_delay_ms, and the shaper
+    # never asks to wait past the most urgent cell's slack.
+    assert r["over"] == 0 and r["held"] <= 0
+    real = sum(x for _, x in r["out"])
+    assert real == min(sum(e[2] for e in events), real)
+    if events:
+        assert r["periods"] + r["covers"] >= 1
+        # The first real cell opens a period at once (or rides in a cover
+        # period's next slot): no added latency beyond one interval.
+        first = [t for t, x in r["out"] if x][0]
+        if events[0][3] < 1000:
+            assert first - events[0][0] <= min(iv, events[0][3])
+        else:  # delay-tolerant: it may wait for a cover period
+            assert first - events[0][0] <= events[0][3]
+    # Cells off the grid are real ones that could not wait for their slot.
+    assert r["early"] <= real
+    if not events:
+        assert r["early"] == 0
+
+
+def test_stp_real_period_extended_while_traffic_continues():
+    # A burst of 2.9 s, cells 73 ms apart, with 1 s units of 50 ms slots; and
+    # at 10 ms max_delay the cells leave off the grid (early) rather than wait.
+    ev = [[73 * k, "a", 1, 1000] for k in range(41)]  # 0 .. 2920 ms
+    r = run_cpython(STP, [[1, 50, 1000, 0.0, 10000, ev]])[0]
+    assert r["periods"] == 1 and r["covers"] == 0 and r["units"] == 4 and r["early"] == 0
+    g = _groups(r["out"], 50)
+    # Units with real cells after their start were extended: the last unit is
+    # all PAD (the period outlives the traffic by up to one unit).
+    assert len(g) == 1 and len(g[0]) == 80
+    assert sum(x for _, x in r["out"]) == 41 and r["held"] <= -950
+    # A delay-tolerant cell (60 s) waits for a cover period; with q = 0 none
+    # comes and it opens its own period only as its slack runs short.
+    r = run_cpython(STP, [[1, 50, 1000, 0.0, 70000, [[0, "s", 2, 60000]]]])[0]
+    assert [t for t, x in r["out"] if x] == [0, 50]  # q = 0: no cover to wait for
+    r = run_cpython(STP, [[3, 50, 1000, 0.05, 70000, [[0, "s", 2, 60000]]]])[0]
+    assert r["covers"] >= 1 and r["periods"] == 0 and r["held"] <= 0
+    # ... and rides in the first slot of the first cover period.
+    first = [t for t, x in r["out"] if x][0]
+    assert first == r["out"][0][0] > 0
+    ev10 = [[e[0], "a", 1, 10] for e in ev]
+    r = run_cpython(STP, [[1, 50, 1000, 0.0, 10000, ev10]])[0]
+    assert r["held"] <= 0 and r["early"] > 0
+
+
+# ---- adaptive ---------------------------------------------------------------------------
+
+DAY_S = 240  # a compressed day: an hour of it is 10 s
+
+
+def home_events(days, seed, day_s=DAY_S):
+    """Bursts of three devices: a lock at 07 and 18, the speaker 2-3 s after it,
+    a delay-tolerant sensor every 6 hours."""
+    rng = random.Random(seed)
+    hour = day_s * 1000 // 24
+    ev = []
+    for day in range(days):
+        base = day * day_s * 1000
+        for h in (7, 18):
+            t = base + h * hour + rng.randrange(hour // 4)
+            ev += [[t + 250 * k, "lock", 3, 50] for k in range(4)]
+            t2 = t + 2500 + rng.randrange(500)
+            ev += [[t2 + 300 * k, "speaker", 5, 50] for k in range(6)]
+        for h in range(0, 24, 6):
+            ev.append([base + h * hour + rng.randrange(hour // 2), "sensor", 4, 60000])
+    return sorted(ev)
+
+
+def adaptive_cfg(**over):
+    cfg = config.check(with_shaper({"kind": "adaptive", "day_s": DAY_S, "decoy_ratio": 4.0}))
+    sh = cfg["tunnel"]["shaper"]
+    sh.update(over)
+    return sh
+
+
+def adaptive_case(tmp_path, seed, learn_days=3, idle_days=3, cell=512, **over):
+    day = DAY_S * 1000
+    return {"cfg": adaptive_cfg(**over), "dir": str(tmp_path), "seed": seed, "cell": cell,
+            "learn": home_events(learn_days, seed), "learn_end": learn_days * day,
+            "idle": [], "end": (learn_days + idle_days) * day, "lead": "lock"}
+
+
+def check_adaptive(r, case):
+    cfg, cell = case["cfg"], case["cell"]
+    budget = cfg["budget_Bps"]
+    # Templates, histograms and followers came back whole after the restart.
+    assert r["same"] is True
+    # The hours learned are the hours used, and no decoy falls outside them.
+    assert r["hist"]["lock"] == [7, 18] and r["hist"]["speaker"] == [7, 18]
+    assert r["hist"]["sensor"] == [0, 6, 12, 18]
+    for name, hour, nbytes, ms, _t in r["decoys"]:
+        assert hour in r["hist"][name], (name, hour)
+        assert nbytes > 0 and ms >= 0
+    # The speaker follows the lock, in life and in decoys.
+    assert "speaker" in r["follow"]
+    # Never a hold past the slack, never a cell past its max_delay_ms.
+    assert r["over"] == 0 and r["held"] <= 0
+    # The budget: PAD bytes up to any time t never exceed the bucket's start
+    # (10 s of budget) plus budget * t, for each run of the shaper.
+    for pads, t0 in ((r["pads1"], 0), (r["pads2"], case["learn_end"])):
+        for k, t in enumerate(pads):
+            assert (k + 1) * cell <= budget * 10 + budget * (t - t0) / 1000, (k, t)
+    return r
+
+
+@given(st.integers(0, 2**30), st.sampled_from([1500, 3000, 6000]),
+       st.sampled_from([500, 2000, 8000]), st.sampled_from([0.0, 0.5, 2.0]))
+@settings(max_examples=6, deadline=None)
+def test_adaptive_budget_holds_hours_coherence_restart(tmp_path_factory, seed, budget, floor,
+                                                       noise):
+    tmp = tmp_path_factory.mktemp("adaptive")
+    if 512 * (1000 / floor + noise) > budget / 2:
+        floor = 8000
+        noise = 0.0
+    case = adaptive_case(tmp, seed, budget_Bps=budget, floor_interval_ms=floor, noise=noise)
+    check_adaptive(run_cpython(ADAPTIVE, case), case)
+
+
+def test_adaptive_decoys_happen_and_follow_unix_port(tmp_path):
+    case = adaptive_case(tmp_path, 11, idle_days=4)
+    r = check_adaptive(run_mp(ADAPTIVE, case, heap="8192k"), case)
+    names = [d[0] for d in r["decoys"]]
+    # It does something: decoys for each device, and followers of the lock's.
+    assert set(names) == {"lock", "speaker", "sensor"}, names
+    assert r["c2"]["decoys_followed"] >= 1
+    # The floor: a PAD every floor_interval_ms on average (0.5..1.5 of it),
+    # so that silence says nothing.
+    gaps = [b - a for a, b in zip(r["pads2"], r["pads2"][1:])]
+    assert max(gaps) <= 1.5 * case["cfg"]["floor_interval_ms"] + 1
+    cp = run_cpython(ADAPTIVE, case)
+    assert cp["hist"] == r["hist"]
+
+
+def test_adaptive_budget_caps_decoys(tmp_path):
+    # A budget that barely pays the floor: decoys are skipped, the budget holds.
+    case = adaptive_case(tmp_path, 5, budget_Bps=600, floor_interval_ms=2000, noise=0.0)
+    r = check_adaptive(run_cpython(ADAPTIVE, case), case)
+    (tmp_path / "b").mkdir()
+    case = adaptive_case(tmp_path / "b", 5)
+    full = check_adaptive(run_cpython(ADAPTIVE, case), case)
+    assert len(r["decoys"]) < len(full["decoys"])
+    assert r["c2"]["pad_decoy"] < full["c2"]["pad_decoy"]
+
+
+@given(st.integers(0, 2**30), st.integers(100, 200000))
+@settings(max_examples=50, deadline=None)
+def test_delay_tolerant_cells_ride_in_scheduled_slots(seed, floor):
+    # A sensor allowing 10 minutes waits for the floor's next PAD slot and
+    # takes it; what waits with it follows in the same slot. An interactive
+    # cell (50 ms) with no slot that near leaves at once.
+    sh = AdaptiveShaper(adaptive_cfg(state_file=None, floor_interval_ms=floor, noise=0.0),
+                        None, random.Random(seed), 512)
+    sh.start(0)
+    slot = sh.floor_at
+    assert floor // 2 <= slot <= floor * 3 // 2
+    assert sh.due(0, True, 50) == (slot if slot <= 50 else 0)
+    assert sh.due(0, True, 600000) == slot
+    assert sh.due(slot, True, 600000 - slot) == 0
+    sh.sent(slot, True)
+    assert sh.c["rode"] == 1 and sh.c["pad_floor"] == 0
+    assert sh.due(slot, True, 600000 - slot) == 0  # the backlog follows
+    assert sh.due(slot, False) > 0  # then nothing is due until the next slot
+    # A real cell in a slot costs no budget: the bucket only grew.
+    assert sh.tokens == 3000 * 10 + 3000 * (sh.hk if sh.hk > 0 else 0) // 1000
+
+
+def test_hello_round_trip_and_exit_twin_plays_the_ordered_half(tmp_path):
+    rng = random.Random(9)
+    stp = make({"kind": "stp", "interval_ms": 40, "active_ms": 900, "q": 0.123}, rng=rng)
+    twin = shapes.from_hello(2, 40, stp.hello(), rng)
+    assert (twin.interval_ms, twin.active_ms, twin.q) == (40, 900, stp.q)
+    for bad in (b"", bytes(8), shapes.u32(900) + shapes.u32(shapes.Q_ONE + 1)):
+        with pytest.raises(ValueError):
+            shapes.from_hello(2, 40, bad)
+    with pytest.raises(ValueError):
+        shapes.from_hello(9, 40, b"")
+    assert isinstance(shapes.from_hello(1, 40, b""), ConstantShaper)
+    cfg = adaptive_cfg(noise=0.37, budget_Bps=4321, floor_interval_ms=1500)
+    hub = AdaptiveShaper(cfg, None, rng, 512)
+    ex = shapes.from_hello(3, cfg["interval_ms"], hub.hello(), rng)
+    assert (ex.floor_ms, ex.budget, ex.noise, ex.state_file) == (1500, 4321, 0.37, None)
+    # A decoy on the hub orders its downlink half; the exit plays exactly it.
+    hub.start(0)
+    for t in range(0, 3000, 100):
+        hub.note(t, "cam", t % 300 == 0)
+    hub.model.sweep(10000)
+    d = hub.model.devs["cam"]
+    assert hub._decoy(10000, d, False)
+    order = hub.order_taken()
+    assert order is not None and hub.order_taken() is None
+    from blinds.tunnel.bursts import DOWN, UP
+
+    down = sum(d.tpl[0][DOWN:])
+    assert sum(d.tpl[0][UP:DOWN]) == 10 and down == 20
+    ex.start(10000)
+    assert ex.ordered(10000, bytes(order))
+    assert not ex.ordered(10000, b"D\x02" + bytes(20))
+    assert [list(p[2]) for p in ex.plays if p[5] == 1] == [list(d.tpl[0][DOWN:])]
+    now, sent = 10000, 0
+    while now < 20000:
+        x = ex.due(now, False)
+        if x == 0:
+            ex.sent(now, False)
+            sent += 1
+        else:
+            now += x
+    assert ex.c["pad_decoy"] == down and ex.c["orders"] == 1
+
+
+def test_bad_state_file_is_counted_and_ignored(tmp_path):
+    from blinds.storage import Storage
+
+    store = Storage(str(tmp_path / "hub.json"), str(tmp_path / "state"))
+    store.save("shaping.json", b"{not json")
+    sh = AdaptiveShaper(adaptive_cfg(), store, random.Random(1), 512)
+    assert sh.model.bad_state == 1 and sh.model.devs == {}
+    store.save("shaping.json", json.dumps({"v": 1, "obs": 5, "devices": {
+        "x": {"h": [1] * 23, "age": 1, "n": 1, "t": [], "f": {}}}}).encode())
+    sh = AdaptiveShaper(adaptive_cfg(), store, random.Random(1), 512)
+    assert sh.model.bad_state == 1 and sh.model.devs == {}
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 2000), st.booleans()),
+                max_size=400))
+@settings(max_examples=40, deadline=None)
+def test_model_stays_bounded(notes):
+    from blinds.tunnel import bursts
+
+    m = bursts.Model(20, random.Random(0), 240)
+    now = 0
+    for dev, gap, up in notes:
+        now += gap
+        m.note(now, "d%d" % dev, up, now // 10000 % 24, now)
+    m.sweep(now + 10_000)
+    assert len(m.devs) <= bursts._MAX_DEVICES
+    for d in m.devs.values():
+        assert len(d.tpl) <= bursts._MAX_TEMPLATES and len(d.follow) <= bursts._MAX_FOLLOW
+        for t in d.tpl:
+            assert len(t) == bursts._TPL and 1 <= t[1] <= bursts._MAX_WIDTH and t[0] >= 1
+    snap = json.loads(json.dumps(m.snapshot()))
+    m2 = bursts.Model(20, random.Random(0), 240)
+    assert m2.restore(json.dumps(snap)) and m2.snapshot() == snap
+
+
+# ---- configuration ----------------------------------------------------------------------
+
+BASE = {
+    "ap": {"ip": "192.168.4.1", "ssid": "blinds", "passphrase": "correct horse"},
+    "dns": {"upstreams": [{"type": "dot", "ip": "10.0.0.53", "name": "dns.test",
+                           "ca_file": "ca.pem"}]},
+    "devices": [{"mac": "02:00:00:00:00:01", "name": "lock", "policy": "open"},
+                {"mac": "02:00:00:00:00:02", "name": "sensor", "policy": "open",
+                 "max_delay_ms": 60000}],
+}
+
+
+def with_shaper(shaper, **tunnel):
+    cfg = copy.deepcopy(BASE)
+    cfg["tunnel"] = {"exit": {"ip": "10.0.0.9", "name": "exit.test", "ca_file": "x.pem"},
+                     "cert_file": "hub.pem", "key_file": "hub.key", "shaper": shaper}
+    cfg["tunnel"].update(tunnel)
+    return cfg
+
+
+def test_config_defaults_and_normalized_twice():
+    r = config.check(with_shaper({"kind": "stp"}))
+    assert r["tunnel"]["shaper"] == {"kind": "stp", "interval_ms": 50, "active_ms": 2000,
+                                     "q": 0.01}
+    assert config.check(r) == r
+    r = config.check(with_shaper({"kind": "adaptive"}))
+    assert r["tunnel"]["shaper"] == {
+        "kind": "adaptive", "interval_ms": 20, "floor_interval_ms": 2000, "budget_Bps": 3000,
+        "day_s": 86400, "noise": 0.5, "decoy_ratio": 1.0, "state_file": "shaping.json"}
+    assert config.check(r) == r
+    assert [d["max_delay_ms"] for d in r["devices"]] == [50, 60000]
+    assert r["tunnel"]["max_delay_ms"] == 50
+
+
+@pytest.mark.parametrize("shaper,tunnel,path,words", [
+    ({"kind": "stp", "q": 1.5}, {}, "$.tunnel.shaper.q", "out of range"),
+    ({"kind": "stp", "q": "0.1"}, {}, "$.tunnel.shaper.q", "a number"),
+    ({"kind": "stp", "q": True}, {}, "$.tunnel.shaper.q", "a number"),
+    ({"kind": "stp", "interval_ms": 100, "active_ms": 50}, {}, "$.tunnel.shaper.active_ms",
+     "at least interval_ms"),
+    ({"kind": "stp", "floor_interval_ms": 5}, {}, "$.tunnel.shaper.floor_interval_ms",
+     "unknown key"),
+    ({"kind": "adaptive", "budget_Bps": 300}, {}, "$.tunnel.shaper.budget_Bps", "floor"),
+    ({"kind": "adaptive", "noise": -1}, {}, "$.tunnel.shaper.noise", "out of range"),
+    ({"kind": "adaptive", "day_s": 10}, {}, "$.tunnel.shaper.day_s", "out of range"),
+    ({"kind": "adaptive", "state_file": "../x"}, {}, "$.tunnel.shaper.state_file", "file name"),
+    ({"kind": "adaptive", "active_ms": 5}, {}, "$.tunnel.shaper.active_ms", "unknown key"),
+    ({"kind": "constant", "interval_ms": 100}, {}, "$.devices[0].max_delay_ms",
+     "constant shaper"),
+    ({"kind": "none"}, {"max_delay_ms": -1}, "$.tunnel.max_delay_ms", "out of range"),
+])
+def test_config_errors_have_json_paths(shaper, tunnel, path, words):
+    problems = dict(config.validate(with_shaper(shaper, **tunnel)))
+    assert path in problems and words in problems[path], problems
+
+
+@given(st.integers(-5, 100_000_000))
+@settings(max_examples=50)
+def test_device_max_delay_range(v):
+    cfg = with_shaper({"kind": "stp"})
+    cfg["devices"][0]["max_delay_ms"] = v
+    problems = dict(config.validate(cfg))
+    assert ("$.devices[0].max_delay_ms" in problems) == (not 0 <= v <= 86_400_000)
+
+
+def test_make_builds_each_kind():
+    assert make({"kind": "none", "interval_ms": 0}).KIND == 0
+    assert make({"kind": "constant", "interval_ms": 5}).KIND == 1
+    s = make({"kind": "stp", "interval_ms": 5, "active_ms": 10, "q": 1.0})
+    assert isinstance(s, StpShaper) and s.q == shapes.Q_ONE
+    assert make(adaptive_cfg()).KIND == 3
