@@ -13,4 +13,6 @@ LIMITS = {
     "dns_log_size": 64,
     "relay_log_size": 32,
     "relay_buffer_size": 8192,
+    # lwIP raw sockets (socket.SOCK_RAW in the v1.29 stubs): the WiFi cover's echo requests.
+    "raw_sockets": True,
 }

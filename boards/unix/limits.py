@@ -11,4 +11,6 @@ LIMITS = {
     "dns_log_size": 1024,
     "relay_log_size": 256,
     "relay_buffer_size": 16384,
+    # A raw socket (root, or CAP_NET_RAW) for the WiFi cover's echo requests.
+    "raw_sockets": True,
 }

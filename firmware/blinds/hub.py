@@ -36,6 +36,7 @@ class Hub:
         self.log = None
         self.budget = None
         self.tunnel = None  # the link to the tunnel exit, when configured
+        self.cover = None  # the WiFi cover (blinds.cover), when cover.wifi is enabled
         self.socks = []  # every socket the hub opened, closed if start-up fails
         self.tcp_server = None
         self.tasks = {}
@@ -159,6 +160,8 @@ class Hub:
         if cfg is not None and cfg.get("tunnel") is not None:
             from blinds.tunnel import cells, link, resolver, shaper  # noqa: F401
             from blinds.tunnel import streams as _ts  # noqa: F401
+        if cfg is not None and budget.cover_sockets(cfg):
+            from blinds.cover import echo, sched, wifi  # noqa: F401
 
             kind = cfg["tunnel"]["shaper"]["kind"]
             if kind == "stp":
@@ -172,6 +175,7 @@ class Hub:
         from blinds.devices import Devices
         from blinds.dns import cache, decisions, server
         from blinds.names import Names
+        from blinds.net import budget
         from blinds.net.budget import Budget, direct_allowed
         from blinds.net.guard import Guard
         from blinds.policy import Policy
@@ -236,6 +240,26 @@ class Hub:
 
             self.sntp = SntpClient(board, cfg["time"], self.budget)
             self.keep("sntp", self.sntp.run)
+        if budget.cover_sockets(cfg):
+            self._start_cover(cfg)
+
+    def _start_cover(self, cfg):
+        # The WiFi cover; without a raw socket it says so and the hub runs on.
+        from blinds.cover.wifi import WifiCover
+
+        cover = self.cover = WifiCover(self.board, cfg)
+        try:
+            self._own(cover.socket())
+        except OSError as e:
+            cover.unavailable(e)
+            return
+        self.keep("cover", cover.run)
+        self.keep("cover-rx", cover.receive)
+        # The shaper (blinds.tunnel) tells the cover of each tunnel decoy, so
+        # that both views tell one story.
+        sh = getattr(self.tunnel, "shaper", None)
+        if sh is not None and hasattr(sh, "on_decoy"):
+            sh.on_decoy = cover.decoy
 
     def _listen_relay(self):
         out = []
@@ -266,7 +290,7 @@ class Hub:
             except OSError:
                 pass
         self.socks = []
-        self.dns = self.relay = self.ntp = self.tunnel = self.mqtt = self.sntp = None
+        self.dns = self.relay = self.ntp = self.tunnel = self.mqtt = self.sntp = self.cover = None
         self.problems = [("$", "%s" % (e,))]
         self.refuse("start-up failed: %s" % (e,))
 
@@ -345,6 +369,8 @@ class Hub:
             st["tunnel"] = self.tunnel.status()
         if self.mqtt is not None:
             st["mqtt"] = self.mqtt.status()
+        if self.cover is not None:
+            st["cover"] = self.cover.status()
         return st
 
     def _clock(self):
@@ -379,6 +405,8 @@ class Hub:
         if self.mqtt is not None:
             s = self.mqtt.stats
             m += [s["accepted"], s["published"], s["delivered"], s["slow_cut"], s["bad_packets"]]
+        if self.cover is not None:
+            m += self.cover.mark()
         return m
 
     def heap(self):

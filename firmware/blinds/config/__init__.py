@@ -6,7 +6,7 @@
 import json
 
 from blinds.compat import const
-from blinds.config import sections
+from blinds.config import cover, sections
 from blinds.config.values import _choice, _list, _obj
 from blinds.net import budget
 from blinds.policy import ALLOWLIST, BLOCK_ALL, DEFAULT_POLICIES, NXDOMAIN
@@ -40,7 +40,7 @@ class ConfigError(Exception):
 def _root(cfg, out):
     if not _obj(cfg, "$", out, ("ap", "dns"),
                 ("devices", "default_policy", "uplink", "relay", "hub", "tunnel",
-                 "mqtt", "time")):
+                 "mqtt", "time", "cover")):
         return None
     ap = sections.ap(cfg["ap"], "$.ap", out) if "ap" in cfg else None
     ap_net = ap.pop("net") if ap is not None else None
@@ -85,6 +85,10 @@ def _root(cfg, out):
         else None
     if "time" in cfg:
         r["time"] = sections.time(cfg["time"], "$.time", out, ap_net)
+    if "cover" in cfg:  # the WiFi cover (docs/cover.md)
+        c = r["cover"] = cover.cover(cfg["cover"], "$.cover", out)
+        if c is not None and c["wifi"] is not None:
+            cover.fill_devices(devices, c["wifi"], out)
     return r
 
 
@@ -103,7 +107,10 @@ def _delays(r, out):
 
 
 def _board(r, limits, out):
-    # What this board can hold: sizes, and the socket budget (docs/sockets.md).
+    # What this board can hold: sizes, raw sockets, and the socket budget (docs/sockets.md).
+    if budget.cover_sockets(r) and limits.get("raw_sockets") is False:
+        out.append(("$.cover.wifi.enabled", "the %s board has no raw sockets for echo requests"
+                    % limits.get("name", "target")))
     for path, sec, key, lim in _LIMITED:
         v = (r.get(sec) or {}).get(key)
         hi = limits.get(lim)

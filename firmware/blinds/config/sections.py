@@ -3,6 +3,7 @@
 # one place for defaults), and appends (path, message) for what is wrong.
 from blinds.compat import const
 from blinds.config import shaping
+from blinds.config.cover import device_budget
 from blinds.config.values import (
     _BLANK, _DIGITS, _URL_PATH_CHARS, _choice, _dns_name, _int, _ints, _ipv4, _kp, _list, _mac,
     _name, _obj, _str, _unicast, _want,
@@ -222,9 +223,12 @@ def dns(v, path, out, ap_net):
 
 def device(v, path, out, answer):
     if not _obj(v, path, out, ("mac", "name", "policy"),
-                ("allow", "max_streams", "max_delay_ms", "blocked_answer")):
+                ("allow", "max_streams", "max_delay_ms", "blocked_answer", "cover_budget_Bps")):
         return None
     r = {}
+    if "cover_budget_Bps" in v:  # the WiFi cover's budget for this device (blinds.config.cover)
+        r["cover_budget_Bps"] = device_budget(v["cover_budget_Bps"], path + ".cover_budget_Bps",
+                                              out)
     r["mac"] = _mac(v["mac"], path + ".mac", out) if "mac" in v else None
     name = v.get("name")
     if "name" in v and _str(name, path + ".name", out, 1, _MAX_DEVICE_NAME) is not None:

@@ -34,10 +34,17 @@ def stream_sockets(cfg):
     return STREAM_SOCKETS if cfg.get("tunnel") is None else TUNNEL_STREAM_SOCKETS
 
 
+def cover_sockets(cfg):
+    """The WiFi cover's raw socket: 1 when cover.wifi is enabled, else 0."""
+    c = cfg.get("cover")
+    return 1 if c is not None and c["wifi"] is not None and c["wifi"]["enabled"] else 0
+
+
 def fixed_sockets(cfg):
     """Sockets the hub holds whatever the devices do: DNS UDP and TCP, SNTP, one
-    per upstream resolver it may use, the tunnel's, one listener per relay port."""
-    n = 3 + len(relay_ports(cfg))
+    per upstream resolver it may use, the tunnel's, one listener per relay port,
+    the WiFi cover's."""
+    n = 3 + len(relay_ports(cfg)) + cover_sockets(cfg)
     if direct_allowed(cfg):
         n += len(cfg["dns"]["upstreams"])
     if cfg.get("tunnel") is not None:
