@@ -46,7 +46,7 @@ SHAPER_DEFAULTS = {
 MAX_DELAY_MS = {"interactive": 50, "delay_tolerant": 5000}
 TIME_KEYS = ("interval_ms", "active_ms", "floor_interval_ms", "max_delay_ms")
 RATE_KEYS = ("budget_Bps", "noise")   # noise: cells per second
-INT_KEYS = TIME_KEYS + ("budget_Bps",)
+INT_KEYS = TIME_KEYS + ("budget_Bps", "day_s")
 PLANNED = ()
 _NAME = re.compile(r"^tunnel(\+(constant|stp|adaptive))?(\+cover)?$")
 
@@ -154,7 +154,7 @@ def wall_settings(settings, speed):
         elif k in RATE_KEYS:
             v = int(round(v * speed)) if k in INT_KEYS else v * speed
         elif k == "day_s":
-            v = v / speed
+            v = max(int(round(v / speed)), 1)
         out[k] = v
     return out
 

@@ -52,6 +52,11 @@ END_MARGIN_S = 3.0
 HUB_IDLE_TIMEOUT_S = 600     # > schedule.SESSION_GAP_S: a session's silences never end it
 MAX_ALLOW = 128
 TUNNEL_UP_S = 20.0
+# The unix port's heap for the hub: the test home's 256 KB, but 512 KB with the
+# adaptive shaper or the WiFi cover (with both and 5 devices the hub ran out of
+# 256 KB here: status writes and DNS failed with MemoryError).
+HUB_HEAP = "256k"
+HUB_HEAP_BIG = "512k"
 PROBE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hubprobe")
 
 
@@ -138,8 +143,12 @@ def add_max_delay(devices, sched, speed):
     return True
 
 
-def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
-    """Run the home under ``defense`` (a name or Defense); return what the run produced."""
+def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None, state_from=None):
+    """Run the home under ``defense`` (a name or Defense); return what the run produced.
+
+    ``state_from``: a hub state folder whose files the hub starts with (the
+    adaptive shaper's learned bursts and hours from a warm-up run).
+    """
     defense = as_defense(defense)
     os.makedirs(outdir, exist_ok=True)
     wd = os.path.join(outdir, "home")
@@ -172,7 +181,13 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
                 cfg["tunnel"] = _start_exit(home, sched, shaper)
             if defense.cover:
                 cfg["cover"] = {"wifi": D.wall_settings(defense.cover_wifi, speed)}
-            home.start_hub(cfg)
+            info["hub_heap"] = HUB_HEAP_BIG if (defense.cover or defense.kind == "adaptive") \
+                else HUB_HEAP
+            if state_from:
+                shutil.rmtree(home.hub_state, ignore_errors=True)
+                shutil.copytree(state_from, home.hub_state)
+                info["state_from"] = state_from
+            home.start_hub(cfg, heap=info["hub_heap"], keep_state=bool(state_from))
             if defense.tunnel:
                 _wait_tunnel(home)
         caps = {v: home.capture(v, "%s.pcap" % v) for v in ("wifi", "lastmile")}
@@ -231,6 +246,7 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
         info["logs"] = {str(k): v for k, v in logs.items()}
         if not routed:
             info["hub_log_tail"] = home.hub_log()[-2000:]
+            info["hub_state"] = home.hub_state
     finally:
         home.close()
         if defense.tunnel:
@@ -325,7 +341,8 @@ def decoys_of(log_text, status, t0, speed):
 
 def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=None,
              duration=None, speed=1.0, start=0.0, window=None, seed=0, progress=None,
-             synthetic_seed=1, events=None, event_window=None, event_labels=None, day_s=None):
+             synthetic_seed=1, events=None, event_window=None, event_labels=None, day_s=None,
+             warmup=True):
     """Build the schedule, run every defense, analyse, write the report.
 
     ``events``: an events table for a recording (default: ``events.csv`` beside
@@ -375,10 +392,19 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
     w = window or analysis.pick_window(sched["duration"])
     ew = event_window or analysis.EVENT_WINDOW_S
     stopped = None
+    learned = None
     try:
         for defense in defenses:
+            state = None
+            if warmup and defense.kind == "adaptive":
+                if learned is None:
+                    learned = _warm_up(out, sched, sched_path, defense, speed, say,
+                                       synth if synthetic else None,
+                                       dict(duration=duration, seed=synthetic_seed + 1,
+                                            day_s=day_s))
+                state = learned
             run = run_defense(sched_path, sched, defense, os.path.join(out, defense.dirname),
-                              speed=speed, progress=say)
+                              speed=speed, progress=say, state_from=state)
             say("[%s] analysing the captures" % defense.label)
             runs[defense.label] = analysis.analyse(run, sched, w=w, seed=seed, event_window=ew,
                                                    event_labels=event_labels)
@@ -411,6 +437,21 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
             ", ".join(runs), path_json, path_html))
         raise stopped
     return results, path_json, path_html
+
+
+def _warm_up(out, sched, sched_path, defense, speed, say, synth, synth_kw):
+    """Replay a warm-up day under ``defense``; -> the hub state folder it left."""
+    if synth is not None:
+        rec = synth.home(synth_kw["duration"], seed=synth_kw["seed"], day_s=synth_kw["day_s"])
+        sched = S.build(rec, duration=synth_kw["duration"])
+        sched_path = os.path.join(out, "warmup-schedule.json")
+        with open(sched_path, "w") as f:
+            json.dump(sched, f)
+    say("[%s] warm-up day: the adaptive shaper learns bursts and hours (%s)" % (
+        defense.label, "synthetic seed %d" % synth_kw["seed"] if synth else "the same recording"))
+    run = run_defense(sched_path, sched, defense, os.path.join(out, "warmup"), speed=speed,
+                      progress=say)
+    return run["hub_state"]
 
 
 def _beside(path, name):

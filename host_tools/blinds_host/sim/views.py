@@ -219,9 +219,11 @@ def run_attacks(run, sched, w, s=1, k=3, seed=0, event_window=EVENT_WINDOW_S,
             continue
         ev = events_attack(records, sched, event_window, event_labels, seed)
         ev["view"] = view
-        dc = decoy_attack(records, run, sched, event_window, event_labels, seed)
-        dc["view"] = view
-        results += [ev, dc]
+        results.append(ev)
+        if view != "lastmile-dest":  # decoys: on the radio, or on the home's one flow
+            dc = decoy_attack(records, run, sched, event_window, event_labels, seed)
+            dc["view"] = view
+            results.append(dc)
     return results
 
 
