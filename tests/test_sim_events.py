@@ -68,7 +68,7 @@ def test_defense_settings_and_their_wall_clock_values():
     a, n = D.parse("tunnel+adaptive+cover:budget_Bps=3000,cover.budget_Bps=500,none")
     assert a.cover and a.cover_wifi == {"budget_Bps": 500} and n.label == "none"
     sec = D.shaper_section(a, 2.0, day_s=600.0)
-    assert sec["budget_Bps"] == 6000 and sec["day_s"] == 300.0 and sec["floor_interval_ms"] == 1000
+    assert sec["budget_Bps"] == 6000 and sec["day_s"] == 300 and sec["floor_interval_ms"] == 1000
     assert sec["noise"] == 1.0
     assert D.parse("tunnel+constant")[0].shaper == {"interval_ms": 10}
     for bad, msg in [("tunnel+stp:budget_Bps=1", "no shaper setting"), ("dns:q=1", "no settings"),
@@ -161,3 +161,25 @@ def test_goals_table_takes_the_worst_setting_per_goal(monkeypatch):
     assert bsim.supported("tunnel+constant") and bsim.supported("none")
     monkeypatch.setattr(bsim, "shaper_kinds", lambda: ("none",))
     assert not bsim.supported("tunnel+constant")
+
+
+def test_stp_run_logs_its_cover_periods_as_decoys(tmp_path):
+    """One short namespace run: the probe's decoy lines match the shaper's own count,
+    and the table rows carry the new figures."""
+    from conftest import need_home
+
+    need_home()
+    label = "tunnel+stp:q=0.05"
+    res, _, _ = runner.simulate(out=str(tmp_path), defenses=[label], synthetic=True,
+                                duration=150, speed=5, window=10)
+    run = res["runs"][label]
+    assert run["sessions"]["ok"] == run["sessions"]["expected"] > 0, run["sessions"]
+    covers = run["hub"]["shaper"]["covers"]
+    assert covers > 0 and abs(len(run["decoys"]) - covers) <= 2, (len(run["decoys"]), covers)
+    assert all(d["end"] - d["start"] == pytest.approx(2000 / 1000 * 1, abs=0.05)
+               for d in run["decoys"])
+    rows = {r["view"]: r for r in res["table"]}
+    assert rows["lastmile"]["overhead_KBps"] is None  # no baseline in this run
+    assert set(rows["wifi"]["added_p95_ms"]) == {"interactive", "delay_tolerant"}
+    lm = next(a for a in run["attacks"] if a["view"] == "lastmile" and a["attack"] == "events")
+    assert lm["tunnelled"] and list(lm["per_device"]) == ["uplink"]

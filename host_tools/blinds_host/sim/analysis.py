@@ -239,4 +239,6 @@ def _hub_summary(st):
                                             "upstream") if k in dns},
             "relay": {k: v for k, v in relay.items() if isinstance(v, (int, float, str))},
             "tunnel": {k: v for k, v in (st.get("tunnel") or {}).items()
-                       if isinstance(v, (int, float, str))} or None}
+                       if isinstance(v, (int, float, str))} or None,
+            "shaper": (st.get("tunnel") or {}).get("shaper"),
+            "cover": st.get("cover")}

@@ -443,7 +443,10 @@ def _warm_up(out, sched, sched_path, defense, speed, say, synth, synth_kw):
     """Replay a warm-up day under ``defense``; -> the hub state folder it left."""
     if synth is not None:
         rec = synth.home(synth_kw["duration"], seed=synth_kw["seed"], day_s=synth_kw["day_s"])
-        sched = S.build(rec, duration=synth_kw["duration"])
+        # The same device order: each device keeps its index, MAC and hub name,
+        # under which the shaper learned it.
+        sched = S.build(rec, devices=[d["name"] for d in sched["devices"]],
+                        duration=synth_kw["duration"])
         sched_path = os.path.join(out, "warmup-schedule.json")
         with open(sched_path, "w") as f:
             json.dump(sched, f)

@@ -171,12 +171,13 @@ def decoy_attack(records, run, sched, window, labels=None, seed=0):
     for d in sched["devices"]:
         names[device_mac(d["index"])] = d["name"]
         names[hub_name(d)] = d["name"]
+        names[hub_name(d).split("-", 1)[1]] = d["name"]  # "dN-name" learned under another N
     mine = [sp for sp in spans if sp.get("view") in (None, records.view)]
     real = [decoy.Span(e.device, e.start, e.end) for e in sched_events(sched)
             if not matches(e.label, DEFAULT_BACKGROUND) and (labels is None
                                                               or matches(e.label, labels))]
-    fake = [decoy.Span(names.get(sp.get("device"), sp.get("device")), sp["start"], sp["end"])
-            for sp in mine]
+    fake = [decoy.Span(names.get(dev, names.get(str(dev).split("-", 1)[-1], dev)),
+                       sp["start"], sp["end"]) for sp in mine for dev in [sp.get("device")]]
     r = decoy.detect(records, real, fake, window, day_s=sched.get("day_s"),
                      day_start_s=sched.get("day_start_s", 0.0), seed=seed,
                      n_estimators=FOREST_TREES)
