@@ -140,6 +140,7 @@ def test_table_rows_carry_the_new_keys():
 
 def test_goals_table_takes_the_worst_setting_per_goal(monkeypatch):
     from blinds_host.bench import sim as bsim
+    from blinds_host.sim import curves
 
     def row(defense, view, **kw):
         base = {"defense": defense, "view": view, "knn": None, "chance": None, "events": None,
@@ -151,7 +152,7 @@ def test_goals_table_takes_the_worst_setting_per_goal(monkeypatch):
              row("tunnel+adaptive:budget_Bps=1000", "lastmile", events=0.58, overhead_KBps=1.0),
              row("tunnel+adaptive+cover", "wifi", knn=0.4, chance=0.2, events=0.59),
              row("none", "lastmile", events=0.95)]
-    got = {(g["kind"], g["measure"]): g for g in bsim.goals_table(table)}
+    got = {(g["kind"], g["measure"]): g for g in curves.goals_table(table)}
     assert got[("constant", "events")]["met"] is True
     assert got[("adaptive", "events")]["value"] == 0.58 and got[("adaptive", "events")]["met"] is False
     assert got[("adaptive", "overhead_KBps")]["met"] is True

@@ -194,44 +194,11 @@ def supported(label):
     return True
 
 
-GOALS = [  # (view, defense kind, measure, goal, comparison)
-    ("lastmile", "constant", "events", 0.52), ("lastmile", "stp", "events", 0.60),
-    ("lastmile", "adaptive", "events", 0.55), ("lastmile", "adaptive", "overhead_KBps", 4.0),
-    ("lastmile", "adaptive", "added_interactive_ms", 200.0),
-    ("lastmile", "*", "decoy", 0.60), ("wifi", "cover", "events", 0.60),
-    ("wifi", "cover", "knn_above_chance", 0.15),
-]
 # The last 595 s of lifecycle_nku: the camera's spoken requests, the plug switched
 # eight ways (remote, local, voice, physical), each a labelled event.
 REAL_CASE = dict(start=3500, duration=595, speed=5, event_labels=["on_*", "off_*", "speak_*"])
 PRIVACY_DEFENSES = ["none", "tunnel", "tunnel+constant", "tunnel+stp", "tunnel+adaptive",
                     "tunnel+adaptive+cover"]
-
-
-def goals_table(table):
-    """Issue 9's goals from a results table: [{view, kind, measure, value, goal, met}]."""
-    from ..sim import curves
-
-    out = []
-    for view, kind, measure, goal in GOALS:
-        vals = []
-        for row in table:
-            k = curves.kind_of(row["defense"])
-            if row["view"] != view or k is None or (kind != "*" and k != kind):
-                continue
-            if measure == "added_interactive_ms":
-                v = (row.get("added_p95_ms") or {}).get("interactive")
-            elif measure == "knn_above_chance":
-                v = None if row["knn"] is None else round(row["knn"] - row["chance"], 4)
-            else:
-                v = row.get(measure)
-            if v is not None:
-                vals.append((v, row["defense"]))
-        worst = max(vals) if vals else (None, None)
-        out.append({"view": view, "kind": kind, "measure": measure, "value": worst[0],
-                    "defense": worst[1], "goal": "<= %g" % goal,
-                    "met": None if worst[0] is None else worst[0] <= goal})
-    return out
 
 
 def bench_privacy_goals():
@@ -240,6 +207,8 @@ def bench_privacy_goals():
     res = {"name": "sim_privacy_goals", "unit": "goals met"}
     if not _root_or(res):
         return res
+    from ..sim import curves
+
     defenses = [d for d in PRIVACY_DEFENSES if supported(d)]
     cases = [("synthetic", dict(synthetic=True, duration=600, day_s=600, speed=5))]
     plug = _plug_csv()
@@ -248,11 +217,11 @@ def bench_privacy_goals():
     per_case, met, total = {}, 0, 0
     for label, kw in cases:
         results = _sim(defenses, **kw)
-        goals = goals_table(results["table"])
+        goals = curves.goals_table(results["table"])
         per_case[label] = {"table": results["table"], "goals": goals}
         met += sum(1 for g in goals if g["met"])
         total += sum(1 for g in goals if g["met"] is not None)
-    res.update(value=met, goal="%d of %d measured" % (total, len(GOALS) * len(cases)),
+    res.update(value=met, goal="%d of %d measured" % (total, len(curves.GOALS_9) * len(cases)),
                goal_met=bool(total and met == total), defenses=defenses,
                not_supported=[d for d in PRIVACY_DEFENSES if d not in defenses],
                cases=per_case, seconds=round(time.time() - t_start, 1))

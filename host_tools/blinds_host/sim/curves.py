@@ -41,6 +41,39 @@ GOALS = {"events": [(0.5, "chance"), (0.55, "goal adaptive 0.55"), (0.60, "goal 
                    (0.81, "Engelberg & Wool 81 %")]}
 
 
+GOALS_9 = [  # issue 9: (view, defense kind, measure, goal): the measure must be <= goal
+    ("lastmile", "constant", "events", 0.52), ("lastmile", "stp", "events", 0.60),
+    ("lastmile", "adaptive", "events", 0.55), ("lastmile", "adaptive", "overhead_KBps", 4.0),
+    ("lastmile", "adaptive", "added_interactive_ms", 200.0),
+    ("lastmile", "*", "decoy", 0.60), ("wifi", "cover", "events", 0.60),
+    ("wifi", "cover", "knn_above_chance", 0.15),
+]
+
+
+def goals_table(table):
+    """Issue 9's goals from a results table: [{view, kind, measure, value, goal, met}]."""
+    out = []
+    for view, kind, measure, goal in GOALS_9:
+        vals = []
+        for row in table:
+            k = kind_of(row["defense"])
+            if row["view"] != view or k is None or (kind != "*" and k != kind):
+                continue
+            if measure == "added_interactive_ms":
+                v = (row.get("added_p95_ms") or {}).get("interactive")
+            elif measure == "knn_above_chance":
+                v = None if row["knn"] is None else round(row["knn"] - row["chance"], 4)
+            else:
+                v = row.get(measure)
+            if v is not None:
+                vals.append((v, row["defense"]))
+        worst = max(vals) if vals else (None, None)
+        out.append({"view": view, "kind": kind, "measure": measure, "value": worst[0],
+                    "defense": worst[1], "goal": "<= %g" % goal,
+                    "met": None if worst[0] is None else worst[0] <= goal})
+    return out
+
+
 def grid_defenses(kinds=None):
     """The defenses of the curve grid (labels)."""
     out = ["none", "tunnel"]
@@ -90,6 +123,16 @@ def html(results):
             xrefs=PUBLISHED, yrefs=GOALS[measure]))
     if not parts:
         return ""
+    rows = "".join("<tr><td class='l'>%s</td><td class='l'>%s</td><td class='l'>%s</td>"
+                   "<td>%s</td><td>%s</td><td class='l'>%s</td></tr>" % (
+                       g["view"], g["kind"], g["measure"],
+                       "–" if g["value"] is None else "%.3f" % g["value"], g["goal"],
+                       {True: "<span class='good'>met</span>", False: "<span class='bad'>not "
+                        "met</span>", None: "not measured"}[g["met"]])
+                   for g in goals_table(table))
+    parts.append("<div class='card'><table><tr><th>view</th><th>shaper</th><th>measure</th>"
+                 "<th>value (worst setting)</th><th>goal</th><th>status</th></tr>%s</table>"
+                 "</div>" % rows)
     legend = svg.legend([(k, c) for k, c in COLORS.items()])
     return ("<h2>Cost and privacy per shaper</h2><p>Each point is one setting of a shaper "
             "(hover for its label); dashed vertical lines are published costs, horizontal "
