@@ -1,7 +1,8 @@
 """``blinds demo`` (what ``make demo`` runs): the built-in synthetic home, replayed
-under no hub, the hub enforcing allowlists, the hub tunnelling everything to an
-exit, the tunnel with constant-rate shaping, with STP, and the best setting of
-the curve grid (``BEST``: the adaptive shaper with the WiFi cover). Defenses the
+under no hub, the hub tunnelling everything to an exit, the tunnel with
+constant-rate shaping, with STP, and the best setting of the curve grid
+(``BEST``: the adaptive shaper with the WiFi cover, after a warm-up day it
+learns from). ``--defense`` runs others (``dns``, ``allowlist``, settings). Defenses the
 hub does not support (a shaper kind its config does not know) are left out,
 with a note.
 
@@ -9,8 +10,8 @@ It is ``blinds sim --synthetic`` with defaults that keep it to a few minutes:
 five device models (plug, camera, speaker, bridge, thermostat; see
 blinds_host/sim/synthetic.py for the published measurements behind them), five
 minutes of traffic per defense (one compressed day, with user events at its
-busy hours), replayed five times faster (60 s each), under 10 minutes for six
-defenses. It prints a table of defense x view -> attack accuracy (knn, sizes,
+busy hours), replayed five times faster (60 s each), under 10 minutes for the
+five defenses and the warm-up. It prints a table of defense x view -> attack accuracy (knn, sizes,
 events, decoys), overhead and p95 added latency, and the path of the HTML report.
 Namespaces need root.
 """
@@ -26,7 +27,7 @@ DEFAULT_DURATION = 300     # seconds of synthetic traffic per defense ...
 DEFAULT_SPEED = 5.0        # ... replayed 5x faster: 60 s per defense (every default shaper
 #                            setting divides by 5 into whole milliseconds)
 BEST = "tunnel+adaptive+cover"
-DEFAULT_DEFENSES = ("none", "allowlist", "tunnel", "tunnel+constant", "tunnel+stp", BEST)
+DEFAULT_DEFENSES = ("none", "tunnel", "tunnel+constant", "tunnel+stp", BEST)
 
 
 def add_parser(p):

@@ -57,6 +57,7 @@ TUNNEL_UP_S = 20.0
 # 256 KB here: status writes and DNS failed with MemoryError).
 HUB_HEAP = "256k"
 HUB_HEAP_BIG = "512k"
+KEEP_WAIT_S = 75.0   # the adaptive shaper saves its state every >= 60 s
 PROBE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hubprobe")
 
 
@@ -143,11 +144,14 @@ def add_max_delay(devices, sched, speed):
     return True
 
 
-def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None, state_from=None):
+def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None, state_from=None,
+                keep_file=None):
     """Run the home under ``defense`` (a name or Defense); return what the run produced.
 
     ``state_from``: a hub state folder whose files the hub starts with (the
-    adaptive shaper's learned bursts and hours from a warm-up run).
+    adaptive shaper's learned bursts and hours from a warm-up run); ``keep_file``:
+    a file the hub saves in its state folder, waited for (at most ``KEEP_WAIT_S``)
+    before the hub is stopped.
     """
     defense = as_defense(defense)
     os.makedirs(outdir, exist_ok=True)
@@ -232,6 +236,12 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None, st
                 done, failed = _count(logs, sched)
                 say("[%s] %5.0f / %.0f s   sessions: %d of %d done, %d failed" % (
                     label, max(now - t0, 0.0), run_s, done, total_sessions, failed))
+        if keep_file:
+            path = os.path.join(home.hub_state, keep_file)
+            deadline = time.time() + KEEP_WAIT_S
+            while not os.path.exists(path) and time.time() < deadline:
+                time.sleep(0.5)
+            info["kept"] = os.path.exists(path)
         info["t0"], info["run_s"] = t0, run_s
         info["hub_status"] = home.hub_status() if not routed else None
         if not routed:
@@ -453,7 +463,9 @@ def _warm_up(out, sched, sched_path, defense, speed, say, synth, synth_kw):
     say("[%s] warm-up day: the adaptive shaper learns bursts and hours (%s)" % (
         defense.label, "synthetic seed %d" % synth_kw["seed"] if synth else "the same recording"))
     run = run_defense(sched_path, sched, defense, os.path.join(out, "warmup"), speed=speed,
-                      progress=say)
+                      progress=say, keep_file=defense.shaper.get("state_file", "shaping.json"))
+    if not run.get("kept"):
+        say("[%s] warm-up: the shaper saved no state; the run starts unlearned" % defense.label)
     return run["hub_state"]
 
 
