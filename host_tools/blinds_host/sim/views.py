@@ -159,7 +159,8 @@ def decoy_attack(records, run, sched, window, labels=None, seed=0):
     """The decoy detector on one view: windows of real events (those the events attack
     counts) against the windows of the decoys the hub reported."""
     spans = run.get("decoys")
-    res = {"attack": "decoy", "view": records.view, "window": window, "chance": 0.5}
+    res = {"attack": "decoy", "view": records.view, "window": window, "chance": 0.5,
+           "tunnelled": bool(records.tunnelled)}
     if not spans:
         return dict(res, balanced_accuracy=None,
                     note="no decoys reported by this defense" if run.get("base") != "none"
