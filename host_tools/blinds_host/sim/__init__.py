@@ -16,7 +16,12 @@ Modules, each with one job:
 - ``runner``: one run of the home under one defense (``none``, ``dns``,
   ``allowlist``, ``tunnel[+KIND][+cover]``): the namespaces, the hub or a plain router, captures of both
   views, the replayers.
-- ``analysis``: attacks, rate series, fidelity, overhead and latency from a run.
+- ``views``: a run's views in recording time and the attacks on them (knn,
+  sizes, events, the decoy detector).
+- ``analysis``: rate series, fidelity, overhead and latency from a run.
+- ``curves``: the cost-privacy grid, the published points and issue 9's goals.
+- ``hubprobe/simmain.py``: the hub's entry point in the simulator (MicroPython),
+  printing each shaper decoy to the hub's log.
 - ``report``: ``results.json`` and a self-contained ``report.html`` (inline SVG).
 - ``svg``: the small chart library the report uses.
 
