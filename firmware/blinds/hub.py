@@ -160,14 +160,14 @@ class Hub:
         if cfg is not None and cfg.get("tunnel") is not None:
             from blinds.tunnel import cells, link, resolver, shaper  # noqa: F401
             from blinds.tunnel import streams as _ts  # noqa: F401
-        if cfg is not None and budget.cover_sockets(cfg):
-            from blinds.cover import echo, sched, wifi  # noqa: F401
 
             kind = cfg["tunnel"]["shaper"]["kind"]
             if kind == "stp":
                 from blinds.tunnel import shapes, stp  # noqa: F401
             elif kind == "adaptive":
                 from blinds.tunnel import adaptive, bursts, shapes  # noqa: F401
+        if cfg is not None and budget.cover_sockets(cfg):
+            from blinds.cover import echo, sched, wifi  # noqa: F401
 
     def _start(self, cfg):
         # Build the services, then bind every socket; nothing is served until
