@@ -143,6 +143,7 @@ def test_runner_registry_and_only(tmp_path):
     assert names == ["dns_cached_qps", "dns_miss_added_latency", "dns_heap_8dev_64names",
                      "dns_miss_after_idle", "relay_bulk_throughput",
                      "relay_connect_added_latency", "relay_heap_16streams", "replay_fidelity",
+                     "speed_agreement", "privacy_goals",
                      "knn_grid_10h", "tunnel_bulk_throughput", "tunnel_connect_added_latency",
                      "tunnel_heap_16streams", "tunnel_constant_overhead",
                      "tunnel_dns_miss_after_idle", "exit_homes_per_core",
@@ -150,7 +151,7 @@ def test_runner_registry_and_only(tmp_path):
                      "broker_msgs_per_s", "broker_heap_8clients", "bridge_delay_immediate",
                      "bridge_delay_delayed", "bridge_delay_batched", "bridge_kill9_restarts",
                      "bridge_events_attack"]
-    assert [s for s, _, _ in reg] == ["dns"] * 4 + ["relay"] * 3 + ["sim", "lab"] + \
+    assert [s for s, _, _ in reg] == ["dns"] * 4 + ["relay"] * 3 + ["sim"] * 3 + ["lab"] + \
         ["tunnel"] * 6 + ["esp"] + ["broker"] * 7
     assert all(callable(f) for _, _, f in reg)
     assert [n for n, _ in harness.select(reg, ["dns_heap_8dev_64names,dns_cached_qps"])] == [

@@ -112,9 +112,8 @@ def test_csv_written_by_synthetic_reads_back(tmp_path):
 def test_defense_names():
     assert runner.parse_defenses("none,dns,allowlist") == ["none", "dns", "allowlist"]
     assert runner.parse_defenses("tunnel,tunnel+constant") == ["tunnel", "tunnel+constant"]
-    for planned in ("tunnel+stp", "tunnel+adaptive"):
-        with pytest.raises(UsageError, match="not built yet"):
-            runner.parse_defenses("none," + planned)
+    assert runner.parse_defenses("tunnel+stp:q=0.02,active_ms=3000,none") == [
+        "tunnel+stp:q=0.02,active_ms=3000", "none"]
     with pytest.raises(UsageError, match="unknown defense"):
         runner.parse_defenses("vpn")
 
@@ -194,7 +193,7 @@ def test_report_table_and_html(tmp_path):
         rows = json.load(f)["table"]
     dns_wifi = next(r for r in rows if r["defense"] == "dns" and r["view"] == "wifi")
     assert dns_wifi["overhead_KBps"] == pytest.approx(0.01)
-    assert dns_wifi["added_p95_ms"] == pytest.approx(2.0)
+    assert dns_wifi["setup_added_p95_ms"] == pytest.approx(2.0)
     assert dns_wifi["dns_added_p95_ms"] == pytest.approx(2.0)
     assert next(r for r in rows if r["defense"] == "dns" and r["view"] == "lastmile")["knn"] is None
     with open(path_html) as f:
@@ -202,7 +201,8 @@ def test_report_table_and_html(tmp_path):
     assert page.count("<svg") >= 6 and "<script" not in page and "http://" not in page.replace(
         "http://www.w3.org/2000/svg", "")
     text = report.format_table(rows)
-    assert "defense" in text.splitlines()[0] and len(text.splitlines()) == 7 and "data" in text.splitlines()[0]
+    assert "defense" in text.splitlines()[0] and len(text.splitlines()) == 7
+    assert "events" in text.splitlines()[0] and "decoy" in text.splitlines()[0]
     assert text.splitlines()[0].rstrip().endswith("DNS")
 
 

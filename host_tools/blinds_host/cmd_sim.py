@@ -36,8 +36,22 @@ def add_parser(p):
                    help="replay only this recorded device (repeatable; default: all, at most 15)")
     p.add_argument("--defense", default="none,dns,allowlist", metavar="LIST",
                    help="comma-separated: none (no hub: a plain router), dns (the hub, devices "
-                        "open), allowlist (the hub, each device allowlisted to its names); "
-                        "default: all three")
+                        "open), allowlist (the hub, each device allowlisted to its names), "
+                        "tunnel[+constant|+stp|+adaptive][+cover][:KEY=VALUE,...] (the tunnel to "
+                        "an exit, its shaper with tunnel.shaper settings in recording time, "
+                        "cover.KEY for the WiFi cover), e.g. tunnel+stp:q=0.02,active_ms=3000; "
+                        "default: none,dns,allowlist")
+    p.add_argument("--events", metavar="EVENTS.csv", help="labelled user events of the "
+                   "recording (default: events.csv beside it, if any; the synthetic home has its "
+                   "own)")
+    p.add_argument("--event-window", metavar="S", help="window of the events attack and the "
+                   "decoy detector, in seconds of recording (default 10)")
+    p.add_argument("--event-labels", metavar="PATTERNS", help="comma-separated label patterns "
+                   "that count as events (default: every label but idle* and marker)")
+    p.add_argument("--day", metavar="S", help="--synthetic: the length of its compressed day in "
+                   "seconds of recording (default: the whole run is one day)")
+    p.add_argument("--curves", action="store_true", help="run the cost-privacy grid instead: "
+                   "each shaper at several settings (sim/curves.py), beside none and tunnel")
     p.add_argument("--duration", metavar="S", help="seconds of recording to replay "
                    "(default: all of it; 120 with --synthetic)")
     p.add_argument("--start", metavar="S", default="0",
@@ -62,7 +76,11 @@ def options(args):
         source=args.devices_from, devmap=args.map, synthetic=args.synthetic,
         devices=args.device, duration=_positive(args.duration) if args.duration else None,
         speed=_positive(args.speed), start=float(args.start),
-        window=_positive(args.window) if args.window else None, seed=args.seed)
+        window=_positive(args.window) if args.window else None, seed=args.seed,
+        events=args.events,
+        event_window=_positive(args.event_window) if args.event_window else None,
+        event_labels=[p for p in args.event_labels.split(",") if p] if args.event_labels
+        else None, day_s=_positive(args.day) if args.day else None)
 
 
 def run(args):
@@ -76,6 +94,10 @@ def _run(args):
     from .sim import report, runner
 
     opts = options(args)
+    if args.curves:
+        from .sim import curves
+
+        opts["defenses"] = curves.grid_defenses()
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (
         lambda m: print(m, flush=True))
     results, path_json, path_html = runner.simulate(progress=say, **opts)

@@ -265,9 +265,6 @@ def _devices_with_events(records, events, positive, background):
 def infer_events(records, events, window=60.0, positive=None, background=None, seed=0,
                  n_estimators=100):
     """Event inference per device: one result dict per device that has events."""
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.metrics import roc_auc_score
-
     from .events import DEFAULT_BACKGROUND
 
     background = DEFAULT_BACKGROUND if background is None else background
@@ -300,23 +297,34 @@ def infer_events(records, events, window=60.0, positive=None, background=None, s
             continue
         xs, ys = x[mine][lab >= 0], lab[lab >= 0]
         order = np.argsort(windows.start[mine][lab >= 0], kind="stable")
-        xs, ys = xs[order], ys[order]
-        fold = stratified_folds(ys, n_folds, seed)
-        proba = np.zeros(len(ys))
-        for f in range(n_folds):
-            te = fold == f
-            rf = RandomForestClassifier(n_estimators=n_estimators, class_weight="balanced",
-                                        random_state=seed, n_jobs=-1)
-            rf.fit(xs[~te], ys[~te])
-            p = rf.predict_proba(xs[te])
-            proba[te] = p[:, list(rf.classes_).index(1)] if 1 in rf.classes_ else 0.0
-        scores = np.column_stack([1.0 - proba, proba])
-        got = credit(scores, ys)
-        bal = 0.5 * (got[ys == 1].mean() + got[ys == 0].mean())
-        res.update({"balanced_accuracy": round(float(bal), 4),
-                    "roc_auc": round(float(roc_auc_score(ys, proba)), 4),
-                    "recall": round(float(got[ys == 1].mean()), 4),
-                    "specificity": round(float(got[ys == 0].mean()), 4),
-                    "folds": n_folds})
+        res.update(forest_cv(xs[order], ys[order], n_folds, seed, n_estimators))
         results.append(res)
     return results
+
+
+def forest_cv(xs, ys, n_folds, seed=0, n_estimators=100):
+    """Binary random forest (balanced class weights) under stratified ``n_folds``-fold CV.
+
+    ``ys`` holds 0/1 labels, samples in time order within each class. Returns
+    balanced accuracy and ROC AUC of the out-of-fold predictions (ties in the
+    class probabilities score as in :func:`credit`), recall, specificity, folds.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import roc_auc_score
+
+    fold = stratified_folds(ys, n_folds, seed)
+    proba = np.zeros(len(ys))
+    for f in range(n_folds):
+        te = fold == f
+        rf = RandomForestClassifier(n_estimators=n_estimators, class_weight="balanced",
+                                    random_state=seed, n_jobs=-1)
+        rf.fit(xs[~te], ys[~te])
+        p = rf.predict_proba(xs[te])
+        proba[te] = p[:, list(rf.classes_).index(1)] if 1 in rf.classes_ else 0.0
+    got = credit(np.column_stack([1.0 - proba, proba]), ys)
+    bal = 0.5 * (got[ys == 1].mean() + got[ys == 0].mean())
+    return {"balanced_accuracy": round(float(bal), 4),
+            "roc_auc": round(float(roc_auc_score(ys, proba)), 4),
+            "recall": round(float(got[ys == 1].mean()), 4),
+            "specificity": round(float(got[ys == 0].mean()), 4),
+            "folds": n_folds}

@@ -1,34 +1,23 @@
-"""What a run shows: attacks on both views, rate series, fidelity, overhead, latency.
+"""What a run shows: attacks on both views (:mod:`.views`), rate series, fidelity,
+overhead, latency.
 
-Views and how traffic is split per device:
-
-``wifi``
-    The lab's WiFi view of the br0 capture: per MAC (every device has its own).
-``lastmile``
-    The lab's last-mile view of the wan0 capture: per local IP address. Without
-    the hub (``none``, routed without NAT) each device's address is on the
-    uplink, so this works. Through the hub every stream leaves from the hub's
-    WAN address, so the lab has nothing to split per device: it reports no
-    accuracy for it, and that is the hub doing its job, not a missing figure.
-``lastmile-dest``
-    An ISP that splits the uplink by destination address instead (as behind
-    NAT; Saidi et al. 2020 show destinations identify most vendors): each packet
-    to or from a server address goes to the device whose flows use it (addresses
-    several devices share are left out). Run for every defense: the hub relays
-    to the same destinations, so this is what it leaves visible.
+Overheads are bytes per second of recording, and the per-class added latency
+is in ms of recording (wall delays times the speed): see :mod:`.views`,
+"Recording time".
 """
 
-import ipaddress
 import json
 import math
 
 import numpy as np
 
 from ..home import HUB_WAN_IP, device_ip, device_mac
-from ..lab import attacks, pcapio, traces
+from ..lab import pcapio
+from .views import EVENT_WINDOW_S, _dest_owner, devmap, run_attacks  # noqa: F401
 
 WINDOW_CHOICES = (300, 120, 60, 30, 20, 10, 5)
 MIN_WINDOWS = 12
+CLASSES = ("interactive", "delay_tolerant")
 
 
 def pick_window(run_s):
@@ -52,12 +41,6 @@ def read_logs(run):
         else:
             dev.extend(r for r in rows if "flow" in r)
     return dev, cloud
-
-
-def devmap(sched, with_ip=True):
-    return [{"device": d["name"], "mac": pcapio.mac_to_int(device_mac(d["index"])),
-             "ip": ipaddress.ip_address(device_ip(d["index"])) if with_ip else None}
-            for d in sched["devices"]]
 
 
 # --- rate series -------------------------------------------------------------------------
@@ -85,22 +68,13 @@ def series(run, sched, bin_s=1.0):
     owner = _dest_owner(sched)
     for d in sched["devices"]:
         ip = device_ip(d["index"])
-        if run["defense"] == "none":
+        if run.get("base", run["defense"]) == "none":
             ids = [i for i, a in enumerate(addrs) if a == ip]
         else:
             ids = [i for i, a in enumerate(addrs) if owner.get(a) == d["index"]]
         sel = np.isin(fr.src_ip, ids) | np.isin(fr.dst_ip, ids)
         out["lastmile"][d["name"]] = _bins(fr.ts[sel], fr.wire_len[sel], t0, bin_s, n).tolist()
     return out
-
-
-def _dest_owner(sched):
-    """Server address -> device index, for addresses only one device uses."""
-    users = {}
-    for d in sched["devices"]:
-        for f in d["flows"]:
-            users.setdefault(f["ip"], set()).add(d["index"])
-    return {ip: next(iter(u)) for ip, u in users.items() if len(u) == 1}
 
 
 # --- fidelity ----------------------------------------------------------------------------------
@@ -157,84 +131,14 @@ def _r(x, digits=4):
     return None if x is None else round(float(x), digits)
 
 
-# --- attacks ---------------------------------------------------------------------------
-
-
-def _dest_records(run, sched):
-    """Records of the last-mile capture split by destination (see the module doc)."""
-    fr = pcapio.read_capture(run["pcaps"]["lastmile"])
-    addrs = [str(a) for a in fr.addrs]
-    owner = _dest_owner(sched)
-    home_side = {HUB_WAN_IP} | {device_ip(d["index"]) for d in sched["devices"]}
-    addr_dev = np.array([owner.get(a, 0) for a in addrs] + [0], dtype=np.int64)
-    is_home = np.array([a in home_side for a in addrs] + [False])
-    src, dst = fr.src_ip, fr.dst_ip
-    out = is_home[src] & (addr_dev[dst] > 0)
-    inn = is_home[dst] & (addr_dev[src] > 0)
-    idx = np.concatenate([np.flatnonzero(out), np.flatnonzero(inn)])
-    dev_index = np.concatenate([addr_dev[dst[out]], addr_dev[src[inn]]])
-    names = [d["name"] for d in sched["devices"]]
-    order = sorted(range(len(names)), key=lambda i: names[i])
-    lut = np.zeros(len(names) + 1, np.int64)
-    for pos, i in enumerate(order):
-        lut[i + 1] = pos
-    devices = [names[i] for i in order]
-    direction = np.concatenate([np.ones(out.sum(), np.int8), -np.ones(inn.sum(), np.int8)])
-    remote = np.concatenate([dst[out], src[inn]])
-    seg = traces.Segment("lastmile.pcap", fr.ts.min() if len(fr) else 0,
-                         fr.ts.max() if len(fr) else 0, run["pcaps"]["lastmile"])
-    runiq, rinv = np.unique(remote, return_inverse=True)
-    return traces.Records(fr.ts[idx], fr.ip_len[idx], lut[dev_index], direction,
-                          np.zeros(len(idx), np.int64), rinv.ravel(),
-                          devices, [seg], [addrs[r] for r in runiq.tolist()],
-                          [(i, 0) for i in range(len(devices))], "lastmile")
-
-
-def run_attacks(run, sched, w, s=1, k=3, seed=0):
-    """knn and sizes on each view; one result dict per (view, attack)."""
-    dm = devmap(sched)
-    results = []
-    views = [("wifi", lambda: traces.load([run["pcaps"]["wifi"]], "wifi", dm)),
-             ("lastmile", lambda: traces.load([run["pcaps"]["lastmile"]], "lastmile", dm)),
-             ("lastmile-dest", lambda: _dest_records(run, sched))]
-    for view, loader in views:
-        try:
-            records = loader()
-        except Exception as e:  # noqa: BLE001 -- a view that cannot be read is reported
-            for attack in ("knn", "sizes"):
-                results.append({"view": view, "attack": attack, "accuracy": None,
-                                "note": "could not read the view: %s" % e})
-            continue
-        n_dev = len(set(records.devices))
-        for attack in ("knn", "sizes"):
-            if n_dev < 2 and not records.tunnelled:
-                note = ("all streams leave from the hub's address %s: the lab cannot split "
-                        "the uplink per device" % HUB_WAN_IP) if (
-                    view == "lastmile" and run["defense"] != "none") else (
-                    "fewer than 2 devices in this view")
-                results.append({"view": view, "attack": attack, "accuracy": None,
-                                "chance": None, "devices": sorted(set(records.devices)),
-                                "note": note, "s": s, "w": w})
-                continue
-            r = attacks.identify(records, s, w, k if attack == "knn" else None, "cv", "device",
-                                 False, attack, seed)
-            r["view"] = view
-            results.append(_slim(r))
-    return results
-
-
-def _slim(r):
-    keep = ("attack", "view", "s", "w", "k", "devices", "windows", "accuracy", "fold_std",
-            "chance", "chance_uniform", "per_device", "excluded", "note", "tunnelled")
-    return {k: r[k] for k in keep if k in r}
-
-
 # --- cost: overhead and latency --------------------------------------------------------------
 
 
 def overhead(run, sched):
-    """Bytes per second on each view over the run (frame lengths), total and uplink."""
+    """Bytes per second of recording on each view over the run (frame lengths), total and
+    uplink (at speed X, X times the wall-clock rate's inverse: bytes / (run_s * X))."""
     t0, run_s = run["t0"], run["run_s"]
+    rec_s = run_s * run["speed"]
     macs = [pcapio.mac_to_int(device_mac(d["index"])) for d in sched["devices"]]
     out = {}
     for view in ("wifi", "lastmile"):
@@ -249,8 +153,8 @@ def overhead(run, sched):
         else:
             up_sel = sel & np.isin(fr.src_mac, np.array(macs, dtype=np.uint64))
         up = float(fr.wire_len[up_sel].sum())
-        out[view] = {"bytes": int(total), "Bps": round(total / run_s, 1),
-                     "up_Bps": round(up / run_s, 1)}
+        out[view] = {"bytes": int(total), "Bps": round(total / rec_s, 1),
+                     "up_Bps": round(up / rec_s, 1), "wall_Bps": round(total / run_s, 1)}
     return out
 
 
@@ -276,6 +180,18 @@ def latency(dev_logs, cloud_logs):
     }
 
 
+def latency_by_class(dev_logs, cloud_logs, sched, speed):
+    """Per device class: p95 of the data delays (ms of recording: wall ms x speed)."""
+    cls = {d["index"]: d.get("class", "interactive") for d in sched["devices"]}
+    delays = {c: [] for c in CLASSES}
+    for rows, key in ((dev_logs, "down_delays_ms"), (cloud_logs, "up_delays_ms")):
+        for r in rows:
+            c = cls.get(r.get("dev"))
+            if c in delays:
+                delays[c] += [x * speed for x in r.get(key, ()) if x is not None]
+    return {c: {"data_p95_ms": _pct(v, 95), "n": len(v)} for c, v in delays.items()}
+
+
 def sessions(dev_logs, cloud_logs, sched):
     expected = sum(d["sessions"] for d in sched["devices"])
     ok = sum(1 for r in dev_logs if r.get("ok"))
@@ -293,17 +209,22 @@ def sessions(dev_logs, cloud_logs, sched):
             "down_delivered": _r(down_got / down_exp) if down_exp else None}
 
 
-def analyse(run, sched, w=None, seed=0):
+def analyse(run, sched, w=None, seed=0, event_window=EVENT_WINDOW_S, event_labels=None):
     """Everything the report shows about one run."""
-    w = w or pick_window(run["run_s"])
+    w = w or pick_window(sched["duration"])
     dev_logs, cloud_logs = read_logs(run)
     fid, ser = fidelity(run, sched)
     ser1 = ser if abs(run["speed"] - 1.0) < 1e-9 else series(run, sched, 1.0)
     return {
         "defense": run["defense"], "run_s": run["run_s"], "speed": run["speed"], "w": w,
-        "attacks": run_attacks(run, sched, w, seed=seed),
+        "base": run.get("base", run["defense"]), "shaper": run.get("shaper"),
+        "decoys": run.get("decoys"),
+        "attacks": run_attacks(run, sched, w, seed=seed, event_window=event_window,
+                               event_labels=event_labels),
         "fidelity": fid, "series": ser1, "replay_series": ser["wifi"], "overhead": overhead(run, sched),
-        "latency": latency(dev_logs, cloud_logs), "sessions": sessions(dev_logs, cloud_logs, sched),
+        "latency": latency(dev_logs, cloud_logs),
+        "latency_by_class": latency_by_class(dev_logs, cloud_logs, sched, run["speed"]),
+        "sessions": sessions(dev_logs, cloud_logs, sched),
         "hub": _hub_summary(run.get("hub_status")), "pcaps": run["pcaps"],
     }
 
@@ -318,4 +239,6 @@ def _hub_summary(st):
                                             "upstream") if k in dns},
             "relay": {k: v for k, v in relay.items() if isinstance(v, (int, float, str))},
             "tunnel": {k: v for k, v in (st.get("tunnel") or {}).items()
-                       if isinstance(v, (int, float, str))} or None}
+                       if isinstance(v, (int, float, str))} or None,
+            "shaper": (st.get("tunnel") or {}).get("shaper"),
+            "cover": st.get("cover")}

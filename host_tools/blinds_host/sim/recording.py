@@ -31,6 +31,10 @@ class Recording:
         self.names = {}
         self.notes = []
         self.capture_start = {}   # capture -> its start time, when known (else first packet)
+        self.events = []          # lab.events.Event: labelled user events (recording time)
+        self.day_s = 86400.0      # the length of a day in recording seconds (synthetic: shorter)
+        self.day_start_s = None   # time of day (s) at the schedule's t = 0, None: from the clock
+        self.device_class = {}    # device -> "interactive" (default) or "delay_tolerant"
 
     def add(self, ts, device, capture, direction, nbytes, proto, remote_ip, remote_port):
         self.ts.append(float(ts))

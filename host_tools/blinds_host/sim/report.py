@@ -5,7 +5,7 @@ import html
 import json
 import os
 
-from . import svg
+from . import curves, svg
 
 VIEWS = ("wifi", "lastmile", "lastmile-dest")
 VIEW_TITLES = {"wifi": "WiFi eavesdropper (per MAC)",
@@ -22,39 +22,53 @@ def _acc(analysis, view, attack):
     return {}
 
 
+def _minus(a, b, digits=2):
+    return None if a is None or b is None else round(a - b, digits)
+
+
 def table(results):
-    """Rows of the headline table: defense x view."""
+    """Rows of the headline table: defense x view.
+
+    Rates are per second of recording (see analysis); ``overhead_KBps`` is the
+    last mile's (the home's internet link) and ``wlan_overhead_KBps`` the WiFi's,
+    each minus the same under ``none``; ``added_p95_ms`` is per device class
+    (p95 data delay in ms of recording minus the same under ``none``).
+    """
     runs = results["runs"]
     base = runs.get("none")
     rows = []
     for defense, a in runs.items():
-        setup = a["latency"].get("setup_p95_ms")
-        base_setup = base["latency"].get("setup_p95_ms") if base else None
-        data = a["latency"].get("data_p95_ms")
-        base_data = base["latency"].get("data_p95_ms") if base else None
-        dns = a["latency"].get("dns_p95_ms")
-        base_dns = base["latency"].get("dns_p95_ms") if base else None
+        lat, blat = a["latency"], base["latency"] if base else {}
+        by_cls = a.get("latency_by_class") or {}
+        base_cls = (base or {}).get("latency_by_class") or {}
+        added = {c: _minus((by_cls.get(c) or {}).get("data_p95_ms"),
+                           (base_cls.get(c) or {}).get("data_p95_ms"), 1)
+                 for c in by_cls} if base else {c: None for c in by_cls}
+
+        def over(view, a=a):
+            if base is None:
+                return None
+            return round((a["overhead"][view]["Bps"] - base["overhead"][view]["Bps"]) / 1e3, 3)
         for view in VIEWS:
             knn, sizes = _acc(a, view, "knn"), _acc(a, view, "sizes")
+            ev, dc = _acc(a, view, "events"), _acc(a, view, "decoy")
             ov_view = "wifi" if view == "wifi" else "lastmile"
-            kbps = a["overhead"][ov_view]["Bps"] / 1000.0
-            base_kbps = base["overhead"][ov_view]["Bps"] / 1000.0 if base else None
             rows.append({
                 "defense": defense, "view": view,
                 "knn": knn.get("accuracy"), "sizes": sizes.get("accuracy"),
                 "chance": knn.get("chance") if knn.get("chance") is not None else sizes.get("chance"),
                 "windows": knn.get("windows"),
-                "KBps": round(kbps, 3),
-                "overhead_KBps": None if base_kbps is None else round(kbps - base_kbps, 3),
-                "setup_p95_ms": setup,
-                "added_p95_ms": None if setup is None or base_setup is None
-                else round(setup - base_setup, 2),
-                "data_added_p95_ms": None if data is None or base_data is None
-                else round(data - base_data, 2),
-                "dns_p95_ms": dns,
-                "dns_added_p95_ms": None if dns is None or base_dns is None
-                else round(dns - base_dns, 2),
-                "note": knn.get("note"),
+                "events": ev.get("balanced_accuracy"), "decoy": dc.get("balanced_accuracy"),
+                "KBps": round(a["overhead"][ov_view]["Bps"] / 1000.0, 3),
+                "overhead_KBps": over("lastmile"),
+                "wlan_overhead_KBps": over("wifi"),
+                "added_p95_ms": added,
+                "setup_p95_ms": lat.get("setup_p95_ms"),
+                "setup_added_p95_ms": _minus(lat.get("setup_p95_ms"), blat.get("setup_p95_ms")),
+                "data_added_p95_ms": _minus(lat.get("data_p95_ms"), blat.get("data_p95_ms")),
+                "dns_p95_ms": lat.get("dns_p95_ms"),
+                "dns_added_p95_ms": _minus(lat.get("dns_p95_ms"), blat.get("dns_p95_ms")),
+                "note": knn.get("note") or ev.get("note"),
             })
     return rows
 
@@ -70,14 +84,18 @@ def interrupted_note(results):
 
 
 def format_table(rows):
-    head = ["defense", "view", "knn", "sizes", "chance", "KB/s", "overhead KB/s",
-            "p95 added ms: set-up", "data", "DNS"]
+    head = ["defense", "view", "knn", "sizes", "chance", "events", "decoy", "KB/s",
+            "uplink ovh KB/s", "WLAN ovh KB/s", "p95 added ms: interactive", "delay-tolerant",
+            "set-up", "DNS"]
 
     def f(v, d=3):
         return "-" if v is None else ("%.*f" % (d, v) if isinstance(v, float) else str(v))
     body = [[r["defense"], r["view"], f(r["knn"]), f(r["sizes"]), f(r["chance"]),
-             f(r["KBps"], 2), f(r["overhead_KBps"], 2), f(r["added_p95_ms"], 1),
-             f(r["data_added_p95_ms"], 1), f(r.get("dns_added_p95_ms"), 1)] for r in rows]
+             f(r.get("events")), f(r.get("decoy")),
+             f(r["KBps"], 2), f(r["overhead_KBps"], 2), f(r.get("wlan_overhead_KBps"), 2),
+             f((r.get("added_p95_ms") or {}).get("interactive"), 1),
+             f((r.get("added_p95_ms") or {}).get("delay_tolerant"), 1),
+             f(r.get("setup_added_p95_ms"), 1), f(r.get("dns_added_p95_ms"), 1)] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
               for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
@@ -141,6 +159,11 @@ def render(r):
                  "common device). Lower is better for the home.</p>")
     parts.append(_accuracy_chart(r))
     parts.append(_table_html(r))
+    parts.append("<h2>Who can tell when something happens?</h2><p>Balanced accuracy of the "
+                 "event attack (does this window hold a user event?) and of the decoy detector "
+                 "(is this event real or a decoy?) per view; 0.5 is chance.</p>")
+    parts.append(_events_chart(r))
+    parts.append(curves.html(r))
     parts.append("<h2>What each observer sees over time</h2>")
     parts.append("<p>Bytes per second per device (log scale), as each observer attributes "
                  "them. " + svg.legend([(d["name"], colors[d["name"]]) for d in devices])
@@ -186,12 +209,19 @@ def _summary(r):
         txt.append("Without a hub, the rate attack names the device of a window %.0f%% of the "
                    "time on the WiFi (chance %.0f%%). " % (100 * base[0]["knn"],
                                                            100 * (base[0]["chance"] or 0)))
-    hub_lm = [x for x in rows if x["defense"] != "none" and x["view"] == "lastmile"]
+    hub_lm = [x for x in rows if x["defense"] in ("dns", "allowlist")
+              and x["view"] == "lastmile"]
     if hub_lm:
-        txt.append("Behind the hub the ISP sees every stream leave from one address, so it "
-                   "cannot split traffic per device by address; split by destination it still "
-                   "can, because the hub does not yet hide destinations or shape traffic "
-                   "(the tunnel and shapers will). ")
+        txt.append("Behind the hub without a tunnel the ISP sees every stream leave from one "
+                   "address, so it cannot split traffic per device by address; split by "
+                   "destination it still can. ")
+    tun = [x for x in rows if x["defense"].startswith("tunnel") and x["view"] == "lastmile"
+           and x.get("events") is not None]
+    if tun:
+        best = min(tun, key=lambda x: x["events"])
+        txt.append("Through the tunnel the ISP sees one flow; the event attack on it scores "
+                   "%.2f at best for the home (%s, chance 0.5), at %.1f KB/s of uplink "
+                   "overhead. " % (best["events"], best["defense"], best["overhead_KBps"] or 0))
     txt.append("</p>")
     return "".join(txt)
 
@@ -216,21 +246,43 @@ def _accuracy_chart(r):
     return "<div class='card'>%s<div>%s</div></div>" % (chart, legend)
 
 
+def _events_chart(r):
+    keys = [("wifi", "events", "#1f77b4"), ("lastmile", "events", "#ff7f0e"),
+            ("lastmile-dest", "events", "#2ca02c"), ("wifi", "decoy", "#aec7e8"),
+            ("lastmile", "decoy", "#ffbb78")]
+    groups, refs = [], {}
+    for gi, (defense, a) in enumerate(r["runs"].items()):
+        groups.append((DEFENSE_TITLES.get(defense, defense), [
+            ("%s %s" % (v, k), _acc(a, v, k).get("balanced_accuracy"), c) for v, k, c in keys]))
+        refs[gi] = [(0.5, "chance")]
+    chart = svg.bar_chart(groups, width=820, height=230, title="Events and decoys",
+                          ymax=1.0, refs=refs, value_fmt=lambda v: "%.2f" % v)
+    legend = svg.legend([("%s %s" % (v, k), c) for v, k, c in keys] + [("chance", "#000")])
+    return "<div class='card'>%s<div>%s</div></div>" % (chart, legend)
+
+
 def _table_html(r):
     out = ["<table><tr><th>defense</th><th>view</th><th>knn</th><th>sizes</th><th>chance</th>"
-           "<th>windows</th><th>KB/s</th><th>overhead KB/s</th><th>p95 added ms: set-up</th>"
-           "<th>data</th><th>DNS</th><th class='l'>note</th></tr>"]
+           "<th>events</th><th>decoy</th><th>windows</th><th>KB/s</th><th>uplink overhead KB/s"
+           "</th><th>WLAN overhead KB/s</th><th>p95 added ms: interactive</th>"
+           "<th>delay-tolerant</th><th>set-up</th><th>DNS</th><th class='l'>note</th></tr>"]
     for row in r["table"]:
-        out.append("<tr><td>%s</td><td class='l'>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-                   "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-                   "<td class='l muted'>%s</td></tr>"
-                   % (_e(row["defense"]), _e(row["view"]), _f(row["knn"]), _f(row["sizes"]),
-                      _f(row["chance"]), _f(row["windows"]), _f(row["KBps"], 2),
-                      _f(row["overhead_KBps"], 2), _f(row["added_p95_ms"], 1),
-                      _f(row["data_added_p95_ms"], 1), _f(row.get("dns_added_p95_ms"), 1),
-                      _e(row["note"] or "")))
-    out.append("</table><p class='muted'>overhead: this view's bytes/s minus the same view's "
-               "without a hub; added latency, set-up: p95 of a stream's set-up (connect, first byte "
+        added = row.get("added_p95_ms") or {}
+        cells = [_f(row["knn"]), _f(row["sizes"]), _f(row["chance"]), _f(row.get("events")),
+                 _f(row.get("decoy")), _f(row["windows"]), _f(row["KBps"], 2),
+                 _f(row["overhead_KBps"], 2), _f(row.get("wlan_overhead_KBps"), 2),
+                 _f(added.get("interactive"), 1), _f(added.get("delay_tolerant"), 1),
+                 _f(row.get("setup_added_p95_ms"), 1), _f(row.get("dns_added_p95_ms"), 1)]
+        out.append("<tr><td>%s</td><td class='l'>%s</td>%s<td class='l muted'>%s</td></tr>"
+                   % (_e(row["defense"]), _e(row["view"]),
+                      "".join("<td>%s</td>" % c for c in cells), _e(row["note"] or "")))
+    out.append("</table><p class='muted'>events: balanced accuracy of the event attack (chance "
+               "0.5; mean over devices, or on the tunnel's one flow); decoy: balanced accuracy "
+               "of telling real-event windows from the defense's decoys (chance 0.5). Rates are "
+               "per second of recording. Overhead: bytes/s minus the same without a hub, on the "
+               "last mile (uplink) and on the WiFi; added latency, per device class: p95 of the "
+               "data delays in ms of recording, minus the same without a hub; set-up: p95 of a "
+               "stream's set-up (connect, first byte "
                "up, first byte back) minus the same without a hub; data: p95 of the delay of "
                "every replayed packet's bytes (due time to arrival, both ways) minus the same "
                "without a hub; DNS: p95 of the time a device waits for its address (query to "

@@ -15,11 +15,13 @@
     The hub, every device ``open``, and all of the uplink (streams and DNS)
     through the tunnel to an exit (``blinds exit``) in a namespace behind the
     internet: the ISP sees one flow of equal-length records.
-``tunnel+constant``
-    The same with the ``constant`` shaper: one 512-byte cell every 10 ms each
-    way, whatever the home does (about 50 KB/s each way: the synthetic home
-    averages ~13 KB/s with camera bursts above it; at 50 ms, 10 KB/s, its
-    streams queue for tens of seconds).
+``tunnel+KIND[+cover][:KEY=VALUE,...]``
+    The same with the shaper ``KIND`` (``constant``, ``stp``, ``adaptive``) and its
+    settings (see :mod:`.defenses`; given in recording time and scaled by the
+    replay speed), and with ``+cover`` the hub's WiFi cover (``cover.wifi``).
+    ``constant`` defaults to one 512-byte cell every 10 ms each way, whatever
+    the home does (about 50 KB/s each way: the synthetic home's camera bursts
+    reach ~40 KB/s; at 50 ms, 10 KB/s, its streams queue for tens of seconds).
 
 Each run builds a fresh home (namespaces, unbound with the schedule's names, the
 cloud replayer on the schedule's addresses), captures both views (``wifi`` on
@@ -39,65 +41,36 @@ import time
 from .. import home as home_mod
 from .. import lifecycle
 from ..errors import UsageError
-from ..home import HUB_WAN_IP, RESOLVER_IP, Home
-from ..netns import sh
+from ..home import RESOLVER_IP
+from . import defenses as D
 from . import schedule as S
+from .simhome import SimHome, decoys_of  # noqa: F401 -- decoys_of: part of this API
+from .views import hub_name
 
 START_MARGIN_S = 3.0
 END_MARGIN_S = 3.0
 HUB_IDLE_TIMEOUT_S = 600     # > schedule.SESSION_GAP_S: a session's silences never end it
 MAX_ALLOW = 128
-# Tunnel defenses -> the hub's tunnel.shaper.
-TUNNELS = {"tunnel": {"kind": "none"},
-           "tunnel+constant": {"kind": "constant", "interval_ms": 10}}
 TUNNEL_UP_S = 20.0
-
-
-class SimHome(Home):
-    """The test home, with a plain router instead of the hub when ``routed``."""
-
-    def __init__(self, n_devices, workdir, zone, routed=False, say=None):
-        super().__init__(n_devices=n_devices, workdir=workdir, zone=zone, say=say)
-        self.routed = routed
-
-    def _build_network(self):
-        super()._build_network()
-        if self.routed:
-            sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.hub_ns)
-            sh("ip", "route", "add", home_mod.AP_IP.rsplit(".", 1)[0] + ".0/24", "via",
-               HUB_WAN_IP, ns=self.inet_ns)
-
-    def _start_unbound(self):
-        if not self.routed:
-            return super()._start_unbound()
-        # The parent's configuration plus a plaintext listener on the resolver's
-        # own address: without a hub, devices ask it directly.
-        local = "\n".join('  local-data: "%s. 300 IN A %s"' % (name, ip)
-                          for name, ip in sorted(self.zone.items()))
-        template = home_mod.UNBOUND_CONF.replace(
-            "  interface: 127.0.0.1@53\n",
-            "  interface: 127.0.0.1@53\n  interface: {resolver_ip}@53\n")
-        conf = template.format(wd=self.wd, resolver_ip=RESOLVER_IP, local_data=local,
-                               extra=self.unbound_extra)
-        with open(self.path("unbound.conf"), "w") as f:
-            f.write(conf)
-        sh("unbound-checkconf", self.path("unbound.conf"))
-        self.procs["unbound"] = self.popen(self.inet_ns, ["unbound", "-d", "-c",
-                                                          self.path("unbound.conf")], "unbound")
-        self.wait_port(self.inet_ns, RESOLVER_IP, 853, what="unbound DoT")
-        self.wait_port(self.inet_ns, RESOLVER_IP, 53, what="unbound plaintext DNS")
+# The unix port's heap for the hub: the test home's 256 KB, but 512 KB with the
+# adaptive shaper or the WiFi cover (with both and 5 devices the hub ran out of
+# 256 KB here: status writes and DNS failed with MemoryError).
+HUB_HEAP = "256k"
+HUB_HEAP_BIG = "512k"
+KEEP_WAIT_S = 75.0   # the adaptive shaper saves its state every >= 60 s
 
 
 def hub_devices(sched, defense):
-    """The ``devices`` list of the hub configuration for ``defense``."""
+    """The ``devices`` list of the hub configuration for ``defense`` (a name or Defense)."""
+    defense = as_defense(defense)
     out = []
     for d in sched["devices"]:
         i = d["index"]
-        name = ("d%d-%s" % (i, d["name"]))[:32]
+        name = hub_name(d)
         entry = {"mac": home_mod.device_mac(i), "name": name, "max_streams": 16}
-        if defense == "dns" or defense in TUNNELS:
+        if defense.base == "dns" or defense.tunnel:
             entry["policy"] = "open"
-        elif defense == "allowlist":
+        elif defense.base == "allowlist":
             allow = [{"host": n, "port": p} for n, p in S.device_names(sched, i)]
             if len(allow) > MAX_ALLOW:
                 raise UsageError("device %s uses %d (name, port) pairs; an allowlist holds %d"
@@ -110,31 +83,72 @@ def hub_devices(sched, defense):
     return out
 
 
-def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
-    """Run the home under ``defense``; return a dict of what the run produced."""
+def _device_key_known(key):
+    from blinds.config import sections
+
+    return key in [t[0] for t in getattr(sections, "_DEVICE_INTS", ())]
+
+
+def add_max_delay(devices, sched, speed):
+    """Each device's ``max_delay_ms`` by its class (defenses.MAX_DELAY_MS), in wall time,
+    where the hub's config knows the key."""
+    if not _device_key_known("max_delay_ms"):
+        return False
+    for entry, d in zip(devices, sched["devices"]):
+        ms = D.MAX_DELAY_MS[d.get("class", "interactive")]
+        entry["max_delay_ms"] = D.wall_settings({"max_delay_ms": ms}, speed)["max_delay_ms"]
+    return True
+
+
+def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None, state_from=None,
+                keep_file=None):
+    """Run the home under ``defense`` (a name or Defense); return what the run produced.
+
+    ``state_from``: a hub state folder whose files the hub starts with (the
+    adaptive shaper's learned bursts and hours from a warm-up run); ``keep_file``:
+    a file the hub saves in its state folder, waited for (at most ``KEEP_WAIT_S``)
+    before the hub is stopped.
+    """
+    defense = as_defense(defense)
     os.makedirs(outdir, exist_ok=True)
     wd = os.path.join(outdir, "home")
     shutil.rmtree(wd, ignore_errors=True)
     n = len(sched["devices"])
-    routed = defense == "none"
+    routed = defense.base == "none"
     say = progress or (lambda msg: None)
     home = SimHome(n, wd, dict(sched["zone"], **{home_mod.RESOLVER_NAME: RESOLVER_IP}),
                    routed=routed, say=say)
-    info = {"defense": defense, "outdir": outdir, "speed": speed, "n_devices": n}
+    label = defense.label
+    info = {"defense": label, "base": defense.base, "outdir": outdir, "speed": speed,
+            "n_devices": n}
     try:
         say("[%s] building the home (%d devices, %d servers)" % (
-            defense, n, len(S.server_addresses(sched))))
+            label, n, len(S.server_addresses(sched))))
         home.start()
         for ip in sorted({ip for ip, _ in S.server_addresses(sched)}):
             home.add_server_ip(ip)
         if not routed:
-            cfg = home.hub_config(devices=hub_devices(sched, defense), default_policy="block_all")
+            devices = hub_devices(sched, defense)
+            if defense.tunnel:
+                info["max_delay"] = add_max_delay(devices, sched, speed)
+            cfg = home.hub_config(devices=devices, default_policy="block_all")
             cfg["relay"].update({"ports": sched["relay_ports"], "idle_timeout_s": HUB_IDLE_TIMEOUT_S,
                                  "max_streams": 64})
-            if defense in TUNNELS:
-                cfg["tunnel"] = _start_exit(home, sched, TUNNELS[defense])
-            home.start_hub(cfg)
-            if defense in TUNNELS:
+            if defense.tunnel:
+                shaper = D.shaper_section(defense, speed, day_s=sched.get("day_s"))
+                info["shaper"] = {"recording": dict(defense.shaper, kind=defense.kind),
+                                  "wall": shaper}
+                cfg["tunnel"] = _start_exit(home, sched, shaper)
+            if defense.cover:
+                cfg["cover"] = {"wifi": D.wall_settings(defense.cover_wifi, speed)}
+            info["hub_heap"] = HUB_HEAP_BIG if (defense.cover or defense.kind == "adaptive") \
+                else HUB_HEAP
+            if state_from:
+                shutil.rmtree(home.hub_state, ignore_errors=True)
+                shutil.copytree(state_from, home.hub_state)
+                info["state_from"] = state_from
+            home.start_hub(cfg, heap=info["hub_heap"], keep_state=bool(state_from))
+            if defense.tunnel:
                 _wait_tunnel(home)
         caps = {v: home.capture(v, "%s.pcap" % v) for v in ("wifi", "lastmile")}
         run_s = sched["duration"] / speed
@@ -177,9 +191,17 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
                 last = now
                 done, failed = _count(logs, sched)
                 say("[%s] %5.0f / %.0f s   sessions: %d of %d done, %d failed" % (
-                    defense, max(now - t0, 0.0), run_s, done, total_sessions, failed))
+                    label, max(now - t0, 0.0), run_s, done, total_sessions, failed))
+        if keep_file:
+            path = os.path.join(home.hub_state, keep_file)
+            deadline = time.time() + KEEP_WAIT_S
+            while not os.path.exists(path) and time.time() < deadline:
+                time.sleep(0.5)
+            info["kept"] = os.path.exists(path)
         info["t0"], info["run_s"] = t0, run_s
         info["hub_status"] = home.hub_status() if not routed else None
+        if not routed:
+            info["decoys"] = decoys_of(home.hub_log(), info["hub_status"], t0, speed)
         info["pcaps"] = {}
         for v, c in caps.items():
             path = c.stop()
@@ -190,9 +212,10 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None):
         info["logs"] = {str(k): v for k, v in logs.items()}
         if not routed:
             info["hub_log_tail"] = home.hub_log()[-2000:]
+            info["hub_state"] = home.hub_state
     finally:
         home.close()
-        if defense in TUNNELS:
+        if defense.tunnel:
             from ..exit import testhome
 
             testhome.remove_exit_ns(home)
@@ -241,33 +264,32 @@ def _count(logs, sched):
     return done, failed
 
 
-def parse_defenses(text):
-    """``none,dns,allowlist`` -> a list; planned defenses are refused by name."""
-    from . import DEFENSES, PLANNED
+def as_defense(x):
+    """A :class:`.defenses.Defense` from one defense label (or itself)."""
+    if isinstance(x, D.Defense):
+        return x
+    got = D.parse(x)
+    if len(got) != 1:
+        raise UsageError("%r is not one defense" % x)
+    return got[0]
 
-    out = []
-    for name in (p.strip() for p in text.split(",")):
-        if not name:
-            continue
-        if name in PLANNED:
-            raise UsageError("defense %r is not built yet (available: %s)"
-                             % (name, ", ".join(DEFENSES)))
-        if name not in DEFENSES:
-            raise UsageError("unknown defense %r (available: %s; planned: %s)"
-                             % (name, ", ".join(DEFENSES), ", ".join(PLANNED)))
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise UsageError("no defense given")
-    return out
+
+def parse_defenses(text):
+    """``none,dns,tunnel+stp:q=0.02,active_ms=3000`` -> the defense labels (see :mod:`.defenses`)."""
+    return [d.label for d in D.parse(text)]
 
 
 def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=None,
              duration=None, speed=1.0, start=0.0, window=None, seed=0, progress=None,
-             synthetic_seed=1):
+             synthetic_seed=1, events=None, event_window=None, event_labels=None, day_s=None,
+             warmup=True):
     """Build the schedule, run every defense, analyse, write the report.
 
-    Returns (results, results.json path, report.html path).
+    ``events``: an events table for a recording (default: ``events.csv`` beside
+    it, if there is one); ``event_window`` (recording s) and ``event_labels``
+    (glob patterns) for the events attack; ``day_s``: the synthetic home's
+    compressed day (default: the whole run). Returns (results, results.json
+    path, report.html path).
     """
     from .. import netns
     from . import analysis, recording, report
@@ -280,8 +302,9 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
     if duration is not None and not duration > 0:
         raise UsageError("--duration must be positive")
     os.makedirs(out, exist_ok=True)
+    defenses = [as_defense(d) for d in defenses]
     if synthetic:
-        rec = synth.home(duration or 120.0, seed=synthetic_seed)
+        rec = synth.home(duration or 120.0, seed=synthetic_seed, day_s=day_s)
         rec.write_csv(os.path.join(out, "synthetic.csv"))
         duration = duration or 120.0
         source_name = "built-in synthetic home (%s)" % ", ".join(rec.devices())
@@ -290,6 +313,11 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
             raise UsageError("give --devices-from FILE (CSV or pcap) or --synthetic")
         rec = recording.load(source, devmap)
         source_name = source
+        events = events or _beside(source, "events.csv")
+        if events:
+            from ..lab.events import read_events
+
+            rec.events = read_events(events)
     sched = S.build(rec, devices=devices, start=start, duration=duration)
     if not any(d["sessions"] for d in sched["devices"]):
         raise UsageError("no TCP traffic to the internet to replay in %s between %gs and %gs"
@@ -301,14 +329,25 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
         len(sched["devices"]), sum(len(d["flows"]) for d in sched["devices"]),
         sum(d["sessions"] for d in sched["devices"]), sched["duration"], speed, sched_path))
     runs = {}
-    w = window or analysis.pick_window(sched["duration"] / speed)
+    w = window or analysis.pick_window(sched["duration"])
+    ew = event_window or analysis.EVENT_WINDOW_S
     stopped = None
+    learned = None
     try:
         for defense in defenses:
-            run = run_defense(sched_path, sched, defense, os.path.join(out, defense), speed=speed,
-                              progress=say)
-            say("[%s] analysing the captures" % defense)
-            runs[defense] = analysis.analyse(run, sched, w=w, seed=seed)
+            state = None
+            if warmup and defense.kind == "adaptive":
+                if learned is None:
+                    learned = _warm_up(out, sched, sched_path, defense, speed, say,
+                                       synth if synthetic else None,
+                                       dict(duration=duration, seed=synthetic_seed + 1,
+                                            day_s=day_s))
+                state = learned
+            run = run_defense(sched_path, sched, defense, os.path.join(out, defense.dirname),
+                              speed=speed, progress=say, state_from=state)
+            say("[%s] analysing the captures" % defense.label)
+            runs[defense.label] = analysis.analyse(run, sched, w=w, seed=seed, event_window=ew,
+                                                   event_labels=event_labels)
     except lifecycle.Interrupted as e:
         if not runs:
             raise
@@ -316,16 +355,20 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
     results = {
         "generated": report.now(), "source": source_name, "synthetic": bool(synthetic),
         "duration": sched["duration"], "speed": speed, "start": start, "w": w,
-        "defenses": defenses, "notes": sched["notes"],
+        "event_window": ew, "event_labels": event_labels, "events_source": events,
+        "day_s": sched["day_s"], "day_start_s": sched["day_start_s"],
+        "events": sched["events"], "time_unit": "recording",
+        "defenses": [d.label for d in defenses], "notes": sched["notes"],
         "devices": [{"index": d["index"], "name": d["name"], "flows": len(d["flows"]),
                      "sessions": d["sessions"], "dropped": d["dropped"], "orig": d["orig"],
+                     "class": d.get("class", "interactive"),
                      "mac": home_mod.device_mac(d["index"]), "ip": home_mod.device_ip(d["index"])}
                     for d in sched["devices"]],
         "recorded_series": {d["name"]: d["series"] for d in sched["devices"]},
         "runs": runs,
         "interrupted": None if stopped is None else {
             "signal": stopped.signame, "finished": list(runs),
-            "not_finished": [d for d in defenses if d not in runs]},
+            "not_finished": [d.label for d in defenses if d.label not in runs]},
     }
     with lifecycle.shielded():
         path_json, path_html = report.write(results, out)
@@ -334,3 +377,28 @@ def simulate(out, defenses, source=None, devmap=None, synthetic=False, devices=N
             ", ".join(runs), path_json, path_html))
         raise stopped
     return results, path_json, path_html
+
+
+def _warm_up(out, sched, sched_path, defense, speed, say, synth, synth_kw):
+    """Replay a warm-up day under ``defense``; -> the hub state folder it left."""
+    if synth is not None:
+        rec = synth.home(synth_kw["duration"], seed=synth_kw["seed"], day_s=synth_kw["day_s"])
+        # The same device order: each device keeps its index, MAC and hub name,
+        # under which the shaper learned it.
+        sched = S.build(rec, devices=[d["name"] for d in sched["devices"]],
+                        duration=synth_kw["duration"])
+        sched_path = os.path.join(out, "warmup-schedule.json")
+        with open(sched_path, "w") as f:
+            json.dump(sched, f)
+    say("[%s] warm-up day: the adaptive shaper learns bursts and hours (%s)" % (
+        defense.label, "synthetic seed %d" % synth_kw["seed"] if synth else "the same recording"))
+    run = run_defense(sched_path, sched, defense, os.path.join(out, "warmup"), speed=speed,
+                      progress=say, keep_file=defense.shaper.get("state_file", "shaping.json"))
+    if not run.get("kept"):
+        say("[%s] warm-up: the shaper saved no state; the run starts unlearned" % defense.label)
+    return run["hub_state"]
+
+
+def _beside(path, name):
+    other = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    return other if os.path.exists(other) else None

@@ -27,6 +27,12 @@ What can be replayed through the hub, and how:
   a synthetic ``r1-2-3-4.sim.test``. The replayed server keeps the recorded
   address when it is a global unicast one (so the ISP sees the real
   destinations), else it gets one from ``SYNTH_NET``.
+- **Events**: the recording's labelled user events (``rec.events``: the
+  synthetic home's, or a real data set's ``events.csv``) are moved onto the same
+  timeline, per device, by the capture they fall in; ``day_s`` and
+  ``day_start_s`` give the time of day of each schedule time
+  (:func:`time_of_day`): a compressed day for the synthetic home, the real
+  clock (UTC) of the device's first capture for a recording.
 - **Ports**: the hub relays 80, 443, 1883, 8883, the ports an allowlist names
   and up to 16 more (``relay.ports``). Recorded ports beyond those 16 (by
   bytes), and 53 and 123 (the hub's own), are replayed on 443 and listed in
@@ -136,6 +142,7 @@ def build(rec, devices=None, start=0.0, duration=None, names=None):
         flows = _flows(d["tcp"], ip_of, name_of, port_map)
         devs.append({
             "index": i, "name": dev, "flows": flows, "dropped": d["dropped"],
+            "class": getattr(rec, "device_class", {}).get(dev, "interactive"),
             "local_udp": d["local_udp"],
             "first_ts": d["first_ts"], "captures": d["captures"],
             "orig": {"packets": d["packets"], "bytes": d["bytes"],
@@ -143,12 +150,42 @@ def build(rec, devices=None, start=0.0, duration=None, names=None):
             "series": d["series"], "series_tcp": d["series_tcp"],
             "sessions": sum(len(f["sessions"]) for f in flows),
         })
+    day_s = float(getattr(rec, "day_s", 86400.0) or 86400.0)
+    day0 = getattr(rec, "day_start_s", None)
+    if day0 is None:
+        firsts = [d["first_ts"] for d in per_device if d["first_ts"] is not None]
+        day0 = ((min(firsts) if firsts else 0.0) + start) % day_s
     return {
         "version": 1, "source": rec.source, "start": float(start), "duration": float(duration),
+        "day_s": day_s, "day_start_s": round(float(day0) % day_s, 3),
+        "events": _events(getattr(rec, "events", ()), chosen, per_device, start, duration),
         "tcp_overhead": TCP_OVERHEAD, "control_max": CONTROL_MAX, "session_gap_s": SESSION_GAP_S, "devices": devs,
         "zone": zone, "relay_ports": relay_ports, "port_map": {str(k): v for k, v in port_map.items()},
         "notes": notes + list(rec.notes),
     }
+
+
+def _events(events, chosen, per_device, start, duration):
+    """The recording's events on the schedule's timeline (dicts, by start)."""
+    out = []
+    for ev in events:
+        targets = chosen if ev.device is None else [ev.device] if ev.device in chosen else []
+        for dev in targets:
+            bases = per_device[chosen.index(dev)]["bases"]
+            for lo, hi, base in bases.values():
+                if ev.start <= hi and ev.end >= lo:
+                    t0, t1 = ev.start + base - start, ev.end + base - start
+                    if t1 >= 0 and t0 < duration:
+                        out.append({"device": dev, "label": ev.label,
+                                    "start": round(max(t0, 0.0), 6),
+                                    "end": round(min(t1, duration), 6)})
+                    break
+    return sorted(out, key=lambda e: (e["start"], e["device"]))
+
+
+def time_of_day(sched, t):
+    """Seconds since midnight at schedule time ``t`` (a day lasts ``sched["day_s"]``)."""
+    return (sched.get("day_start_s", 0.0) + t) % sched.get("day_s", 86400.0)
 
 
 def capture_starts(rec):
@@ -188,9 +225,10 @@ def _device_timeline(rows, start, duration, cap_start=lambda cap: None):
         s0 = cap_start(cap)
         if s0 is not None and s0 <= lo:
             caps[cap] = (s0, hi)
-    offset, base = 0.0, {}
+    offset, base, bases = 0.0, {}, {}
     for cap, (lo, hi) in sorted(caps.items(), key=lambda kv: kv[1][0]):
         base[cap] = offset - lo
+        bases[cap] = (lo, hi, base[cap])
         offset += (hi - lo) + CAPTURE_GAP_S
     end = start + duration if duration is not None else math.inf
     kept = []
@@ -233,6 +271,7 @@ def _device_timeline(rows, start, duration, cap_start=lambda cap: None):
             dropped["other_packets"] += 1
             dropped["other_bytes"] += nbytes
     return {"tcp": tcp, "local_udp": local_udp, "dropped": dropped, "span": max(span, 0.0),
+            "bases": bases,
             "first_ts": rows[0][0] if rows else None, "captures": sorted(caps),
             "packets": len(kept), "bytes": sum(r[4] for r in kept),
             "series": series, "series_tcp": series_tcp}

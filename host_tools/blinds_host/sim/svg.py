@@ -148,3 +148,57 @@ def bar_chart(groups, width=560, height=230, title="", ymax=None, unit="", refs=
                    '</text>' % (gx + gw / 2, y1 + 15, _esc(glabel)))
     out.append('</svg>')
     return "\n".join(out)
+
+
+def xy_chart(series, width=520, height=300, title="", xlabel="", ylabel="", xlog=(-2, 2),
+             ymax=1.0, xrefs=(), yrefs=()):
+    """Points joined per series on a log10 x axis (``xlog``: first and last decade).
+
+    ``series``: [(label, [(x, y, tip)], color)]; x <= 0 is drawn at the left edge.
+    ``xrefs``/``yrefs``: [(value, label)] dashed reference lines (published points, goals).
+    """
+    out = _frame(width, height, title)
+    x0, y0, x1, y1 = 48, 26, width - 12, height - 40
+    lo, hi = xlog
+
+    def px(x):
+        lx = math.log10(x) if x and x > 0 else lo
+        return x0 + (x1 - x0) * (min(max(lx, lo), hi) - lo) / (hi - lo)
+
+    def py(y):
+        return y1 - (y1 - y0) * min(max(y, 0.0), ymax) / ymax
+    _yaxis(out, x0, y0, x1, y1, ymax)
+    for d in range(lo, hi + 1):
+        x = px(10 ** d)
+        out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#eee"/>'
+                   '<text x="%.1f" y="%.1f" font-size="10" fill="#555" text-anchor="middle">%s'
+                   '</text>' % (x, y0, x, y1, x, y1 + 13, fmt_num(10 ** d)))
+    if xlabel:
+        out.append('<text x="%.1f" y="%.1f" font-size="10" fill="#555" text-anchor="middle">%s'
+                   '</text>' % ((x0 + x1) / 2, height - 12, _esc(xlabel)))
+    if ylabel:
+        out.append('<text x="10" y="%.1f" font-size="10" fill="#555" transform="rotate(-90 10 '
+                   '%.1f)" text-anchor="middle">%s</text>' % ((y0 + y1) / 2, (y0 + y1) / 2,
+                                                              _esc(ylabel)))
+    for v, label in xrefs:
+        x = px(v)
+        out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#888" '
+                   'stroke-dasharray="3,3"><title>%s</title></line><text x="%.1f" y="%.1f" '
+                   'font-size="9" fill="#666" transform="rotate(-90 %.1f %.1f)">%s</text>'
+                   % (x, y0, x, y1, _esc(label), x - 2, y1 - 4, x - 2, y1 - 4, _esc(label)))
+    for v, label in yrefs:
+        y = py(v)
+        out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#000" '
+                   'stroke-dasharray="5,3"><title>%s</title></line><text x="%.1f" y="%.1f" '
+                   'font-size="9" fill="#333">%s</text>' % (x0, y, x1, y, _esc(label), x0 + 4,
+                                                            y - 3, _esc(label)))
+    for label, pts, color in series:
+        pts = sorted(p for p in pts if p[1] is not None and p[0] is not None)
+        if len(pts) > 1:
+            out.append('<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>' % (
+                color, " ".join("%.1f,%.1f" % (px(x), py(y)) for x, y, _ in pts)))
+        for x, y, tip in pts:
+            out.append('<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"><title>%s: %s</title>'
+                       '</circle>' % (px(x), py(y), color, _esc(label), _esc(tip)))
+    out.append('</svg>')
+    return "\n".join(out)

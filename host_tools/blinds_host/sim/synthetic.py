@@ -24,6 +24,15 @@ devices, chosen once and not tuned on any result:
   2-byte packet (plus TLS record overhead when over TLS), at the keep-alive
   interval the client picks (tens of seconds in practice).
 
+User events (a plug switched, motion on the camera, a spoken request, a new
+set-point) happen at realistic times of day: the run is one *compressed day*
+(``day_s`` seconds of recording, by default the whole run), and each event
+process is a Poisson process whose rate follows ``DAY_PROFILE``, a household's
+hour-of-day activity (none at night, a morning and a larger evening peak, in
+the shape of the diurnal usage reported by Apthorpe et al. 2017, Fig. 1, and of
+home occupancy), scaled so that the mean rate over the day is the model's. Each
+event is recorded (``Recording.events``): the label, its start and end.
+
 Frame sizes are on-the-wire Ethernet lengths: a TLS record of n application
 bytes costs about n + 29 (TLS 1.2 AES-GCM) + 66 (Ethernet/IP/TCP with
 timestamps). Every model also emits a little local UDP (SSDP/mDNS announcements,
@@ -32,6 +41,7 @@ NTP) that the hub does not forward: it shows up as "dropped" in the report.
 
 import numpy as np
 
+from ..lab.events import Event
 from .recording import Recording
 
 TLS = 29          # TLS 1.2 AES-GCM record overhead (header 5 + explicit nonce 8 + tag 16)
@@ -50,11 +60,26 @@ SERVICES = {
     "thermostat": [("home.thermco.test", "100.5.0.10", 443)],
 }
 MODELS = ("plug", "camera", "speaker", "bridge", "thermostat")
+# Who waits for a device: a person (interactive), or nobody soon (sensors, syncs).
+DEVICE_CLASS = {"plug": "interactive", "camera": "interactive", "speaker": "interactive",
+                "bridge": "delay_tolerant", "thermostat": "delay_tolerant"}
+
+# Relative user activity per hour of the day (0:00-1:00 first); scaled to mean 1.
+_HOURLY = (0, 0, 0, 0, 0, 0, 0.5, 2.5, 2.0, 0.6, 0.4, 0.4, 0.8, 0.6, 0.4, 0.4, 0.8, 1.5,
+           3.0, 3.0, 2.5, 2.0, 1.2, 0.3)
+DAY_PROFILE = tuple(h * 24 / sum(_HOURLY) for h in _HOURLY)
+
+
+def hour_of_day(t, day_s, day_start_h=0.0):
+    """The hour (0-24) at recording time ``t`` of a day compressed into ``day_s`` seconds."""
+    return (day_start_h + 24.0 * t / day_s) % 24.0
 
 
 class _Gen:
-    def __init__(self, rec, device, rng, duration):
+    def __init__(self, rec, device, rng, duration, day_s=None, day_start_h=0.0):
         self.rec, self.device, self.rng, self.duration = rec, device, rng, duration
+        self.day_s = day_s or duration
+        self.day_start_h = day_start_h
 
     def pkt(self, t, direction, nbytes, ip, port, proto="tcp"):
         if 0 <= t < self.duration:
@@ -79,11 +104,21 @@ class _Gen:
             fn(t)
             t += period * (1 + self.rng.uniform(-jitter, jitter))
 
-    def poisson(self, mean_gap, fn, start=0.0):
-        t = start + self.rng.exponential(mean_gap)
+    def events(self, mean_gap, fn, label):
+        """User events: Poisson with the day's profile (thinning), mean gap ``mean_gap``.
+
+        ``fn(t)`` plays one event and returns its end; each is logged as an Event.
+        """
+        peak = max(DAY_PROFILE)
+        t = self.rng.exponential(mean_gap / peak)
         while t < self.duration:
-            t = fn(t) or t
-            t += self.rng.exponential(mean_gap)
+            hour = int(hour_of_day(t, self.day_s, self.day_start_h))
+            if self.rng.random() * peak < DAY_PROFILE[hour]:
+                end = fn(t) or t
+                if t < self.duration:
+                    self.rec.events.append(Event(self.device, t, min(end, self.duration), label))
+                t = end
+            t += self.rng.exponential(mean_gap / peak)
 
     def local_udp(self, period, nbytes, ip, port):
         self.periodic(period, 0.05, lambda t: self.pkt(t, "out", nbytes, ip, port, "udp"))
@@ -100,7 +135,7 @@ def _plug(g):
         t = g.exchange(t, mq_ip, mq_port, [], [220], gap=0.0)
         t = g.exchange(t + 0.08, mq_ip, mq_port, [260, 160], [40])
         return t + 0.5
-    g.poisson(90.0, switch)
+    g.events(90.0, switch, "switch")
     g.periodic(600.0, 0.1, lambda t: g.exchange(t, api_ip, api_port, [420], [900, 300]))
     g.local_udp(20.0, 214, "255.255.255.255", 6667)
 
@@ -125,7 +160,7 @@ def _camera(g):
             t += 1.0 / 15 * (1 + g.rng.uniform(-0.2, 0.2))
         g.exchange(end, st_ip, st_port, [200], [80])
         return end
-    g.poisson(70.0, motion)
+    g.events(70.0, motion, "motion")
     g.local_udp(30.0, 340, "239.255.255.250", 1900)
 
 
@@ -150,7 +185,7 @@ def _speaker(g):
             t += 0.004
         g.pkt(t + 0.002, "out", ACK, avs_ip, avs_port)
         return t + 1.0
-    g.poisson(100.0, voice)
+    g.events(100.0, voice, "voice")
     g.local_udp(10.0, 180, "224.0.0.251", 5353)
 
 
@@ -174,7 +209,7 @@ def _thermostat(g):
         for k in range(3):
             t = g.exchange(t + 0.3, hm_ip, hm_port, [300], [600])
         return t
-    g.poisson(200.0, setpoint)
+    g.events(200.0, setpoint, "setpoint")
     g.local_udp(60.0, 123 + 42, "10.0.0.123", 123)
 
 
@@ -182,15 +217,22 @@ _FUNCS = {"plug": _plug, "camera": _camera, "speaker": _speaker, "bridge": _brid
           "thermostat": _thermostat}
 
 
-def home(duration, models=MODELS, seed=1):
-    """A Recording of the synthetic home: one device per model, ``duration`` seconds."""
+def home(duration, models=MODELS, seed=1, day_s=None, day_start_h=0.0):
+    """A Recording of the synthetic home: one device per model, ``duration`` seconds.
+
+    The run is a day compressed into ``day_s`` seconds (default ``duration``),
+    starting at ``day_start_h`` o'clock; ``rec.events`` lists the user events.
+    """
     rec = Recording("synthetic(seed=%d)" % seed)
     rec.capture_start = {"synthetic": 0.0}
+    rec.day_s = float(day_s or duration)
+    rec.day_start_s = day_start_h / 24.0 * rec.day_s
     for i, model in enumerate(models):
         if model not in _FUNCS:
             raise ValueError("no synthetic model %r (models: %s)" % (model, ", ".join(MODELS)))
         rng = np.random.default_rng([seed, i])
-        _FUNCS[model](_Gen(rec, model, rng, float(duration)))
+        rec.device_class[model] = DEVICE_CLASS[model]
+        _FUNCS[model](_Gen(rec, model, rng, float(duration), rec.day_s, day_start_h))
         for name, ip, _port in SERVICES[model]:
             rec.names[ip] = name
     order = sorted(range(len(rec)), key=lambda k: rec.ts[k])
