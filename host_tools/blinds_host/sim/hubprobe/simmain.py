@@ -42,7 +42,21 @@ def _wrap_adaptive():
     adaptive.AdaptiveShaper._decoy = _decoy
 
 
-for _wrap in (_wrap_stp, _wrap_adaptive):
+def _kind():
+    # The configured shaper's kind: only its module is loaded and wrapped, so
+    # that the hubs of other defenses carry no code they would not have.
+    import sys
+
+    try:
+        with open(sys.argv[sys.argv.index("--config") + 1]) as f:
+            t = json.load(f).get("tunnel") or {}
+        return (t.get("shaper") or {}).get("kind")
+    except (ValueError, IndexError, OSError, AttributeError):
+        return None
+
+
+_wrap = {"stp": _wrap_stp, "adaptive": _wrap_adaptive}.get(_kind())
+if _wrap is not None:
     try:
         _wrap()
     except (ImportError, AttributeError):
