@@ -42,6 +42,10 @@ def parse_hello(interval_ms, p):
 
 class AdaptiveShaper(NoShaper):
     KIND = KIND_ADAPTIVE
+    # watch(device, start_ticks, duration_ms): told of each decoy the hub
+    # starts (the lab's and the simulator's ground truth; on_decoy is the
+    # WiFi cover's). A class attribute, settable before the hub builds it.
+    watch = None
 
     def __init__(self, cfg, board=None, rng=None, cell=512, clock=None):
         self.interval_ms = cfg["interval_ms"]
@@ -273,6 +277,8 @@ class AdaptiveShaper(NoShaper):
                 self.follow.append([ticks_add(now, f[1]), name])
         if self.on_decoy is not None:
             self.on_decoy(d.name, sum(t[bursts.UP:]) * self.cell, t[2])
+        if self.watch is not None:
+            self.watch(d.name, now, t[2])
         return True
 
     def order_taken(self):

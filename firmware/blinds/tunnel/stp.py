@@ -17,6 +17,11 @@ class StpShaper(ConstantShaper):
     # once (counted in over). While idle, cells that may wait TOLERANT_MS or
     # more wait for a cover period instead of opening one of their own.
     KIND = KIND_STP
+    # watch(device, start_ticks, duration_ms): told of each cover period when
+    # it ends (device None: the whole link); the lab's and the simulator's
+    # ground truth. A class attribute, so that it can be set before the hub
+    # builds its shaper; None costs nothing.
+    watch = None
 
     def __init__(self, interval_ms, active_ms, q, rng=None):
         ConstantShaper.__init__(self, interval_ms)
@@ -26,6 +31,7 @@ class StpShaper(ConstantShaper):
         self.active = False
         self.cover = False  # the period was opened by a coin, not by data
         self.until = 0  # end of the period's current unit
+        self.opened = 0  # start of the period
         self.unit = 0  # start of the current unit
         self.last_real = 0
         self.tosses = 0
@@ -46,6 +52,7 @@ class StpShaper(ConstantShaper):
         self.unit = self.next = now
         self.until = ticks_add(now, self.active_ms)
         self.last_real = now
+        self.opened = now
         if cover:
             self.covers += 1
         else:
@@ -72,6 +79,8 @@ class StpShaper(ConstantShaper):
             self.units += 1
             return
         self.active = False
+        if self.cover and self.watch is not None:
+            self.watch(None, self.opened, ticks_diff(self.until, self.opened))
         self.next = self.until  # the first coin at the period's end, then every interval
 
     def due(self, now, pending, slack=FOREVER):
