@@ -114,11 +114,12 @@ def from_schedule(sched, repeat=1, warmup=0, positive=None, day_s=None):
                    positive)
 
 
-def synthetic(days=20, day_s=600.0, seed=1, warmup_days=2):
-    """The synthetic home (:mod:`..sim.synthetic`), ``days`` compressed days of ``day_s``."""
+def synthetic(days=20, day_s=600.0, seed=1, warmup_days=2, models=None):
+    """The synthetic home (:mod:`..sim.synthetic`), ``days`` compressed days of ``day_s``
+    (``models``: which of its devices, default all)."""
     from ..sim import schedule, synthetic as syn
 
-    rec = syn.home(days * day_s, seed=seed, day_s=day_s)
+    rec = syn.home(days * day_s, models=models or syn.MODELS, seed=seed, day_s=day_s)
     sched = schedule.build(rec)
     t = from_schedule(sched, day_s=day_s)
     t.duration_s = days * day_s
@@ -274,8 +275,10 @@ def make_shapers(kind, settings, seed, clock, cell=CELL):
     return up, down
 
 
-def run(traffic, kind="none", settings=None, seed=0):
-    """Drive ``kind`` (hub's shaper and the exit's twin) over ``traffic``: a Run."""
+def run(traffic, kind="none", settings=None, seed=0, shapers=None):
+    """Drive ``kind`` (hub's shaper and the exit's twin) over ``traffic``: a Run.
+    ``shapers``: an (uplink, downlink) pair of shaper objects to drive instead
+    (any object with the interface of ``blinds.tunnel.shaper``)."""
     settings = dict(SETTINGS.get(kind, {}), **(settings or {}))
     if kind == "adaptive":
         settings.setdefault("day_s", int(round(traffic.day_s)))
@@ -286,7 +289,7 @@ def run(traffic, kind="none", settings=None, seed=0):
     def clock():
         return day0 + vnow[0] / 1000.0
 
-    up_sh, down_sh = make_shapers(kind, settings, seed, clock)
+    up_sh, down_sh = shapers or make_shapers(kind, settings, seed, clock)
     decoys = []
 
     def watch(device, start, duration_ms):

@@ -1,45 +1,31 @@
 # The simulator's hub entry point (MicroPython): the board's main, after
-# wrapping the shapers so that each decoy is printed to the hub's log with its
-# wall-clock time. This is the ground truth the decoy detector is scored
-# against (blinds_host.sim.runner.decoys_of); the firmware itself is not
-# changed, and a shaper kind that is absent is simply not wrapped.
+# setting the configured shaper's public watch hook (a class attribute, so
+# that it reaches the shaper the hub builds) to print each decoy to the hub's
+# log with its wall-clock start. This is the ground truth the decoy detector
+# is scored against (blinds_host.sim.runner.decoys_of); the firmware itself is
+# not changed, and a shaper kind that is absent gets no hook.
 #
 #   sim: decoy {"t": <epoch s>, "dur_ms": <ms>, "kind": "stp"|"adaptive", "device": <name>}
 import json
 import time
 
-
-def _say(kind, dur_ms, device=None):
-    print("sim: decoy " + json.dumps({"t": time.time(), "dur_ms": dur_ms, "kind": kind,
-                                      "device": device}))
+from blinds.compat import ticks_diff, ticks_ms
 
 
-def _wrap_stp():
-    from blinds.tunnel import stp
-
-    inner = stp.StpShaper._open
-
-    def _open(self, now, cover):
-        inner(self, now, cover)
-        if cover:
-            _say("stp", self.active_ms)
-    stp.StpShaper._open = _open
+def _watcher(kind):
+    def watch(device, start, dur_ms):
+        t = time.time() - ticks_diff(ticks_ms(), start) / 1000
+        print("sim: decoy " + json.dumps({"t": t, "dur_ms": dur_ms, "kind": kind,
+                                          "device": device}))
+    return staticmethod(watch)
 
 
-def _wrap_adaptive():
-    from blinds.tunnel import adaptive
-
-    inner = adaptive.AdaptiveShaper._decoy
-
-    def _decoy(self, now, d, followed):
-        before = self.order
-        ok = inner(self, now, d, followed)
-        o = self.order
-        if ok is not False and o is not None and o is not before:
-            width = (o[2] << 24) | (o[3] << 16) | (o[4] << 8) | o[5]
-            _say("adaptive", width, d.name)
-        return ok
-    adaptive.AdaptiveShaper._decoy = _decoy
+def _hook(kind):
+    if kind == "stp":
+        from blinds.tunnel.stp import StpShaper as cls
+    else:
+        from blinds.tunnel.adaptive import AdaptiveShaper as cls
+    cls.watch = _watcher(kind)
 
 
 def _kind():
@@ -55,11 +41,11 @@ def _kind():
         return None
 
 
-_wrap = {"stp": _wrap_stp, "adaptive": _wrap_adaptive}.get(_kind())
-if _wrap is not None:
+_k = _kind()
+if _k in ("stp", "adaptive"):
     try:
-        _wrap()
-    except (ImportError, AttributeError):
+        _hook(_k)
+    except ImportError:
         pass
 
 import main  # noqa: E402,F401 -- runs the hub

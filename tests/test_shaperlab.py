@@ -1,0 +1,106 @@
+"""The virtual-time shaper lab (lab/shaperlab.py) reproduces known answers: a
+bare tunnel gives events away, a constant shaper above the load hides them,
+naive decoys are caught; and the shapers it drives keep their promises (no
+real cell held past its max_delay_ms, the adaptive shaper within its budget)
+on days of the synthetic home."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blinds.tunnel.shaper import NoShaper
+from blinds_host.lab import shaperlab as L
+
+QUIET = ("plug", "speaker", "bridge", "thermostat")  # the synthetic home without its camera
+
+
+@pytest.fixture(scope="module")
+def home():
+    return L.synthetic(days=8, day_s=600, seed=3, warmup_days=1)
+
+
+def test_bare_tunnel_gives_events_away(home):
+    r = L.run(home, "none")
+    ev = L.events_ba(r)
+    assert ev["positive_windows"] > 100 and ev["negative_windows"] > 100
+    assert ev["ci95"][0] > 0.75, ev
+    assert L.overhead(r)["pad_KBps"] == 0
+    assert all(v["p95_ms"] == 0 for v in L.latency(r).values())
+
+
+def test_constant_above_the_load_is_chance():
+    tr = L.synthetic(days=5, day_s=600, seed=4, warmup_days=1, models=QUIET)
+    r = L.run(tr, "constant", {"interval_ms": 20})
+    ev = L.events_ba(r)
+    lo, hi = ev["ci95"]
+    assert lo <= 0.5 <= hi and hi - lo < 0.2, ev
+    # Exactly its schedule each way: one cell per 20 ms, real or PAD.
+    for side in (r.up, r.down):
+        gaps = {b - a for a, b in zip(side.ts, side.ts[1:])}
+        assert gaps == {20}
+        # Above the load: most slots carry PAD.
+        assert sum(side.real) < 0.5 * len(side.real)
+
+
+class NaiveDecoys(NoShaper):
+    """A decoy shaper as a careless designer would write it (a lab fake, not
+    firmware): real cells at once, and at uniformly random times (any hour) a
+    burst of a fixed 60 PADs over 3 s."""
+
+    def __init__(self, rng, per_s):
+        self.rng, self.per_s = rng, per_s
+        self.at = None
+        self.left = 0
+        self.watch = None
+
+    def start(self, now):
+        self.at = now + int(self.rng.expovariate(self.per_s) * 1000)
+
+    def due(self, now, pending, slack=0):
+        if pending:
+            return 0
+        if self.left:
+            return max(0, self.nxt - now)
+        if now >= self.at:
+            self.left, self.nxt = 60, now
+            if self.watch is not None:
+                self.watch(None, now, 3000)
+            return 0
+        return self.at - now
+
+    def sent(self, now, real):
+        if not real and self.left:
+            self.left -= 1
+            self.nxt = now + 50
+            if not self.left:
+                self.start(now)
+
+
+def test_naive_decoys_are_caught(home):
+    r = L.run(home, "naive", shapers=(NaiveDecoys(random.Random(1), 1 / 60), NoShaper()))
+    assert len(r.decoys) > 50
+    dc = L.decoy_ba(r)
+    assert dc["ci95"][0] > 0.7, dc
+
+
+@given(st.integers(0, 2**20), st.sampled_from(["stp", "adaptive"]),
+       st.sampled_from([500, 1500, 3000]))
+@settings(max_examples=6, deadline=None)
+def test_shapers_keep_delay_and_budget_over_days(seed, kind, budget):
+    tr = L.synthetic(days=3, day_s=300, seed=seed % 1000, warmup_days=1)
+    extra = {"budget_Bps": budget, "floor_interval_ms": 4000, "noise": 0.0} \
+        if kind == "adaptive" else {}
+    r = L.run(tr, kind, extra, seed)
+    for i, d in enumerate(tr.devices):
+        assert max(r.up.delays[i], default=0) <= d["max_delay_ms"], d["name"]
+        assert max(r.down.delays[i], default=0) <= L.EXIT_DELAY_MS, d["name"]
+    if kind == "adaptive":
+        # PAD bytes up to any time never exceed the bucket's start plus the budget.
+        k = 0
+        for t, real in zip(r.up.ts, r.up.real):
+            if not real:
+                k += 1
+                assert k * L.CELL <= budget * 10 + budget * t / 1000, (k, t)
+        assert r.decoys and all(e >= s for _d, s, e in r.decoys)
