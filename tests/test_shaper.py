@@ -201,7 +201,10 @@ def home_events(days, seed, day_s=DAY_S):
 
 
 def adaptive_cfg(**over):
-    cfg = config.check(with_shaper({"kind": "adaptive", "day_s": DAY_S, "decoy_ratio": 4.0}))
+    # decoy_floor 0: decoys only in the hours learned (test_adaptive_hour_floor
+    # covers the default floor).
+    cfg = config.check(with_shaper({"kind": "adaptive", "day_s": DAY_S, "decoy_ratio": 4.0,
+                                    "decoy_floor": 0.0}))
     sh = cfg["tunnel"]["shaper"]
     sh.update(over)
     return sh
@@ -219,11 +222,12 @@ def check_adaptive(r, case):
     budget = cfg["budget_Bps"]
     # Templates, histograms and followers came back whole after the restart.
     assert r["same"] is True
-    # The hours learned are the hours used, and no decoy falls outside them.
+    # The hours learned are the hours used; without a floor no decoy falls
+    # outside them.
     assert r["hist"]["lock"] == [7, 18] and r["hist"]["speaker"] == [7, 18]
     assert r["hist"]["sensor"] == [0, 6, 12, 18]
     for name, hour, nbytes, ms, _t in r["decoys"]:
-        assert hour in r["hist"][name], (name, hour)
+        assert cfg["decoy_floor"] or hour in r["hist"][name], (name, hour)
         assert nbytes > 0 and ms >= 0
     # The speaker follows the lock, in life and in decoys.
     assert "speaker" in r["follow"]
@@ -263,6 +267,31 @@ def test_adaptive_decoys_happen_and_follow_unix_port(tmp_path):
     assert max(gaps) <= 1.5 * case["cfg"]["floor_interval_ms"] + 1
     cp = run_cpython(ADAPTIVE, case)
     assert cp["hist"] == r["hist"]
+
+
+def test_adaptive_hour_floor(tmp_path):
+    # With decoy_floor f, an hour a device was never used in gets decoys at f
+    # times its mean hourly rate, so that no hour is empty: for the lock (2
+    # hours of 24) about 22f/24 / (1 + 22f/24) of its decoys, 0.19 at 0.25.
+    case = adaptive_case(tmp_path, 3, idle_days=12, decoy_floor=0.25)
+    r = check_adaptive(run_cpython(ADAPTIVE, case), case)
+    lock = [hour for name, hour, _n, _ms, _t in r["decoys"] if name == "lock"]
+    outside = sum(1 for h in lock if h not in r["hist"]["lock"])
+    assert len(lock) >= 20 and 0 < outside <= 0.4 * len(lock), (outside, len(lock))
+
+
+def test_model_rate_floor():
+    from blinds.tunnel import bursts
+
+    m = bursts.Model(20, random.Random(1), DAY_S)
+    d = m._new("lock")
+    m.obs = 2 * DAY_S
+    d.hist[7], d.hist[18] = 4.0, 2.0
+    d.tpl.append(None)  # rate() asks only whether there is a template
+    per_hour = 2 * DAY_S / 24
+    assert m.rate(d, 3, DAY_S) == 0.0
+    assert math.isclose(m.rate(d, 3, DAY_S, 0.5), 0.5 * 6 / 24 / per_hour)
+    assert math.isclose(m.rate(d, 7, DAY_S, 0.5), 4 / per_hour)
 
 
 def test_adaptive_budget_caps_decoys(tmp_path):
@@ -406,7 +435,8 @@ def test_config_defaults_and_normalized_twice():
     r = config.check(with_shaper({"kind": "adaptive"}))
     assert r["tunnel"]["shaper"] == {
         "kind": "adaptive", "interval_ms": 20, "floor_interval_ms": 2000, "budget_Bps": 3000,
-        "day_s": 86400, "noise": 0.5, "decoy_ratio": 1.0, "state_file": "shaping.json"}
+        "day_s": 86400, "noise": 0.5, "decoy_ratio": 16.0, "decoy_floor": 0.25,
+        "state_file": "shaping.json"}
     assert config.check(r) == r
     assert [d["max_delay_ms"] for d in r["devices"]] == [50, 60000]
     assert r["tunnel"]["max_delay_ms"] == 50

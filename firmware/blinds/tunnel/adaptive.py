@@ -19,10 +19,11 @@ from blinds.tunnel.shapes import get32, seed_rng, u32
 
 _HOUSE_MS = const(250)  # learning and decoy draws at most this often
 _WINDOW_MS = const(1000)  # the noise window
-_BUCKET_S = const(600)  # the bucket holds this many seconds of budget
+_BUCKET_S = const(600)  # the bucket holds at least this many seconds of budget
 _START_S = const(10)  # ... and starts with this many
 _MAX_PLAYS = const(6)  # decoy halves and noise runs scheduled at once
 _MAX_FOLLOWUPS = const(8)
+_MAX_OWED = const(4)  # decoys drawn during real activity, started after it
 _ORDER = const(0x44)  # first payload byte of a PAD that orders a downlink decoy
 ORDER_LEN = const(22)  # 'D', u8 version, u32 width_ms, 8 x u16 cells
 _PADS = ("pad_noise", "pad_decoy")  # by a play's tag
@@ -37,6 +38,7 @@ def parse_hello(interval_ms, p):
         raise ValueError("adaptive parameters out of range")
     return {"kind": "adaptive", "interval_ms": interval_ms, "floor_interval_ms": fl,
             "budget_Bps": bud, "noise": ((p[8] << 8) | p[9]) / 100, "decoy_ratio": 0.0,
+            "decoy_floor": 0.0,
             "state_file": None, "day_s": 86400}
 
 
@@ -53,6 +55,9 @@ class AdaptiveShaper(NoShaper):
         self.budget = cfg["budget_Bps"]
         self.noise = cfg["noise"]
         self.ratio = cfg["decoy_ratio"]
+        self.floor_share = cfg.get("decoy_floor", 0.0)
+        self.scale = 0.0  # decoys per real burst (_scale), worked out for hour scale_h
+        self.scale_h = -1
         self.day_s = cfg["day_s"]
         self.state_file = cfg["state_file"]
         self.board = board
@@ -62,10 +67,14 @@ class AdaptiveShaper(NoShaper):
         self.model = bursts.Model(self.interval_ms, self.rng, self.day_s)
         self.on_decoy = None  # (device, nbytes, duration_ms): the WiFi cover's hook
         self.late = 0
-        self.tokens = min(self.budget * _START_S, self.budget * _BUCKET_S)
+        # The bucket carries a busy evening's decoys: an eighth of a day of
+        # budget, at least _BUCKET_S seconds of it.
+        self.cap = self.budget * max(_BUCKET_S, self.day_s // 8)
+        self.tokens = min(self.budget * _START_S, self.cap)
         self.rem = 0
         self.plays = []  # [t0, width, counts, seg, k, tag]: noise runs (0), decoy halves (1)
         self.follow = []  # [ticks, device name]
+        self.owed = []  # device names: decoys waiting for a quiet home
         self.order = None  # a decoy order waiting for the next PAD
         self.floor_at = 0
         self.slot_t = 0  # the next scheduled cell (_next_slot)
@@ -195,7 +204,7 @@ class AdaptiveShaper(NoShaper):
         dt = ticks_diff(now, self.hk)
         self.hk = now
         acc = self.budget * dt + self.rem
-        self.tokens = min(self.tokens + acc // 1000, self.budget * _BUCKET_S)
+        self.tokens = min(self.tokens + acc // 1000, self.cap)
         self.rem = acc % 1000
         if ticks_diff(now, self.win) >= _WINDOW_MS:
             self.win = now
@@ -225,23 +234,47 @@ class AdaptiveShaper(NoShaper):
             k += 1
         return k
 
+    def _scale(self, hour):
+        # Decoys per real burst, the same for every device (decoys then come
+        # in the mix real bursts do): as many as what the floor and the noise
+        # leave of the budget pays for, on average over the day (decoys keep
+        # the hour-of-day shape; the bucket carries the busy hours), at most
+        # decoy_ratio. Worked out once an hour (floats allocate on the board).
+        if hour == self.scale_h:
+            return self.scale
+        m = self.model
+        cost = 0.0
+        for d in m.devs.values():
+            u = m.mean_up(d) * self.cell
+            for h in range(24):
+                cost += m.rate(d, h, self.day_s, self.floor_share) * u
+        cost /= 24
+        spare = self.budget - self.cell * (1000 / self.floor_ms + self.noise)
+        self.scale = self.ratio if cost <= 0 else min(self.ratio, max(0.0, spare) / cost)
+        self.scale_h = hour
+        return self.scale
+
     def _decoys(self, now, dt):
         m = self.model
         hour = self._hour()
-        # What decoys would cost at the full ratio, against what the budget
-        # leaves after the floor and the noise: the ratio is scaled down to fit.
-        rates = []
-        cost = 0.0
+        p = self._scale(hour) * dt / 1000 * 16777216
+        busy = m.busy()
         for d in m.devs.values():
-            r = m.rate(d, hour, self.day_s) * self.ratio
-            if r > 0:
-                rates.append((d, r))
-                cost += r * m.mean_up(d) * self.cell
-        spare = self.budget - self.cell * (1000 / self.floor_ms + self.noise)
-        scale = 1.0 if cost <= spare else max(0.0, spare) / cost
-        for d, r in rates:
-            if self.rng.getrandbits(24) < r * scale * dt / 1000 * 16777216:
+            r = m.rate(d, hour, self.day_s, self.floor_share)
+            if r > 0 and self.rng.getrandbits(24) < r * p:
+                if busy:
+                    # A decoy over real activity hides nothing: it is owed,
+                    # and starts when the home is quiet again.
+                    if len(self.owed) < _MAX_OWED:
+                        self.owed.append(d.name)
+                else:
+                    self._decoy(now, d, False)
+        while self.owed and not busy:
+            # (dropped if its hour has passed into one it has no rate in)
+            d = m.devs.get(self.owed.pop())
+            if d is not None and m.rate(d, hour, self.day_s, self.floor_share) > 0:
                 self._decoy(now, d, False)
+                busy = True  # one at a time: the next waits a window
         i = 0
         while i < len(self.follow):
             at, name = self.follow[i]

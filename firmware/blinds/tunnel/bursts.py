@@ -31,6 +31,14 @@ DOWN = const(3 + _SEGS)  # _SEGS counts of cells up, then _SEGS down
 _TPL = const(3 + 2 * _SEGS)
 
 
+def _cells(t):
+    # A template's cells, capped so that weight x cells stays a small int.
+    n = 0
+    for i in range(UP, _TPL):
+        n += t[i]
+    return min(n, 65535)
+
+
 class Dev:
     # One device's learned state, and its burst in progress (cur).
     def __init__(self, name, born):
@@ -108,6 +116,18 @@ class Model:
             if d.cur is not None and ticks_diff(now, d.noted) >= _GAP_MS:
                 self.end(d)
 
+    def busy(self):
+        """True while a device is in a real burst of _MIN_CELLS cells or more."""
+        for d in self.devs.values():
+            b = d.cur
+            if b is not None:
+                n = 0
+                for x in b[2]:
+                    n += x
+                if n >= _MIN_CELLS:
+                    return True
+        return False
+
     def end(self, d):
         b = d.cur
         d.cur = None
@@ -168,16 +188,24 @@ class Model:
             f[0] //= 2
 
     # -- what the scheduler reads ------------------------------------------------------
-    def rate(self, d, hour, day_s):
+    def rate(self, d, hour, day_s, floor=0.0):
         """Real bursts of d per second expected at this hour of day: its
-        histogram smoothed over neighbouring hours, and 0 in an hour in
-        which it has never been seen."""
+        histogram smoothed over neighbouring hours; in an hour in which it
+        has never been seen, floor times its mean hourly rate (0: none)."""
         h = d.hist
-        if h[hour] <= 0 or not d.tpl:
+        if not d.tpl:
             return 0.0
         days = (self.obs - d.born) / day_s
         if days * 24 < 1:
             return 0.0  # less than an hour of it learned
+        per = max(1.0, days) * (day_s / 24)
+        if h[hour] <= 0:
+            if floor <= 0:
+                return 0.0
+            tot = 0.0
+            for x in h:
+                tot += x
+            return floor * tot / 24 / per
         # Smoothed with the neighbouring hours the device is used in (a lone
         # hour keeps its own rate): weights 1, 2, 1.
         s, w = 2 * h[hour], 2
@@ -185,26 +213,31 @@ class Model:
             if x > 0:
                 s += x
                 w += 1
-        return s / w / max(1.0, days) / (day_s / 24)
+        return s / w / per
 
     def pick(self, d):
-        """A template of d, drawn in proportion to how often it was seen."""
+        """A template of d, drawn in proportion to how often it was seen
+        times its cells: the burst a random real cell belongs to, so that
+        decoys look like the bursts that make a window busy, not like the
+        frequent small ones every window has anyway."""
         tot = 0
         for t in d.tpl:
-            tot += t[0]
-        r = self.rng.getrandbits(16) * tot >> 16
+            tot += t[0] * _cells(t)
+        r = (self.rng.getrandbits(16) * tot) >> 16
         for t in d.tpl:
-            r -= t[0]
+            r -= t[0] * _cells(t)
             if r < 0:
                 return t
         return d.tpl[-1]
 
     def mean_up(self, d):
-        """The templates' mean count of cells up (what a decoy costs here)."""
+        """The mean count of cells up of a template drawn by pick() (what a
+        decoy costs here)."""
         w = c = 0
         for t in d.tpl:
-            w += t[0]
-            c += t[0] * sum(t[UP:DOWN])
+            n = t[0] * _cells(t)
+            w += n
+            c += n * sum(t[UP:DOWN])
         return c / w if w else 0.0
 
     # -- persistence ---------------------------------------------------------------------
