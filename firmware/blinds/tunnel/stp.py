@@ -1,8 +1,13 @@
 # The stp shaper: stochastic traffic padding (Apthorpe et al., PETS 2019),
 # as docs/shaping.md describes it; the interface is tunnel/shaper.py's.
-from blinds.compat import ticks_add, ticks_diff
+from array import array
+
+from blinds.compat import const, ticks_add, ticks_diff
 from blinds.tunnel.shaper import FOREVER, KIND_STP, TOLERANT_MS, ConstantShaper
 from blinds.tunnel.shapes import MAX_TOSSES, Q_ONE, seed_rng, u32
+
+_LENS = const(16)  # real periods' lengths in units: 1 .. 15, then 16 or more
+_LENS_MAX = const(4096)  # periods counted before the counts halve (same shape)
 
 
 class StpShaper(ConstantShaper):
@@ -11,8 +16,9 @@ class StpShaper(ConstantShaper):
     # or PAD) for active_ms, in units of active_ms, a unit extended by
     # another when real cells kept coming after the unit's first slot.
     # While idle, at each interval_ms grid point one coin with probability q
-    # is tossed; heads opens a cover period of the same shape (one unit,
-    # extended with the frequency real periods were). A real cell waits for
+    # is tossed; heads opens a cover period of the same shape: its length
+    # (units) drawn from the lengths real periods had (a bounded histogram),
+    # so that long covers come as often as long real activity does. A real cell waits for
     # the period's next slot only while its slack allows; else it leaves at
     # once (counted in over). While idle, cells that may wait TOLERANT_MS or
     # more wait for a cover period instead of opening one of their own.
@@ -38,8 +44,9 @@ class StpShaper(ConstantShaper):
         self.covers = 0
         self.periods = 0
         self.units = 0
-        self.extended = 0  # units of real periods that were extended ...
-        self.ext_of = 0  # ... of this many
+        self.lens = array("H", bytes(2 * _LENS))  # real periods by length (units)
+        self.n_lens = 0
+        self.left = 0  # units a cover period has still to run
         self.over = 0
 
     def start(self, now):
@@ -53,6 +60,7 @@ class StpShaper(ConstantShaper):
         self.until = ticks_add(now, self.active_ms)
         self.last_real = now
         self.opened = now
+        self.left = self._length() if cover else 0
         if cover:
             self.covers += 1
         else:
@@ -65,23 +73,42 @@ class StpShaper(ConstantShaper):
     def _unit_over(self, now):
         # The current unit has ended: another unit, or the period ends.
         real_more = ticks_diff(self.last_real, self.unit) > 0
-        if not self.cover:
-            self.ext_of += 1
-            if real_more:
-                self.extended += 1
-            if self.ext_of >= 4096:  # bounded, same ratio
-                self.ext_of >>= 1
-                self.extended >>= 1
-        if real_more or (self.cover and self.ext_of and
-                         self._coin((self.extended * Q_ONE) // self.ext_of)):
+        self.left -= 1
+        if real_more or (self.cover and self.left > 0):
             self.unit = self.until
             self.until = ticks_add(self.until, self.active_ms)
             self.units += 1
             return
         self.active = False
-        if self.cover and self.watch is not None:
-            self.watch(None, self.opened, ticks_diff(self.until, self.opened))
+        if self.cover:
+            if self.watch is not None:
+                self.watch(None, self.opened, ticks_diff(self.until, self.opened))
+        else:
+            self._learn(ticks_diff(self.until, self.opened) // self.active_ms)
         self.next = self.until  # the first coin at the period's end, then every interval
+
+    def _learn(self, units):
+        # Count a real period of this many units; halve all at _LENS_MAX.
+        c = self.lens
+        c[min(units, _LENS) - 1] += 1
+        self.n_lens += 1
+        if self.n_lens >= _LENS_MAX:
+            self.n_lens = 0
+            for i in range(_LENS):
+                c[i] >>= 1
+                self.n_lens += c[i]
+
+    def _length(self):
+        # A cover period's length (units), drawn from the real periods'.
+        if not self.n_lens:
+            return 1
+        r = (self.rng.getrandbits(16) * self.n_lens) >> 16
+        c = self.lens
+        for i in range(_LENS):
+            r -= c[i]
+            if r < 0:
+                return i + 1
+        return 1
 
     def due(self, now, pending, slack=FOREVER):
         iv = self.interval_ms

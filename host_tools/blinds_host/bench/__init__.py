@@ -7,7 +7,7 @@ the hub's status, the figures, the run and its JSON document);
 :mod:`.clients` the programs that run inside the namespaces. One module per
 subject holds its benchmarks and lists them in ``BENCHMARKS``
 (``[(name, function)]``): :mod:`.dns`, :mod:`.relay`, :mod:`.sim`, :mod:`.lab`,
-:mod:`.tunnel`, :mod:`.esp`, :mod:`.broker`.
+:mod:`.tunnel`, :mod:`.esp`, :mod:`.broker`, :mod:`.shaperlab`.
 To add a benchmark, append it to its subject's list; to add a subject, write
 its module and name it in :data:`SUBJECTS`.
 
@@ -17,7 +17,7 @@ blinds_host.bench.clients`` loads only what it needs.
 
 import importlib
 
-SUBJECTS = ("dns", "relay", "sim", "lab", "tunnel", "esp", "broker")
+SUBJECTS = ("dns", "relay", "sim", "lab", "tunnel", "esp", "broker", "shaperlab")
 
 
 def registry(subjects=SUBJECTS):
