@@ -17,10 +17,9 @@ the windows alone do not show).
 """
 
 import math
-import os
 import time
 
-from ..paths import SHARED_DATA
+from .sim import _plug_csv as _real_csv  # lifecycle_nku's packets, where the data are
 
 SYN_DAYS = 12
 SYN_DAY_S = 600.0
@@ -31,15 +30,6 @@ KINDS = ("none", "constant", "stp", "adaptive")
 # An stp setting that buys its goal, for its cost (docs/shaping.md, "stp"):
 # a fine grid so that bursts fit in their slack, periods as long as a window.
 STP_TIGHT = {"interval_ms": 5, "active_ms": 10000, "q": 0.01}
-
-
-def _real_csv():
-    for base in (os.environ.get("BLINDS_DATA"), SHARED_DATA):
-        if base:
-            path = os.path.join(base, "lifecycle_nku", "packets.csv.gz")
-            if os.path.exists(path):
-                return os.path.abspath(path)
-    return None
 
 
 def _pool(items):
