@@ -177,6 +177,31 @@ def test_stp_real_period_extended_while_traffic_continues():
     assert r["held"] <= 0 and r["early"] > 0
 
 
+@given(st.integers(0, 2**30), st.lists(st.sampled_from([1, 3, 6]), min_size=5, max_size=30))
+@settings(max_examples=15, deadline=None)
+def test_stp_cover_periods_last_as_real_periods_did(seed, lengths):
+    # Real bursts of 1, 3 or 6 units (1 s units, cells every 100 ms for the
+    # burst's length less half a unit), then idle: each cover period (told by
+    # the watch hook) lasts a length real periods had: the burst's units and
+    # the one the period outlives its traffic by.
+    ns = {}
+    exec(DRIVE, ns)
+    ev, t = [], 0
+    for n in lengths:
+        ev += [[t + 100 * k, "a", 1, 50] for k in range(n * 10 - 5)]
+        t += n * 1000 + 5000
+    sh = StpShaper(50, 1000, 0, random.Random(seed))  # no cover while it learns
+    got = []
+    sh.watch = lambda dev, start, ms: got.append(ms)
+    ns["drive"](sh, ev, t)
+    sh.q = shapes.q24(0.002)
+    ns["drive"](sh, [], t + 600_000, t)
+    assert sh.periods == len(lengths) and got
+    assert {ms // 1000 for ms in got} <= {n + 1 for n in lengths}, (got, lengths)
+    if len(got) >= 20 and len(set(lengths)) > 1:
+        assert len({ms // 1000 for ms in got}) > 1
+
+
 # ---- adaptive ---------------------------------------------------------------------------
 
 DAY_S = 240  # a compressed day: an hour of it is 10 s
