@@ -177,8 +177,11 @@ def test_stp_run_logs_its_cover_periods_as_decoys(tmp_path):
     assert run["sessions"]["ok"] == run["sessions"]["expected"] > 0, run["sessions"]
     covers = run["hub"]["shaper"]["covers"]
     assert covers > 0 and abs(len(run["decoys"]) - covers) <= 2, (len(run["decoys"]), covers)
-    assert all(d["end"] - d["start"] == pytest.approx(2000 / 1000 * 1, abs=0.05)
-               for d in run["decoys"])
+    # Each cover period lasts whole units of active_ms (2 s of recording), as
+    # many as real periods did (docs/shaping.md, stp).
+    for d in run["decoys"]:
+        units = (d["end"] - d["start"]) / 2.0
+        assert units >= 1 - 0.03 and abs(units - round(units)) <= 0.03, d
     rows = {r["view"]: r for r in res["table"]}
     assert rows["lastmile"]["overhead_KBps"] is None  # no baseline in this run
     assert set(rows["wifi"]["added_p95_ms"]) == {"interactive", "delay_tolerant"}
