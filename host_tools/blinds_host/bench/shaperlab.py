@@ -110,8 +110,11 @@ def _case(traffics, seeds, extra=None):
         runs.append(r)
     rows, cost, bound = goals_of(runs)
     out = {"source": traffics[0].source, "goals": rows, "cost": cost, "bound": bound,
-           "windows": {k: runs[0][k]["events"].get("positive_windows", 0)
-                       + runs[0][k]["events"].get("negative_windows", 0) for k in KINDS}}
+           "windows": {k: {"event": runs[0][k]["events"].get("positive_windows"),
+                           "other": runs[0][k]["events"].get("negative_windows"),
+                           "real_vs_decoy": [(runs[0][k].get("decoy") or {}).get(x)
+                                             for x in ("real_windows", "decoy_windows")]}
+                       for k in KINDS}}
     if extra:
         out["stp_tight"] = {"settings": extra,
                             "events": _pool([r["stp_tight"]["events"] for r in runs]),
