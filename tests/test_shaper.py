@@ -137,8 +137,11 @@ def test_stp_real_periods_and_max_delay(seed, iv, units, q, events):
     assert r["over"] == 0 and r["held"] <= 0
     real = sum(x for _, x in r["out"])
     assert real == min(sum(e[2] for e in events), real)
-    if events:
+    if any(e[0] + e[3] < 30000 for e in events):
+        # (a cell that may wait past the run's end may wait for a cover that
+        # does not come before it: nothing need be sent)
         assert r["periods"] + r["covers"] >= 1
+    if real:
         # The first real cell opens a period at once (or rides in a cover
         # period's next slot): no added latency beyond one interval.
         first = [t for t, x in r["out"] if x][0]
