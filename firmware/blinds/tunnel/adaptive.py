@@ -307,10 +307,7 @@ class AdaptiveShaper(NoShaper):
         for name, f in d.follow.items():
             if d.n and len(self.follow) < _MAX_FOLLOWUPS and \
                     self.rng.getrandbits(16) * d.n < f[0] * 65536:
-                # after the learned mean lag, jittered (0.5..1.5 of it): a
-                # fixed lag would be a signature real evenings do not have
-                lag = f[1] // 2 + ((self.rng.getrandbits(10) * f[1]) >> 10)
-                self.follow.append([ticks_add(now, lag), name])
+                self.follow.append([ticks_add(now, f[1]), name])
         if self.on_decoy is not None:
             self.on_decoy(d.name, sum(t[bursts.UP:]) * self.cell, t[2])
         if self.watch is not None:
