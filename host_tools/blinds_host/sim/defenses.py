@@ -30,7 +30,7 @@ SHAPER_KEYS = {
     "constant": ("interval_ms",),
     "stp": ("interval_ms", "active_ms", "q"),
     "adaptive": ("interval_ms", "floor_interval_ms", "budget_Bps", "noise", "decoy_ratio",
-                 "day_s", "state_file"),
+                 "decoy_floor", "day_s", "state_file"),
 }
 # The simulator's defaults, in recording time: the hub's own (blinds.config.shaping)
 # written out, so that the speed scales them too; constant at 10 ms carries the
