@@ -4,7 +4,8 @@ through the hub, with the replay's fidelity checked on the WiFi view.
 Needs root and the test home's tools (skips otherwise, as the other home tests);
 the real-device test also needs ../shared/data. About 2 minutes: `make test`
 replays the real device at 3 times real speed and the synthetic home for 120 s
-(the fidelity stays above 0.96); `make long` at real speed and for 200 s.
+(60 s through the tunnel; the fidelity stays above 0.96); `make long` at real
+speed and for 200 s (120 s).
 """
 
 import json
@@ -71,6 +72,7 @@ def test_synthetic_home_without_and_with_allowlists(tmp_path):
     assert rows[("allowlist", "wifi")]["setup_added_p95_ms"] is not None
 
 
+@pytest.mark.long
 def test_synthetic_home_through_the_tunnel_with_constant_shaping(tmp_path):
     """tunnel+constant: every session still works; the ISP's view is one flow
     (the lab says so), and it costs a cell every 10 ms each way."""
@@ -78,8 +80,8 @@ def test_synthetic_home_through_the_tunnel_with_constant_shaping(tmp_path):
     from blinds_host.sim import runner
 
     res, _, _ = runner.simulate(
-        out=str(tmp_path), defenses=["tunnel+constant"], synthetic=True, duration=120,
-        speed=4, window=3)
+        out=str(tmp_path), defenses=["tunnel+constant"], synthetic=True,
+        duration=by_profile(120, 60), speed=4, window=3)
     run = res["runs"]["tunnel+constant"]
     s = run["sessions"]
     assert s["ok"] == s["expected"] > 0, s
