@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all setup deps demo test bench lint clean
+.PHONY: all setup deps demo test bench long lint clean
 
 all: setup
 
@@ -44,9 +44,18 @@ fuzz: setup
 	$(PY) tests/fuzz/fuzz.py --runs $(FUZZ_RUNS) --time $(FUZZ_TIME) \
 		$(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS)) $(if $(FUZZ_MERGE),--merge) \
 		--summary build/fuzz/summary.json
-	# A million random cells at each end of the tunnel from an authenticated
-	# peer (`make test` sends 20,000 and 40,000): the hub's link under
-	# -X heapsize=96k, the exit's RSS flat (docs/tunnel.md, bad input).
+	$(MAKE) long
+
+# The long versions of make test's shorter runs (docs/testing.md), also run by
+# `make fuzz`: the tests marked "long" under hypothesis's "full" profile (the
+# slowest property tests at their full example counts, the simulated home's
+# replays at full length, 100 kill -9 restarts of the hub under a bridged QoS 1
+# load), and a million random cells at each end of the tunnel from an
+# authenticated peer (`make test` sends 20,000 and 40,000): the hub's link
+# under -X heapsize=96k, the exit's RSS flat (docs/tunnel.md, bad input).
+.PHONY: long
+long: setup
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m long --hypothesis-profile=full
 	BLINDS_HUB_RANDOM_CELLS=$(FUZZ_CELLS) BLINDS_EXIT_RANDOM_CELLS=$(FUZZ_CELLS) \
 		$(VENV)/bin/pytest -q -p no:cacheprovider \
 		tests/test_tunnel_hub.py::test_link_credit_and_bad_cells_unix_port_bounded \

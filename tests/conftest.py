@@ -16,6 +16,7 @@ import shutil
 import sys
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -43,6 +44,7 @@ _HANDLERS = {}
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "long: runs longer under `make long` (by_profile)")
     from blinds_host import lifecycle
 
     _HANDLERS.update(lifecycle.install())
@@ -59,6 +61,20 @@ def pytest_unconfigure(config):
     if _HANDLERS:
         lifecycle.uninstall(dict(_HANDLERS))
         _HANDLERS.clear()
+
+
+# The slowest property tests and replays run shorter in `make test` than in
+# `make long` (also run by `make fuzz`), which loads hypothesis's "full"
+# profile (--hypothesis-profile=full) and selects the tests marked "long".
+# The profile itself changes nothing: each such test names both figures
+# with by_profile() (docs/testing.md).
+settings.register_profile("full", settings.get_profile("default"))
+
+
+def by_profile(full, short):
+    """``full`` under the "full" profile (`make long`), ``short`` otherwise
+    (`make test`): an example count, a replay's duration or speed."""
+    return full if settings.get_current_profile_name() == "full" else short
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from blinds_host.errors import UsageError
 from blinds_host.lab import attacks, events, traces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from conftest import by_profile
 
 ROUTER = "02:00:00:00:00:01"
 CLOUD = "52.94.1.9"  # a global address (documentation ranges are not global)
@@ -256,7 +257,9 @@ def test_time_split_trains_on_the_first_70_percent():
 # --- property: device names do not matter ---------------------------------------------
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.long
+@settings(max_examples=by_profile(15, 5), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(
     rates=st.lists(st.sampled_from([0.01, 0.05, 0.3, 1.0, 3.0]), min_size=3, max_size=3),
     sizes=st.lists(st.sampled_from([60, 300, 1200]), min_size=3, max_size=3),

@@ -27,6 +27,7 @@ from blinds_host.lab import pcapio
 from blinds_host.paths import SHARED_DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import by_profile
 
 TSHARK = shutil.which("tshark") or (
     "/usr/bin/tshark" if os.path.exists("/usr/bin/tshark") else None)
@@ -329,7 +330,8 @@ def _check(p, spec, linktype, ts, frame, snaplen=None):
 T_START = 1_700_000_000 * 10 ** 9
 
 
-@settings(max_examples=150, deadline=None)
+@pytest.mark.long
+@settings(max_examples=by_profile(150, 40), deadline=None)
 @given(linktype=st.sampled_from(capwriter.LINKTYPES), nano=st.booleans(), big=st.booleans(),
        snaplen=st.sampled_from([262144, 262144, 40, 90]), data=st.data())
 def test_pcap_roundtrip(tmp_path_factory, linktype, nano, big, snaplen, data):
@@ -357,7 +359,8 @@ def test_pcap_roundtrip(tmp_path_factory, linktype, nano, big, snaplen, data):
 TSRESOLS = [None, 6, 9, 3, 0x80 | 20, 0x80 | 30]
 
 
-@settings(max_examples=150, deadline=None)
+@pytest.mark.long
+@settings(max_examples=by_profile(150, 40), deadline=None)
 @given(ifaces=st.lists(st.tuples(st.sampled_from(capwriter.LINKTYPES),
                                  st.sampled_from(TSRESOLS)), min_size=1, max_size=4),
        big=st.booleans(), data=st.data())

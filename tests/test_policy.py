@@ -5,6 +5,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import by_profile
 
 from blinds import config
 from blinds.policy import Policy
@@ -216,7 +217,8 @@ def near_names(allow):
     )
 
 
-@settings(max_examples=1000, deadline=None)
+@pytest.mark.long
+@settings(max_examples=by_profile(1000, 200), deadline=None)
 @given(st.data(), allow_lists, st.sampled_from([None, 1, 80, 443, 8883, 9]))
 def test_matches_reference(data, allow, port):
     name = data.draw(random_names | near_names(allow))

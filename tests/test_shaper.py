@@ -14,6 +14,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import by_profile
 from mpy import run_mp_json
 from shaper_scenarios import ADAPTIVE, DRIVE, STP
 
@@ -96,7 +97,8 @@ def _binomial_ok(k, n, q, z=5.0):
 
 @given(st.integers(0, 2**30), st.integers(5, 100), st.integers(1, 8),
        st.floats(0.002, 0.5))
-@settings(max_examples=40, deadline=None)
+@pytest.mark.long
+@settings(max_examples=by_profile(40, 10), deadline=None)
 def test_stp_cover_periods_start_at_rate_q_per_idle_interval(seed, iv, units, q):
     active = iv * units
     end = 400_000

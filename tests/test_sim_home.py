@@ -2,14 +2,17 @@
 through the hub, with the replay's fidelity checked on the WiFi view.
 
 Needs root and the test home's tools (skips otherwise, as the other home tests);
-the real-device test also needs ../shared/data. About 2 minutes.
+the real-device test also needs ../shared/data. About 2 minutes: `make test`
+replays the real device at 3 times real speed and the synthetic home for 120 s
+(60 s through the tunnel; the fidelity stays above 0.96); `make long` at real
+speed and for 200 s (120 s).
 """
 
 import json
 import os
 
 import pytest
-from conftest import need_home
+from conftest import by_profile, need_home
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 PLUG_CSV = os.path.join(DATA, "lifecycle_nku", "packets.csv.gz")
@@ -17,13 +20,14 @@ PLUG_CSV = os.path.join(DATA, "lifecycle_nku", "packets.csv.gz")
 
 @pytest.mark.skipif(not os.path.exists(PLUG_CSV),
                     reason="../shared/data/lifecycle_nku is absent: no real device to replay")
+@pytest.mark.long
 def test_real_plug_through_the_hub_keeps_its_rate_series(tmp_path):
     need_home()
     from blinds_host.sim import runner
 
     res, path_json, path_html = runner.simulate(
         out=str(tmp_path), defenses=["dns"], source=PLUG_CSV, devices=["xiaodu_plug"],
-        duration=60)
+        duration=60, speed=by_profile(1, 3))
     run = res["runs"]["dns"]
     fid = run["fidelity"]["xiaodu_plug"]
     assert fid["corr"] >= 0.9, fid
@@ -43,13 +47,14 @@ def test_real_plug_through_the_hub_keeps_its_rate_series(tmp_path):
         assert json.load(f)["table"]
 
 
+@pytest.mark.long
 def test_synthetic_home_without_and_with_allowlists(tmp_path):
     need_home()
     from blinds_host.sim import runner
 
     res, _, _ = runner.simulate(
-        out=str(tmp_path), defenses=["none", "allowlist"], synthetic=True, duration=200,
-        speed=5, window=3)
+        out=str(tmp_path), defenses=["none", "allowlist"], synthetic=True,
+        duration=by_profile(200, 120), speed=5, window=3)
     for defense in ("none", "allowlist"):
         run = res["runs"][defense]
         s = run["sessions"]
@@ -67,6 +72,7 @@ def test_synthetic_home_without_and_with_allowlists(tmp_path):
     assert rows[("allowlist", "wifi")]["setup_added_p95_ms"] is not None
 
 
+@pytest.mark.long
 def test_synthetic_home_through_the_tunnel_with_constant_shaping(tmp_path):
     """tunnel+constant: every session still works; the ISP's view is one flow
     (the lab says so), and it costs a cell every 10 ms each way."""
@@ -74,8 +80,8 @@ def test_synthetic_home_through_the_tunnel_with_constant_shaping(tmp_path):
     from blinds_host.sim import runner
 
     res, _, _ = runner.simulate(
-        out=str(tmp_path), defenses=["tunnel+constant"], synthetic=True, duration=120,
-        speed=4, window=3)
+        out=str(tmp_path), defenses=["tunnel+constant"], synthetic=True,
+        duration=by_profile(120, 60), speed=4, window=3)
     run = res["runs"]["tunnel+constant"]
     s = run["sessions"]
     assert s["ok"] == s["expected"] > 0, s

@@ -24,6 +24,7 @@ from blinds_host.cmd_verify import reassemble
 from blinds_host.lab import pcapio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from conftest import by_profile
 
 VENV_BLINDS = os.path.join(os.path.dirname(sys.executable), "blinds")
 HUB = "10.0.0.2"
@@ -191,7 +192,8 @@ def segmentations(draw):
     return payload, pieces, isn, limit
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.long
+@settings(max_examples=by_profile(300, 100), deadline=None)
 @given(segmentations())
 def test_reassemble_matches_model(case):
     payload, pieces, isn, limit = case

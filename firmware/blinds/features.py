@@ -23,7 +23,7 @@ def _has(key):
 
 # (modules, used by config c?)
 GROUPS = (
-    (("blinds.local.acl", "blinds.local.broker", "blinds.local.session",
+    (("blinds.local.acl", "blinds.local.broker", "blinds.local.delivery", "blinds.local.session",
       "blinds.config.mqtt_bridge"), _has("mqtt")),
     (("blinds.local.broker_tls",), lambda c: _mqtt(c, "tls")),
     (("blinds.local.bridge", "blinds.local.bridge_batch", "blinds.local.bridge_net",

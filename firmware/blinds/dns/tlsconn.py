@@ -114,12 +114,7 @@ class TlsUpstream:
         self.stream = None
         self.raw = None
         self.rlen = 0
-        for x in (s, raw):
-            if x is not None:
-                try:
-                    x.close()
-                except OSError:
-                    pass
+        sockets.close_all(s, raw)
 
     async def _write(self, data):
         mv = memoryview(data)

@@ -81,12 +81,7 @@ class Direct:
                 await asyncio.sleep_ms(_HANDSHAKE_POLL_MS)
 
     def close(self):
-        for x in (self.s, self.raw):
-            if x is not None:
-                try:
-                    x.close()
-                except OSError:
-                    pass
+        sockets.close_all(self.s, self.raw)
         if self.raw is not None and self.budget is not None:
             self.budget.give(1)
         self.s = self.raw = None

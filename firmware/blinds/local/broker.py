@@ -1,9 +1,9 @@
 # The hub's own MQTT 3.1.1 broker, on the AP address's port 1883 (shared
 # with the relay, which hands over the streams that are for the hub itself).
 #
-# One task per connection reads packets; routing, sessions and retained
-# messages live here; writes go out at once and only what the socket did not
-# take is kept (bounded, in pieces). Every store is bounded: sessions,
+# One task per connection reads packets; sessions and retained messages
+# live here, routing and delivery in local/delivery.py; writes go out at
+# once and only what the socket did not take is kept (bounded, in pieces). Every store is bounded: sessions,
 # subscriptions, messages held for a session (count and bytes, all sessions
 # together), retained messages, bytes waiting for a slow socket. A client
 # that cannot keep up is cut off and counted; memory never grows with it.
@@ -12,13 +12,13 @@ import asyncio
 from blinds.compat import const, ticks_diff, ticks_ms
 from blinds.local import auth
 from blinds.local import mqtt_codec as mq
+from blinds.local.delivery import Delivery
 from blinds.local.session import Closed, Client, Retained, Session
+from blinds.net.sockets import close_all
 
 PORT = const(1883)
 _SWEEP_MS = const(1000)
 _FAIL_DELAY_MS = const(500)  # after a refused password: slows guessing down
-_JOIN = const(256)  # payloads up to this size go out in one write with their header
-_MSG_OVERHEAD = const(48)  # what a held message costs beyond its topic and payload
 
 # The limits of the "mqtt" config section (defaults: blinds.config.sections).
 _LIMITS = ("max_clients", "max_sessions", "max_packet", "max_inflight", "max_queued",
@@ -30,7 +30,7 @@ _STATS = ("accepted", "connected", "refused_full", "refused_auth", "refused_clie
           "wills", "keepalive_closed", "oom", "errors", "tls", "tls_failed")
 
 
-class Broker:
+class Broker(Delivery):
     def __init__(self, board, cfg):
         self.board = board
         m = cfg["mqtt"]
@@ -78,7 +78,7 @@ class Broker:
             # "server unavailable" is the answer it gets.
             self.stats["refused_full"] += 1
             _try_write(sock, b"\x20\x02\x00\x03")
-            _close(sock)
+            close_all(sock)
             return
         raw = sock
         if self.tls is not None and self.tls.is_tls(first):
@@ -86,7 +86,7 @@ class Broker:
                 sock = self.tls.wrap(self.tls_ctx, sock, first)
             except (OSError, ValueError):
                 self.stats["tls_failed"] += 1
-                _close(raw)
+                close_all(raw)
                 return
             self.stats["tls"] += 1
             first = b""
@@ -261,128 +261,6 @@ class Broker:
                 if mq.matches(f, topic):
                     self._deliver(s, self._msg(topic, payload), min(q, rq), 1)
 
-    # -- routing -----------------------------------------------------------------------
-    def route(self, topic, payload, qos, retain):
-        """Publish a message to every matching session (also the hub's own
-        use). -> the uplink queue's commit to wait for before acknowledging
-        it, or 0."""
-        self.stats["published"] += 1
-        for f in self.taps:
-            f(topic, payload, retain)
-        gen = 0
-        if self.bridge is not None:
-            gen = self.bridge.offer(topic, payload, qos, retain)
-        if retain:
-            if not self.retained.keep(topic, payload, qos):
-                self.stats["retained_dropped"] += 1
-        tl = topic.split("/")
-        dollar = topic[:1] == "$"
-        msg = None  # one message shared by every session that holds it
-        for s in list(self.sessions.values()):
-            q = s.best_qos(tl, dollar)
-            if q >= 0:
-                if msg is None:
-                    msg = self._msg(topic, payload)
-                self._deliver(s, msg, min(qos, q), 0)
-        return gen
-
-    def _msg(self, topic, payload):
-        # [topic, payload, sessions holding it, bytes it costs]
-        return [topic, payload, 0, len(topic) + len(payload) + _MSG_OVERHEAD]
-
-    def _deliver(self, s, msg, qos, retain):
-        c = s.client
-        if not qos:
-            if c is not None:  # QoS 0 is not kept for an absent client
-                self.stats["delivered"] += 1
-                self._send_pub(c, [msg, 0, retain, 0], 0, 0)
-            return
-        if len(s.queue) >= self.max_queued:
-            if c is not None:
-                self._cut(c, "slow_cut")  # it does not keep up: off it goes
-            else:
-                self.stats["dropped"] += 1  # the newest is dropped, as mosquitto does
-            return
-        if not msg[2] and self.held_bytes + msg[3] > self.max_held_bytes:
-            self._make_room()
-            if self.held_bytes + msg[3] > self.max_held_bytes:
-                self.stats["dropped"] += 1
-                return
-        if not msg[2]:
-            self.held_bytes += msg[3]
-        msg[2] += 1
-        s.queue.append([msg, qos, retain, 0])
-        self._pump(s)
-
-    def _make_room(self):
-        # The held messages' budget is spent: an absent session's backlog
-        # goes first (dropped, counted); else the client furthest behind is
-        # cut off (its messages go when its connection ends).
-        worst = None
-        wk = None
-        for o in self.sessions.values():
-            k = (o.client is None, len(o.queue) + len(o.inflight))
-            if k[1] and (worst is None or k > wk):
-                worst, wk = o, k
-        if worst is None:
-            return
-        if worst.client is not None:
-            self._cut(worst.client, "slow_cut")
-            return
-        self.stats["dropped"] += wk[1]
-        self._forget(worst, False)
-
-    def _pump(self, s):
-        # Queued QoS 1/2 messages out, up to max_inflight unacknowledged.
-        c = s.client
-        while c is not None and s.queue and len(s.inflight) < self.max_inflight \
-                and not c.closing:
-            e = s.queue.pop(0)
-            pid = s.new_pid()
-            s.inflight[pid] = e
-            self.stats["delivered"] += 1
-            self._send_pub(c, e, pid, 0)
-
-    def _send_pub(self, c, e, pid, dup):
-        # The header, then the payload object itself (no copy per subscriber
-        # but for small payloads).
-        m = e[0]
-        head = mq.publish_head(m[0], e[1], e[2], dup, pid, len(m[1]))
-        if len(m[1]) <= _JOIN:
-            self._send(c, head + m[1])  # one write: a small copy is cheaper than a call
-            return
-        self._send(c, head)
-        if m[1]:
-            self._send(c, m[1])
-
-    def _unhold(self, msg):
-        msg[2] -= 1
-        if not msg[2]:
-            self.held_bytes -= msg[3]
-
-    def _forget(self, s, whole=True):
-        for e in s.queue:
-            self._unhold(e[0])
-        for e in s.inflight.values():
-            if e[0] is not None:
-                self._unhold(e[0])
-        s.queue = []
-        s.inflight = {}
-        if whole and self.sessions.get(s.cid) is s:
-            del self.sessions[s.cid]
-
-    def _evict(self):
-        # Room for a new session: the persistent session absent the longest.
-        old = None
-        for s in self.sessions.values():
-            if s.client is None and (old is None or ticks_diff(old.left, s.left) > 0):
-                old = s
-        if old is None:
-            return False
-        self._forget(old)
-        self.stats["dropped"] += 1
-        return True
-
     # -- output and ending -------------------------------------------------------------
     def _send(self, c, data):
         if c.closing:
@@ -406,7 +284,7 @@ class Broker:
 
     def _drop(self, c):
         c.stop()
-        _close(c.sock)
+        close_all(c.sock)
         if c in self.clients:
             self.clients.remove(c)
         s = c.sess
@@ -437,13 +315,6 @@ class Broker:
         d["retained_bytes"] = self.retained.size
         d["held_bytes"] = self.held_bytes
         return d
-
-
-def _close(sock):
-    try:
-        sock.close()
-    except OSError:
-        pass
 
 
 def _try_write(sock, data):

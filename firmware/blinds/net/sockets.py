@@ -35,3 +35,14 @@ def tcp_connect(ip, port):
             s.close()
             raise
     return s
+
+
+def close_all(*socks):
+    # Close each socket given (None is skipped); a close that fails (already
+    # reset, TLS shutdown on a dead peer) is of no consequence to the caller.
+    for s in socks:
+        if s is not None:
+            try:
+                s.close()
+            except OSError:
+                pass

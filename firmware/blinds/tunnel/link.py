@@ -260,12 +260,7 @@ class Link:
         was = self.state
         self.state = DOWN
         self.up.clear()
-        for x in (self.tls, self.raw):
-            if x is not None:
-                try:
-                    x.close()
-                except OSError:
-                    pass
+        sockets.close_all(self.tls, self.raw)
         self.tls = self.raw = None
         self.rlen = 0
         self.ctl = []
