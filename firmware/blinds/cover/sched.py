@@ -188,14 +188,19 @@ class Schedule:
             return MIN_FRAME
         if st != ANSWERING:
             return 0
-        f = self.frame[i]
+        return self._take(i, self.owed, self.frame)
+
+    def _take(self, i, owed, frame):
+        # A frame from owed[i] and the bucket, its size drawn once and kept in
+        # frame[i] until both can pay for it.
+        f = frame[i]
         if not f:
-            f = self.frame[i] = self._size()
-        if self.owed[i] < f or self.tokens[i] < f:
+            f = frame[i] = self._size()
+        if owed[i] < f or self.tokens[i] < f:
             return 0
-        self.owed[i] -= f
+        owed[i] -= f
         self.tokens[i] -= f
-        self.frame[i] = 0
+        frame[i] = 0
         return f
 
     def _size(self):
@@ -209,14 +214,7 @@ class Schedule:
         # now, taken from its bucket; 0 when none is due.
         if self.state[i] != ANSWERING:
             return 0
-        f = self.c_frame[i]
-        if not f:
-            f = self.c_frame[i] = self._size()
-        if self.chaff[i] < f or self.tokens[i] < f:
-            return 0
-        self.chaff[i] -= f
-        self.tokens[i] -= f
-        self.c_frame[i] = 0
+        f = self._take(i, self.chaff, self.c_frame)
         self.c_chaff_bytes[i] += f
         return f
 
