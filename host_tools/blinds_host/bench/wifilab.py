@@ -4,8 +4,8 @@
 homes of ``SYN_DAYS`` compressed days) and, when ``../shared/data`` is there,
 of the real lifecycle_nku devices (tiled ``REAL_REPEAT`` times): without cover,
 with the cover as first built (``naive``: echo pairs only) and with the cover's
-defaults (chaff), each as the eavesdropper sees it and after the defense-aware
-pair-stripper. Per case it reports each WiFi goal (value, 95 % interval, goal,
+defaults (chaff), each as the eavesdropper sees it, after the defense-aware
+pair-stripper, and after that stripper plus dropping unanswered AP->device frames. Per case it reports each WiFi goal (value, 95 % interval, goal,
 met) for the default cover, the other figures beside, and the WLAN cost.
 
     python -m blinds_host.bench --only wifi_lab
@@ -51,6 +51,7 @@ def _case(homes, seeds):
         rs = [r[name] for r in runs]
         out[name] = {"settings": COVERS[name], "view": _figures([r["view"] for r in rs]),
                      "stripped": _figures([r["stripped"] for r in rs]),
+                     "stripped_unanswered": _figures([r["stripped_unanswered"] for r in rs]),
                      "stripped_share": _mean([r["stripped_share"] for r in rs]),
                      "wlan_KBps_home": _mean([r["cost"]["home_cover_KBps"] for r in rs]),
                      "wlan_KBps_device": {d: _mean([r["cost"]["cover_KBps"][d] for r in rs])

@@ -256,6 +256,22 @@ def strip_pairs(recs, gap_s=PAIR_S):
     return recs.select(~drop), round(float(drop.mean()), 4) if len(recs) else 0.0
 
 
+def strip_unanswered(recs, gap_s=PAIR_S):
+    """A second step for that attacker: drop each AP->device frame after which the
+    device sends nothing within ``gap_s`` (a device acknowledges what it receives,
+    so such a frame looks like chaff). Returns (Records, share dropped)."""
+    drop = np.zeros(len(recs), bool)
+    for d in range(len(recs.devices)):
+        idx = np.flatnonzero(recs.device == d)
+        t, di = recs.ts[idx], recs.direction[idx]
+        up_t = t[di > 0]
+        down = np.flatnonzero(di < 0)
+        k = np.searchsorted(up_t, t[down], side="right")
+        nxt = np.where(k < len(up_t), up_t[np.minimum(k, len(up_t) - 1)], np.inf)
+        drop[idx[down[nxt - t[down] > gap_s]]] = True
+    return recs.select(~drop), round(float(drop.mean()), 4) if len(recs) else 0.0
+
+
 # --- the figures ------------------------------------------------------------------------------
 
 
@@ -348,8 +364,10 @@ def evaluate(home, covers=None, seed=0, plays=None):
         frames, status = cover(home, plays, wifi_config(**kw), seed)
         recs = records(home, frames)
         stripped, share = strip_pairs(recs)
+        both, _ = strip_unanswered(stripped)
         out[name] = {"settings": kw, "view": attack_all(recs, home, plays, seed),
                      "stripped": attack_all(stripped, home, plays, seed),
+                     "stripped_unanswered": attack_all(both, home, plays, seed),
                      "stripped_share": share, "cost": cost(home, frames),
                      "cut_bytes": sum(st["cut_bytes"] for st in status),
                      "decoys": sum(st["decoys"] for st in status)}
