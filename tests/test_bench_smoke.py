@@ -150,9 +150,9 @@ def test_runner_registry_and_only(tmp_path):
                      "esp_heap_min_board",
                      "broker_msgs_per_s", "broker_heap_8clients", "bridge_delay_immediate",
                      "bridge_delay_delayed", "bridge_delay_batched", "bridge_kill9_restarts",
-                     "bridge_events_attack", "shaper_lab"]
+                     "bridge_events_attack", "shaper_lab", "wifi_lab"]
     assert [s for s, _, _ in reg] == ["dns"] * 4 + ["relay"] * 3 + ["sim"] * 3 + ["lab"] + \
-        ["tunnel"] * 6 + ["esp"] + ["broker"] * 7 + ["shaperlab"]
+        ["tunnel"] * 6 + ["esp"] + ["broker"] * 7 + ["shaperlab", "wifilab"]
     assert all(callable(f) for _, _, f in reg)
     assert [n for n, _ in harness.select(reg, ["dns_heap_8dev_64names,dns_cached_qps"])] == [
         "dns_heap_8dev_64names", "dns_cached_qps"]

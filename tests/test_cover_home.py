@@ -16,7 +16,7 @@ from blinds_host.paths import micropypath, micropython_bin
 FLOOR = 2000
 BUDGET = 6000
 WIFI = {"floor_Bps": FLOOR, "budget_Bps": BUDGET, "interval_ms": 100, "burst_s": 1,
-        "answer_ms": 1000, "backoff_s": 3, "max_backoff_s": 6}
+        "answer_ms": 1000, "backoff_s": 3, "max_backoff_s": 6, "chaff_pct": 100}
 
 
 def _config(home, **wifi):
@@ -72,6 +72,11 @@ def test_devices_send_the_floor_and_a_silent_device_is_left_alone(home):
     assert 0.75 * FLOOR <= got <= 1.25 * FLOOR, got
     assert all(60 <= p.wire_len <= 1514 for p in replies)
     assert len({p.wire_len for p in replies}) > 3  # sizes vary
+    # The hub sends dev1 its requests plus as many bytes of chaff (unsolicited
+    # echo replies), which dev1 drops without answering: twice the floor.
+    to1 = sum(p.wire_len for p in frames if p.dst_mac == mac[1] and t0 <= p.ts <= t1)
+    assert 0.75 * 2 * FLOOR <= to1 / (t1 - t0) <= 1.25 * 2 * FLOOR, to1 / (t1 - t0)
+    assert st["chaff"] > 0
     # dev2 (budget 0) is never sent a request; dev3 sends nothing back and is
     # sent at most a probe every backoff (3 then 6 s), 60-byte frames.
     assert not [p for p in frames if p.dst_mac == mac[2]]

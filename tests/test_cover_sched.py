@@ -35,6 +35,7 @@ def simulate(sc):
         s.present(i, True)
     s.advance(now)
     log = []
+    clog = []  # chaff: AP->device frames that are not answered
     due = [0] * n   # floor + decoy bytes owed by the schedule's own clock
     for dt, dec, answer in sc["steps"]:
         now += dt
@@ -53,13 +54,20 @@ def simulate(sc):
                 if answer:
                     s.answered(i, f, now)
                 k += 1
+            while k < sc.get("per_turn", 16):
+                f = s.next_chaff(i, now)
+                if not f:
+                    break
+                clog.append([now, i, f])
+                k += 1
             s.settle(i)
     st = []
     for i in range(n):
         d = s.status(i)
         d["owed"] = s.owed[i]
+        d["chaff_owed"] = s.chaff[i]
         st.append(d)
-    return {"log": log, "status": st, "end": now}
+    return {"log": log, "chaff": clog, "status": st, "end": now}
 """
 
 WIFI = {"floor_Bps": 200, "budget_Bps": 2000, "interval_ms": 200, "burst_s": 10,
@@ -103,6 +111,16 @@ def test_echo_request_checksums_and_sizes(ident, seq, frame):
     assert buf[0] == 8 and (buf[4] << 8 | buf[5]) == ident and (buf[6] << 8 | buf[7]) == seq
 
 
+@given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(MIN_FRAME, echo.MAX_FRAME))
+def test_chaff_is_an_echo_reply_of_that_size(ident, seq, frame):
+    # An unsolicited echo reply: the device's stack drops it without answering.
+    buf = bytearray(echo.MAX_FRAME)
+    n = echo.chaff(buf, ident, seq, frame)
+    assert n + 20 + 14 == frame
+    assert _checksum(bytes(buf[:n])) == 0xFFFF
+    assert buf[0] == 0 and (buf[4] << 8 | buf[5]) == ident and (buf[6] << 8 | buf[7]) == seq
+
+
 @given(st.integers(0, 0xFFFF), st.integers(0, 1400), st.integers(0, 255), st.integers(0, 0xFFFF))
 def test_echo_reply_is_read_only_for_our_ident(ident, payload, icmp_type, other):
     ip = bytearray(20)
@@ -137,13 +155,14 @@ steps_st = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(steps_st, st.integers(0, 3000), st.integers(1, 20000), st.integers(1, 30),
-       st.integers(MIN_FRAME, echo.MAX_FRAME), st.integers(1, 1000))
-def test_budget_is_never_exceeded(steps, floor, budget, burst_s, max_frame, seed):
+       st.integers(MIN_FRAME, echo.MAX_FRAME), st.integers(1, 1000), st.integers(0, 400))
+def test_budget_is_never_exceeded(steps, floor, budget, burst_s, max_frame, seed, chaff):
+    # Echo and chaff frames alike come out of the one bucket.
     floor = min(floor, budget)
-    sc = {"budgets": [budget], "wifi": wifi(floor_Bps=floor, burst_s=burst_s,
+    sc = {"budgets": [budget], "wifi": wifi(floor_Bps=floor, burst_s=burst_s, chaff_pct=chaff,
                                              max_frame=max_frame), "steps": steps, "seed": seed}
     r = simulate(sc)
-    log, cap = r["log"], budget * burst_s
+    log, cap = r["log"] + r["chaff"], budget * burst_s
     times = [1000] + sorted({t for t, _, _ in log})
     # Any window: at most what the bucket held plus what it gained (steps are
     # capped at 2 s each, which only lowers the gain).
@@ -192,6 +211,34 @@ def _decoy_due(steps):
                 active = [pending[0], pending[1], now, 0] if pending else None
                 pending = None
     return due
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps_st, st.integers(0, 3000), st.integers(1, 400), st.integers(1, 1000))
+def test_chaff_is_its_share_of_the_echo_bytes(steps, floor, chaff, seed):
+    # A budget that never binds and no turn limit: nothing is cut, and the chaff
+    # sent or still owed is chaff_pct % of the echo bytes sent or still owed
+    # (rounded down once a step); chaff frames are sized as echo frames.
+    sc = {"budgets": [100000], "wifi": wifi(floor_Bps=floor, burst_s=3600, chaff_pct=chaff),
+          "steps": steps, "seed": seed, "per_turn": 100000}
+    r = simulate(sc)
+    d = r["status"][0]
+    assert d["cut_bytes"] <= 2 * 1514  # at most the last frame's worth, either kind
+    echo_bytes = d["sent_bytes"] + d["owed"] + d["cut_bytes"]
+    chaff_bytes = sum(f for _, _, f in r["chaff"]) + d["chaff_owed"]
+    assert d["chaff_bytes"] == sum(f for _, _, f in r["chaff"])
+    want = echo_bytes * chaff // 100
+    assert want - 2 * len(steps) - 3 * 1514 <= chaff_bytes <= want + 1
+    assert all(MIN_FRAME <= f <= 1514 for _, _, f in r["chaff"])
+
+
+def test_a_silent_device_gets_no_chaff():
+    sc = {"budgets": [2000], "wifi": wifi(floor_Bps=2000, chaff_pct=200, backoff_s=60),
+          "seed": 4, "steps": [(200, None, False)] * 200}
+    r = simulate(sc)
+    assert r["status"][0]["state"] in ("silent", "probing")
+    # only before it was found silent (answer_ms 2 s): none once it is
+    assert r["chaff"] and max(t for t, _, _ in r["chaff"]) <= 1000 + 2000 + 200 * 3
 
 
 @settings(max_examples=60, deadline=None)
@@ -271,6 +318,8 @@ SCENARIOS = [
      "steps": [(150, (0, 100000, 2000) if k == 0 else None, True) for k in range(80)]},
     {"budgets": [2000], "wifi": wifi(floor_Bps=2000, backoff_s=5, max_backoff_s=40),
      "seed": 9, "steps": [(700, None, False)] * 300},
+    {"budgets": [3000, 8000], "wifi": wifi(floor_Bps=500, chaff_pct=150), "seed": 11,
+     "steps": [(200, (1, 30000, 4000) if k % 40 == 0 else None, True) for k in range(200)]},
 ]
 
 

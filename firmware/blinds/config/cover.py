@@ -13,6 +13,8 @@ WIFI_INTS = (
     ("answer_ms", 2000, 100, 60000),
     ("backoff_s", 60, 1, 86400),
     ("max_backoff_s", 3600, 1, 86400),
+    # AP->device frames the device drops, per 100 bytes of echo (docs/cover.md)
+    ("chaff_pct", 100, 0, 400),
 )
 # Probes a device answers. "icmp": echo requests over a raw socket (unix port
 # and ESP32 both have SOCK_RAW). A UDP probe to a closed port was measured and

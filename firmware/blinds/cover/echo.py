@@ -20,14 +20,25 @@ def request(buf, ident, seq, frame):
     # Fill buf with an echo request whose reply is a frame of `frame` bytes;
     # -> the ICMP message length to send. Bytes past the header stay zero
     # (the caller never writes them).
+    return _message(buf, _ECHO_REQUEST, ident, seq, frame)
+
+
+def chaff(buf, ident, seq, frame):
+    # An unsolicited echo reply making a frame of `frame` bytes to the device:
+    # its stack drops it without answering (Linux and lwIP alike), so the
+    # eavesdropper sees an AP->device frame with no twin.
+    return _message(buf, _ECHO_REPLY, ident, seq, frame)
+
+
+def _message(buf, kind, ident, seq, frame):
     n = frame - _ETH - 20
-    buf[0] = _ECHO_REQUEST
+    buf[0] = kind
     buf[1] = 0
     buf[4] = ident >> 8
     buf[5] = ident & 255
     buf[6] = seq >> 8
     buf[7] = seq & 255
-    s = (_ECHO_REQUEST << 8) + ident + seq
+    s = (kind << 8) + ident + seq
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
     c = ~s & 0xFFFF

@@ -47,8 +47,8 @@ class WifiCover:
         self.sock = None
         self.reason = None  # why the cover is not running, if it is not
         self.stations_ms = None
-        self.c = {"turns": 0, "sent": 0, "send_errors": 0, "replies": 0, "foreign": 0,
-                  "decoys": 0, "decoys_unknown": 0}
+        self.c = {"turns": 0, "sent": 0, "chaff": 0, "send_errors": 0, "replies": 0,
+                  "foreign": 0, "decoys": 0, "decoys_unknown": 0}
 
     def socket(self):
         # The raw socket (root on Linux; lwIP raw on the ESP32). The hub owns it.
@@ -98,17 +98,24 @@ class WifiCover:
                     break
                 self._send(sock, i, f, now)
                 k += 1
+            while k < _SENDS_PER_TURN:
+                f = sch.next_chaff(i, now)
+                if not f:
+                    break
+                self._send(sock, i, f, now, True)
+                k += 1
             sch.settle(i)
 
-    def _send(self, sock, i, f, now):
+    def _send(self, sock, i, f, now, is_chaff=False):
         self.seq = (self.seq + 1) & 0xFFFF
-        n = echo.request(self.buf, self.ident, self.seq, f)
+        n = (echo.chaff if is_chaff else echo.request)(self.buf, self.ident, self.seq, f)
         try:
             sock.sendto(self.mv[:n], self.addrs[i])
-            self.c["sent"] += 1
+            self.c["chaff" if is_chaff else "sent"] += 1
         except OSError:  # no route, no ARP answer, full buffer: an unanswered request
             self.c["send_errors"] += 1
-        self.sched.sent(i, f, now)
+        if not is_chaff:  # chaff is never answered: it says nothing about silence
+            self.sched.sent(i, f, now)
 
     def _stations(self):
         # Addresses of the configured devices, by MAC, from the board.

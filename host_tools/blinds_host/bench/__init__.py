@@ -17,7 +17,7 @@ blinds_host.bench.clients`` loads only what it needs.
 
 import importlib
 
-SUBJECTS = ("dns", "relay", "sim", "lab", "tunnel", "esp", "broker", "shaperlab")
+SUBJECTS = ("dns", "relay", "sim", "lab", "tunnel", "esp", "broker", "shaperlab", "wifilab")
 
 
 def registry(subjects=SUBJECTS):

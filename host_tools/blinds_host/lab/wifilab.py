@@ -1,0 +1,402 @@
+"""The WiFi view in virtual time: the devices' own frames plus the WiFi cover.
+
+The shaper lab (:mod:`.shaperlab`) drives the tunnel's shapers over days of
+traffic in virtual time; this module does the same for the WiFi eavesdropper,
+who reduces the WLAN to (MAC, frame length, time) per frame:
+
+- **Real frames**, per device, from the same replay schedules: each TCP payload
+  of the schedule is one or more frames of the device's MAC (``MSS`` bytes of
+  payload each, ``TCP_FRAME`` bytes of headers), device->AP for ``up``, AP->device
+  for ``down``; each is acknowledged by a ``TCP_FRAME``-byte frame the other way
+  (the device answers within a few ms, the cloud after a round trip).
+- **The cover**, driven by the firmware's own schedule (``blinds.cover.sched``)
+  in turns of ``interval_ms`` on a virtual clock, exactly as
+  ``blinds.cover.wifi`` calls it, fed by the adaptive shaper's decoys (its
+  ``on_decoy`` hook, captured while :func:`.shaperlab.run` drives it) and the
+  floor. Each echo byte is an AP->device request frame and a device->AP reply
+  of the same length ``REPLY_MS`` later; each chaff frame (an unsolicited echo
+  reply the device drops) is an AP->device frame alone.
+
+:func:`evaluate` then runs, on the MAC-keyed view (one lab device per MAC, as
+``sim.views``' ``wifi`` view), the events attack per device
+(:func:`.attacks.infer_events`), knn identification (:func:`.attacks.identify`,
+as the simulator) and the decoy detector (:func:`.decoy.detect`), each with its
+95 % interval, and the WLAN cost (airtime bytes of cover frames per device and
+per home). The same attacks run again after :func:`strip_pairs`, a
+defense-aware attacker who drops every device->AP frame that follows an AP->device
+frame of the same length within ``PAIR_S`` (and that request).
+
+    python -m blinds_host.lab.wifilab --days 12 --budget 2000
+"""
+
+import argparse
+import json
+import math
+import random
+import sys
+from collections import deque
+
+import numpy as np
+
+from . import attacks, decoy, shaperlab, traces
+from .events import DEFAULT_BACKGROUND, matches
+
+MSS = 1448            # TCP payload per frame (MTU 1500, timestamps)
+TCP_FRAME = 66        # Ethernet + IPv4 + TCP with timestamps: a bare ACK
+DEVICE_ACK_MS = (0.5, 3.0)   # a device acknowledges what it received
+CLOUD_ACK_MS = (20.0, 60.0)  # the cloud's ACK of what the device sent: a round trip
+REPLY_MS = (1.0, 2.0)        # an echo reply follows its request
+FRAME_GAP_MS = 0.3           # frames one turn sends, back to back
+PAIR_S = 0.005               # the pair-stripper's horizon
+KNN_S, KNN_W, KNN_K = 1, 60, 3
+GOALS = {"events": 0.60, "knn_over_chance": 0.15}
+
+
+# --- the devices' own frames -----------------------------------------------------------------
+
+
+def _packet_frames(t, payload, up, rng, out):
+    n = max(1, -(-int(payload) // MSS))
+    d = 1 if up else -1
+    for k in range(n):
+        size = MSS + TCP_FRAME if k < n - 1 else int(payload) - MSS * (n - 1) + TCP_FRAME
+        out.append((t + k * FRAME_GAP_MS / 1000, size, d))
+    lo, hi = DEVICE_ACK_MS if not up else CLOUD_ACK_MS
+    out.append((t + (n - 1) * FRAME_GAP_MS / 1000 + rng.uniform(lo, hi) / 1000, TCP_FRAME, -d))
+
+
+def real_frames(sched, repeat=1, seed=0):
+    """Per schedule device (in order): arrays (t s, frame bytes, direction +1 out of it),
+    the schedule laid end to end ``repeat`` times as :func:`.shaperlab.from_schedule` does."""
+    rng = random.Random(seed)
+    step = int(math.ceil(float(sched["duration"])))
+    out = []
+    for d in sched["devices"]:
+        fr = []
+        for i in range(repeat):
+            for f in d["flows"]:
+                for s in f["sessions"]:
+                    for key, up in (("up", True), ("down", False)):
+                        for t, p in s[key]:
+                            if p > 0:
+                                _packet_frames(t + i * step, p, up, rng, fr)
+        a = np.array(sorted(fr), float).reshape(-1, 3)
+        out.append((a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int8)))
+    return out
+
+
+class Home:
+    """A Traffic for the shapers (:class:`.shaperlab.Traffic`) and its devices' frames."""
+
+    def __init__(self, traffic, frames):
+        self.traffic, self.frames = traffic, frames
+        self.names = [d["name"] for d in traffic.devices]
+
+
+def synthetic(days=12, day_s=600.0, seed=1):
+    """The synthetic home (as :func:`.shaperlab.synthetic`) with its frames."""
+    from ..sim import schedule, synthetic as syn
+
+    tr = shaperlab.synthetic(days, day_s, seed)
+    sched = schedule.build(syn.home(days * day_s, models=syn.MODELS, seed=seed, day_s=day_s))
+    return Home(tr, real_frames(sched, 1, seed))
+
+
+def real(path, repeat=8, seed=0):
+    """A real recording tiled ``repeat`` times (as :func:`.shaperlab.real`) with its frames."""
+    from ..sim import recording, schedule
+
+    tr = shaperlab.real(path, repeat)
+    return Home(tr, real_frames(schedule.build(recording.load(path)), repeat, seed))
+
+
+# --- the decoys and the cover ---------------------------------------------------------------
+
+
+def decoys(home, seed=0, settings=None):
+    """The adaptive shaper over the home's traffic: [(t s, device, nbytes, duration_ms)]
+    of its decoys, as its ``on_decoy`` hook tells the WiFi cover."""
+    tr = home.traffic
+    st = dict(shaperlab.SETTINGS.get("adaptive", {}), **(settings or {}))
+    st.setdefault("day_s", int(round(tr.day_s)))
+    last = [0]
+
+    def clock():
+        return tr.day_start_s + last[0] / 1000.0
+
+    up, down = shaperlab.make_shapers("adaptive", st, seed, clock)
+    due = up.due
+
+    def timed_due(now, *a):
+        last[0] = now
+        return due(now, *a)
+
+    up.due = timed_due  # the instance's: its hour clock follows the writer's virtual time
+    calls = []
+    up.on_decoy = lambda name, nbytes, ms: calls.append((name, nbytes, ms))
+    r = shaperlab.run(tr, "adaptive", st, seed, shapers=(up, down))
+    if len(calls) != len(r.decoys):
+        raise RuntimeError("on_decoy and watch disagree (%d, %d)" % (len(calls), len(r.decoys)))
+    return [(start, name, nbytes, ms) for (name, nbytes, ms), (_d, start, _e)
+            in zip(calls, r.decoys)]
+
+
+def wifi_config(**kw):
+    """``cover.wifi`` as the hub's config makes it, defaults plus ``kw``."""
+    from blinds.config.cover import wifi
+
+    problems = []
+    w = wifi(dict(kw), "$.cover.wifi", problems)
+    if problems:
+        from ..errors import UsageError
+
+        raise UsageError("; ".join("%s: %s" % p for p in problems))
+    return w
+
+
+def cover(home, plays, wcfg, seed=0, per_turn=16):
+    """The firmware schedule in virtual time; per device arrays (t, bytes, direction,
+    pair: 1 echo request or reply, 2 chaff), plus the schedule's status per device."""
+    from blinds.cover.sched import Schedule
+
+    rng = random.Random(seed + 104729)
+    names = home.names
+    n = len(names)
+    s = Schedule([wcfg["budget_Bps"]] * n, wcfg, rng.randrange)
+    for i in range(n):
+        s.present(i, True)
+    nxt_chaff = getattr(s, "next_chaff", None)
+    idx = {nm: i for i, nm in enumerate(names)}
+    plays = sorted((int(t * 1000), name, nb, ms) for t, name, nb, ms in plays)
+    pi = 0
+    out = [[] for _ in range(n)]
+    end = int(home.traffic.duration_s * 1000)
+    step = wcfg["interval_ms"]
+    for now in range(0, end, step):
+        while pi < len(plays) and plays[pi][0] <= now:
+            t, name, nb, ms = plays[pi]
+            if name in idx:
+                s.decoy(idx[name], nb, ms, t)
+            pi += 1
+        s.advance(now)
+        for i in range(n):
+            s.check(i, now)
+            k = 0
+            fr = out[i]
+            while k < per_turn:
+                f = s.next(i, now)
+                if not f:
+                    break
+                t = (now + k * FRAME_GAP_MS) / 1000
+                fr.append((t, f, -1, 1))
+                fr.append((t + rng.uniform(*REPLY_MS) / 1000, f, 1, 1))
+                s.sent(i, f, now)
+                s.answered(i, f, now)
+                k += 1
+            while nxt_chaff is not None and k < per_turn:
+                f = nxt_chaff(i, now)
+                if not f:
+                    break
+                fr.append(((now + k * FRAME_GAP_MS) / 1000, f, -1, 2))
+                k += 1
+            s.settle(i)
+    arrays = []
+    for fr in out:
+        a = np.array(fr, float).reshape(-1, 4)
+        arrays.append((a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int8),
+                       a[:, 3].astype(np.int8)))
+    return arrays, [s.status(i) for i in range(n)]
+
+
+# --- the view and the attacker ----------------------------------------------------------------
+
+
+def records(home, cover_frames=None):
+    """The WiFi view (lab Records, one device per MAC) from warm-up to the end."""
+    tr = home.traffic
+    ts, nb, dev, di = [], [], [], []
+    for i, (t, b, d) in enumerate(home.frames):
+        parts = [(t, b, d)]
+        if cover_frames is not None:
+            parts.append(cover_frames[i][:3])
+        for t_, b_, d_ in parts:
+            ts.append(t_)
+            nb.append(b_)
+            di.append(d_)
+            dev.append(np.full(len(t_), i, np.int64))
+    t, b, d, v = (np.concatenate(x) for x in (ts, nb, di, dev))
+    order = np.argsort(t, kind="stable")
+    t, b, d, v = t[order], b[order], d[order], v[order]
+    keep = (t >= tr.warmup_s) & (t < tr.duration_s)
+    seg = traces.Segment("wifi", tr.warmup_s, tr.duration_s, "wifilab")
+    k = int(keep.sum())
+    return traces.Records(t[keep], b[keep], v[keep], d[keep], np.zeros(k, np.int64),
+                          np.full(k, -1, np.int64), home.names, [seg], [],
+                          [(i, 0) for i in range(len(home.names))], "wifi")
+
+
+def strip_pairs(recs, gap_s=PAIR_S):
+    """The defense-aware attacker: drop each device->AP frame that follows, within
+    ``gap_s``, an AP->device frame of the same length to the same device (and that
+    frame). Returns (Records, share of frames dropped)."""
+    drop = np.zeros(len(recs), bool)
+    waiting = {}  # (device, length) -> deque of (t, index) of AP->device frames
+    ts, nb, dv, di = recs.ts, recs.nbytes, recs.device, recs.direction
+    for j in range(len(recs)):
+        key = (int(dv[j]), int(nb[j]))
+        if di[j] < 0:
+            waiting.setdefault(key, deque()).append((ts[j], j))
+            continue
+        q = waiting.get(key)
+        while q and q[0][0] < ts[j] - gap_s:
+            q.popleft()
+        if q:
+            _t, i = q.popleft()
+            drop[i] = drop[j] = True
+    return recs.select(~drop), round(float(drop.mean()), 4) if len(recs) else 0.0
+
+
+def strip_unanswered(recs, gap_s=PAIR_S):
+    """A second step for that attacker: drop each AP->device frame after which the
+    device sends nothing within ``gap_s`` (a device acknowledges what it receives,
+    so such a frame looks like chaff). Returns (Records, share dropped)."""
+    drop = np.zeros(len(recs), bool)
+    for d in range(len(recs.devices)):
+        idx = np.flatnonzero(recs.device == d)
+        t, di = recs.ts[idx], recs.direction[idx]
+        up_t = t[di > 0]
+        down = np.flatnonzero(di < 0)
+        k = np.searchsorted(up_t, t[down], side="right")
+        nxt = np.where(k < len(up_t), up_t[np.minimum(k, len(up_t) - 1)], np.inf)
+        drop[idx[down[nxt - t[down] > gap_s]]] = True
+    return recs.select(~drop), round(float(drop.mean()), 4) if len(recs) else 0.0
+
+
+# --- the figures ------------------------------------------------------------------------------
+
+
+def _pool_devices(per):
+    """Mean balanced accuracy over devices, with the interval of a mean of independent
+    estimates."""
+    got = [(r["balanced_accuracy"], shaperlab.ci95(r, "positive_windows", "negative_windows"))
+           for r in per if r.get("balanced_accuracy") is not None]
+    if not got:
+        return {"value": None, "ci95": None}
+    m = sum(v for v, _ in got) / len(got)
+    se = math.sqrt(sum(((c[1] - c[0]) / (2 * shaperlab.Z95)) ** 2 for _v, c in got if c)) / len(got)
+    return {"value": round(m, 4), "ci95": [round(m - shaperlab.Z95 * se, 4),
+                                           round(m + shaperlab.Z95 * se, 4)]}
+
+
+def events(recs, home, seed=0):
+    """The events attack per device; the view's figure is the mean over devices."""
+    tr = home.traffic
+    evs = [e for e in tr.events if e.end >= tr.warmup_s]
+    per = attacks.infer_events(recs, evs, shaperlab.WINDOW_S, tr.positive, None, seed,
+                               shaperlab.FOREST_TREES)
+    out = _pool_devices(per)
+    out["per_device"] = {r["device"]: r.get("balanced_accuracy") for r in per}
+    out["positive_windows"] = sum(r["positive_windows"] for r in per)
+    out["negative_windows"] = sum(r["negative_windows"] for r in per)
+    return out
+
+
+def knn(recs, seed=0):
+    """knn device identification (the simulator's: s, w, k), with a binomial interval."""
+    r = attacks.identify(recs, KNN_S, KNN_W, KNN_K, "cv", "device", False, "knn", seed)
+    a, n = r.get("accuracy"), r.get("tested_windows") or 0
+    ci = None
+    if a is not None and n:
+        h = shaperlab.Z95 * math.sqrt(a * (1 - a) / n)
+        ci = [round(max(0.0, a - h), 4), round(min(1.0, a + h), 4)]
+    return {"value": a, "ci95": ci, "chance": r.get("chance"), "windows": n,
+            "over_chance": None if a is None else round(a - r["chance"], 4)}
+
+
+def decoy_detector(recs, home, plays, seed=0):
+    """Real-event windows against the windows of the decoys the cover played."""
+    tr = home.traffic
+    if not plays:
+        return {"value": None, "ci95": None, "note": "no decoys"}
+    real_spans = [decoy.Span(e.device, e.start, e.end) for e in tr.events
+                  if e.end >= tr.warmup_s and not matches(e.label, DEFAULT_BACKGROUND)
+                  and (tr.positive is None or matches(e.label, tr.positive))]
+    fake = [decoy.Span(name, t, t + max(ms, 1) / 1000.0) for t, name, _nb, ms in plays
+            if t >= tr.warmup_s]
+    r = decoy.detect(recs, real_spans, fake, shaperlab.WINDOW_S, day_s=tr.day_s,
+                     day_start_s=tr.day_start_s, seed=seed, n_estimators=shaperlab.FOREST_TREES)
+    return {"value": r.get("balanced_accuracy"),
+            "ci95": shaperlab.ci95(r, "real_windows", "decoy_windows"),
+            "real_windows": r.get("real_windows"), "decoy_windows": r.get("decoy_windows")}
+
+
+def cost(home, cover_frames):
+    """WLAN airtime bytes per second of the cover (both directions), per device and home,
+    next to the devices' own traffic."""
+    tr = home.traffic
+    span = tr.duration_s - tr.warmup_s
+    per, own = {}, {}
+    for i, nm in enumerate(home.names):
+        t, b = cover_frames[i][0], cover_frames[i][1]
+        per[nm] = round(float(b[t >= tr.warmup_s].sum()) / span / 1000, 3)
+        t, b = home.frames[i][0], home.frames[i][1]
+        own[nm] = round(float(b[(t >= tr.warmup_s) & (t < tr.duration_s)].sum()) / span / 1000, 3)
+    return {"cover_KBps": per, "home_cover_KBps": round(sum(per.values()), 3),
+            "own_KBps": own, "home_own_KBps": round(sum(own.values()), 3)}
+
+
+def attack_all(recs, home, plays, seed=0):
+    """events, knn and (with decoys) the decoy detector on one view."""
+    out = {"events": events(recs, home, seed), "knn": knn(recs, seed)}
+    if plays is not None:
+        out["decoy"] = decoy_detector(recs, home, plays, seed)
+    return out
+
+
+def evaluate(home, covers=None, seed=0, plays=None):
+    """The WiFi view without cover and with each cover setting (name -> cover.wifi keys),
+    each also after the pair-stripper; a dict."""
+    covers = {"default": {}} if covers is None else covers
+    out = {"none": attack_all(records(home), home, None, seed)}
+    if plays is None and covers:
+        plays = decoys(home, seed)
+    for name, kw in covers.items():
+        frames, status = cover(home, plays, wifi_config(**kw), seed)
+        recs = records(home, frames)
+        stripped, share = strip_pairs(recs)
+        both, _ = strip_unanswered(stripped)
+        out[name] = {"settings": kw, "view": attack_all(recs, home, plays, seed),
+                     "stripped": attack_all(stripped, home, plays, seed),
+                     "stripped_unanswered": attack_all(both, home, plays, seed),
+                     "stripped_share": share, "cost": cost(home, frames),
+                     "cut_bytes": sum(st["cut_bytes"] for st in status),
+                     "decoys": sum(st["decoys"] for st in status)}
+    return out
+
+
+def main(argv=None):
+    """``python -m blinds_host.lab.wifilab``: the figures as JSON on stdout."""
+    p = argparse.ArgumentParser(prog="python -m blinds_host.lab.wifilab",
+                                description="The WiFi view with the hub's cover, in virtual "
+                                            "time; print figures.")
+    p.add_argument("--days", type=int, default=12)
+    p.add_argument("--day-s", type=float, default=600.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--recording", help="a packets CSV (events.csv beside it) instead")
+    p.add_argument("--repeat", type=int, default=8)
+    p.add_argument("--set", action="append", default=[],
+                   help="KEY=VALUE of cover.wifi (repeatable)")
+    a = p.parse_args(argv)
+    kw = {}
+    for item in a.set:
+        k, _, v = item.partition("=")
+        kw[k] = int(v)
+    home = real(a.recording, a.repeat) if a.recording else synthetic(a.days, a.day_s, a.seed)
+    res = evaluate(home, {"cover": kw}, a.seed)
+    json.dump({"source": home.traffic.source, "results": res}, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
