@@ -246,6 +246,7 @@ def stream(sid, room):
 
 def data(sid, payload=b"z" * 100):
     link.dispatch(cells.pack(buf, cells.DATA, sid, payload))
+    link.flush_stage()  # as the reader does when no other record is there yet
 
 def drain_writer():
     # What the writer would send now, as (type, sid, payload) tuples.

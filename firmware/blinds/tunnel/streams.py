@@ -107,6 +107,8 @@ class TStream:
         self.st.last = now = ticks_ms()
         self.st.bytes_down += n
         link.shaper.note(now, self.dev, False)
+        if not self.q and link.stage(self, b, n):
+            return  # the reader writes it with the cells that follow
         w = 0
         if not self.q:
             try:
@@ -117,33 +119,65 @@ class TStream:
                 return
             if w == n:
                 return self._took()
-        slot = link.take_slot()
-        if slot is not None and self.q is None:
-            try:
-                self.q = []
-            except MemoryError:
-                link.give_slot(slot)
-                slot = None
-        if slot is None:
-            # The pool is spent (other devices are stalled too): this stream
-            # is reset rather than the hub's memory stretched.
-            link.c["no_buffer"] += 1
-            self.got_close = self.close_out = cells.RESET
-            link.want(self)
-            return self._reset("no buffer for a slow device")
-        slot[:n - w] = memoryview(b)[HEADER + w:HEADER + n]
-        self.q.append(slot)
-        self.q.append(n - w)
-        self.ev.set()
+        if self._hold(memoryview(b), HEADER + w, HEADER + n):
+            self.ev.set()
+
+    def write_down(self, mv, k, m):
+        # m cells' payloads, k bytes gathered in mv by the reader: one write to
+        # the device; what it does not take waits in pool buffers (a buffer
+        # per cell's worth at most, so never more than the m cells took).
+        if self.close_out == cells.RESET or self.got_close is not None and \
+                self.got_close != cells.EOF:
+            return
+        try:
+            w = self.down.write(mv, 0, k) or 0
+        except OSError:
+            self.got_close = cells.RESET  # the device is gone
+            self.ev.set()
+            return
+        held = self.held()
+        if w < k and not self._hold(mv, w, k):
+            return
+        self._took(m - (self.held() - held))
+        if w < k:
+            self.ev.set()
+
+    def _hold(self, mv, a, e):
+        # Keep mv[a:e] in pool buffers (pmax bytes each) for the stream's task
+        # to write; False (and the stream reset) when the pool is spent.
+        link = self.link
+        pmax = link.pmax
+        while a < e:
+            slot = link.take_slot()
+            if slot is not None and self.q is None:
+                try:
+                    self.q = []
+                except MemoryError:
+                    link.give_slot(slot)
+                    slot = None
+            if slot is None:
+                # The pool is spent (other devices are stalled too): this stream
+                # is reset rather than the hub's memory stretched.
+                link.c["no_buffer"] += 1
+                self.got_close = self.close_out = cells.RESET
+                link.want(self)
+                self._reset("no buffer for a slow device")
+                return False
+            c = min(pmax, e - a)
+            slot[:c] = mv[a:a + c]
+            self.q.append(slot)
+            self.q.append(c)
+            a += c
+        return True
 
     def held(self):
         # Cells the device has not taken yet (in pool buffers).
         return len(self.q) // 2 if self.q else 0
 
-    def _took(self):
-        # A cell's worth written to the device: credit it back in batches.
-        self.owed += 1
-        if self.owed >= self.link.credit_at:
+    def _took(self, m=1):
+        # m cells' worth written to the device: credit them back in batches.
+        self.owed += m
+        if m and self.owed >= self.link.credit_at:
             self.link.want(self)
 
     def _violation(self):
