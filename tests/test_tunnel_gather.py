@@ -87,14 +87,14 @@ for op in OPS:
         cells_in[sid] += 1
         link.dispatch(cells.pack(buf, cells.DATA, sid, payload))
     elif kind == "flush":
-        link.flush_stage()
+        flush_stage(link)
         take_credit()
     elif kind == "room":
         ts.st.down.room += x
         drain(ts)
     maxheld[sid] = max(maxheld[sid], ts.held())
 
-link.flush_stage()
+flush_stage(link)
 for ts in streams.values():
     ts.st.down.room = 10 ** 9
     drain(ts)
@@ -142,7 +142,7 @@ def test_gathered_cells_reach_each_device_in_order_and_are_credited_once(ops):
 
 def test_a_burst_for_a_fast_device_is_one_write():
     # Ten cells of one stream, then the reader flushes: one write of them all
-    # (the buffer takes 4096 // 122 = 33 cells of 122 bytes).
+    # (the buffer takes 2048 // 122 = 16 cells of 122 bytes).
     ops = [("room", 1, 100000)] + [("data", 1, 122)] * 10 + [("flush", 1, 0)]
     out = _run_cpython(_scenario(ops))
     _check(out, ops)

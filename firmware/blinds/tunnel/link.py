@@ -11,12 +11,14 @@
 import asyncio
 import socket
 import ssl
+import sys
 
 from blinds.compat import const, ticks_diff, ticks_ms
 from blinds.net import sockets
 from blinds.net.pem import der
 from blinds.tunnel import cells, shaper
 from blinds.tunnel.cells import HEADER
+from blinds.tunnel.streams import flush_stage
 
 _CONNECT_MS = const(10000)  # TCP connect, TLS handshake and HELLO
 _HANDSHAKE_POLL_MS = const(20)
@@ -32,8 +34,9 @@ _BATCH = const(8)  # cells the writer sends per turn of the event loop, at most
 # DATA payloads the reader gathers for one device before it writes them in one
 # go (a write per cell cost a third of the hub's time downward); no gathering
 # when fewer than two cells fit.
-_STAGE_BYTES = const(4096)
+_STAGE_BYTES = const(2048)
 _NODELAY = (getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1))
+_LINUX = sys.platform == "linux"  # the unix port (see _turn_end)
 
 DOWN = "down"
 CONNECTING = "connecting"
@@ -327,7 +330,7 @@ class Link:
             n = None if self.rlen or s is None else s.readinto(rmv)
             if n != cell:
                 if self.slen:
-                    self.flush_stage()  # before waiting: the device gets it now
+                    flush_stage(self)  # before waiting: the device gets it now
                 if n:
                     self.rlen = n
                 elif n is not None:
@@ -350,7 +353,7 @@ class Link:
         sid = (b[2] << 8) | b[3]
         n = (b[4] << 8) | b[5]
         if self.slen and (t != cells.DATA or self.sts.sid != sid):
-            self.flush_stage()  # what was gathered goes before this cell
+            flush_stage(self)  # what was gathered goes before this cell
         if n > self.pmax or t >= cells.N_TYPES:
             c["bad_cells"] += 1
         elif t == cells.PAD:
@@ -378,33 +381,6 @@ class Link:
             self.synced = True
         elif t != cells.PONG:
             c["bad_cells"] += 1  # HELLO again, OPEN, DNS_Q: not the exit's to send
-
-    def stage(self, ts, b, n):
-        # Gather this DATA cell's payload for ts's device; False when it
-        # cannot be (no buffer, or ts holds cells its device has not taken).
-        sb = self.sbuf
-        if sb is None:
-            return False
-        k = self.slen
-        if k + n > len(sb):
-            if k:
-                self.flush_stage()
-            if ts.q:
-                return False
-            k = 0
-        sb[k:k + n] = memoryview(b)[HEADER:HEADER + n]
-        self.sts = ts
-        self.slen = k + n
-        self.scells += 1
-        return True
-
-    def flush_stage(self):
-        # Write what the reader gathered to its device, in one write.
-        ts, k, m = self.sts, self.slen, self.scells
-        self.sts = None
-        self.slen = self.scells = 0
-        if ts is not None and self.streams.get(ts.sid) is ts:
-            ts.write_down(self.smv, k, m)
 
     async def _watch(self):
         # Liveness: PING after ping_ms of silence (and again every ping_ms
@@ -451,6 +427,7 @@ class Link:
     async def _write_loop(self):
         sh = self.shaper
         cover = sh.KIND != shaper.KIND_NONE
+        nagle = not cover and _LINUX
         # stp and adaptive hold cells by their slack, and act on new data
         # before their next slot: they wait on the kick, with a timeout.
         slacked = sh.KIND >= shaper.KIND_STP
@@ -462,12 +439,12 @@ class Link:
             pending = bool(self.ctl or self.wants)
             d = sh.due(now, pending, self._slack(now) if slacked and pending else shaper.FOREVER)
             if d < 0:
-                k = 0
+                k = self._turn_end(k, nagle)
                 self.kick.clear()
                 await self.kick.wait()
                 continue
             if d > 0:
-                k = 0
+                k = self._turn_end(k, nagle)
                 if slacked:
                     await self._wait(d)
                 else:
@@ -477,6 +454,8 @@ class Link:
             buf = self.wbuf if real else self._pad(cover, pending, take)
             if buf is None:
                 continue
+            if k == 1 and nagle:
+                self._nodelay(0)  # a second cell this turn: see _turn_end
             # Fast path: the write goes through at once (no coroutine per cell).
             s = self.tls
             n = None if s is None else s.write(buf)
@@ -489,8 +468,25 @@ class Link:
             sh.sent(ticks_ms(), real)
             k += 1
             if k >= _BATCH:
-                k = 0
+                k = self._turn_end(k, nagle)
                 await asyncio.sleep_ms(0)  # the reader's turn
+
+    def _nodelay(self, on):
+        try:
+            self.raw.setsockopt(_NODELAY[0], _NODELAY[1], on)
+        except (OSError, AttributeError):
+            pass
+
+    def _turn_end(self, k, nagle):
+        # Unshaped bulk: from the second cell of a turn Nagle is on, so the
+        # turn's cells (each still its own record) fill whole TCP segments
+        # instead of one segment and one trip through the network stack each;
+        # TCP_NODELAY again at the turn's end pushes what is left at once
+        # (Linux pushes when it is set; lwIP would wait for an ACK, and an
+        # ESP32 is bound by its radio, not by the stack: Linux only).
+        if k > 1 and nagle:
+            self._nodelay(1)
+        return 0
 
     async def _wait(self, d):
         # Until the shaper's next slot, or new data, whichever comes first.

@@ -107,7 +107,7 @@ class TStream:
         self.st.last = now = ticks_ms()
         self.st.bytes_down += n
         link.shaper.note(now, self.dev, False)
-        if not self.q and link.stage(self, b, n):
+        if not self.q and stage(link, self, b, n):
             return  # the reader writes it with the cells that follow
         w = 0
         if not self.q:
@@ -286,6 +286,36 @@ class TStream:
         if (self.got_close is not None or self.close_out == cells.RESET) and \
                 self.link.streams.get(self.sid) is self:
             del self.link.streams[self.sid]
+
+
+def stage(link, ts, b, n):
+    # The link's reader gathers this DATA cell's payload for ts's device
+    # (link.sbuf); False when it cannot (no buffer, or ts holds cells its
+    # device has not taken: those go first).
+    sb = link.sbuf
+    if sb is None:
+        return False
+    k = link.slen
+    if k + n > len(sb):
+        if k:
+            flush_stage(link)
+        if ts.q:
+            return False
+        k = 0
+    sb[k:k + n] = memoryview(b)[HEADER:HEADER + n]
+    link.sts = ts
+    link.slen = k + n
+    link.scells += 1
+    return True
+
+
+def flush_stage(link):
+    # Write what the reader gathered to its device, in one write.
+    ts, k, m = link.sts, link.slen, link.scells
+    link.sts = None
+    link.slen = link.scells = 0
+    if ts is not None and link.streams.get(ts.sid) is ts:
+        ts.write_down(link.smv, k, m)
 
 
 async def carry(link, relay, st, first, wait_ms, open_ms=_OPEN_MS):
