@@ -11,7 +11,6 @@
 import asyncio
 import socket
 import ssl
-import sys
 
 from blinds.compat import const, ticks_diff, ticks_ms
 from blinds.net import sockets
@@ -36,7 +35,6 @@ _BATCH = const(8)  # cells the writer sends per turn of the event loop, at most
 # when fewer than two cells fit.
 _STAGE_BYTES = const(2048)
 _NODELAY = (getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1))
-_LINUX = sys.platform == "linux"  # the unix port (see _turn_end)
 
 DOWN = "down"
 CONNECTING = "connecting"
@@ -427,7 +425,6 @@ class Link:
     async def _write_loop(self):
         sh = self.shaper
         cover = sh.KIND != shaper.KIND_NONE
-        nagle = not cover and _LINUX
         # stp and adaptive hold cells by their slack, and act on new data
         # before their next slot: they wait on the kick, with a timeout.
         slacked = sh.KIND >= shaper.KIND_STP
@@ -439,12 +436,12 @@ class Link:
             pending = bool(self.ctl or self.wants)
             d = sh.due(now, pending, self._slack(now) if slacked and pending else shaper.FOREVER)
             if d < 0:
-                k = self._turn_end(k, nagle)
+                k = 0
                 self.kick.clear()
                 await self.kick.wait()
                 continue
             if d > 0:
-                k = self._turn_end(k, nagle)
+                k = 0
                 if slacked:
                     await self._wait(d)
                 else:
@@ -454,8 +451,6 @@ class Link:
             buf = self.wbuf if real else self._pad(cover, pending, take)
             if buf is None:
                 continue
-            if k == 1 and nagle:
-                self._nodelay(0)  # a second cell this turn: see _turn_end
             # Fast path: the write goes through at once (no coroutine per cell).
             s = self.tls
             n = None if s is None else s.write(buf)
@@ -468,25 +463,8 @@ class Link:
             sh.sent(ticks_ms(), real)
             k += 1
             if k >= _BATCH:
-                k = self._turn_end(k, nagle)
+                k = 0
                 await asyncio.sleep_ms(0)  # the reader's turn
-
-    def _nodelay(self, on):
-        try:
-            self.raw.setsockopt(_NODELAY[0], _NODELAY[1], on)
-        except (OSError, AttributeError):
-            pass
-
-    def _turn_end(self, k, nagle):
-        # Unshaped bulk: from the second cell of a turn Nagle is on, so the
-        # turn's cells (each still its own record) fill whole TCP segments
-        # instead of one segment and one trip through the network stack each;
-        # TCP_NODELAY again at the turn's end pushes what is left at once
-        # (Linux pushes when it is set; lwIP would wait for an ACK, and an
-        # ESP32 is bound by its radio, not by the stack: Linux only).
-        if k > 1 and nagle:
-            self._nodelay(1)
-        return 0
 
     async def _wait(self, d):
         # Until the shaper's next slot, or new data, whichever comes first.
