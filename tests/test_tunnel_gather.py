@@ -66,6 +66,7 @@ k = 0
 for sid in (1, 2):
     ts = stream(sid, 0)
     ts.down = ts.st.down = Recorder(0)
+    ts.st.bytes_down = BULK  # gathering starts once a stream has carried this much
     streams[sid] = ts
     sent[sid] = bytearray()
     credited[sid] = cells_in[sid] = maxheld[sid] = 0
@@ -117,8 +118,8 @@ _OP = st.one_of(
 )
 
 
-def _scenario(ops):
-    return GATHER_SCENARIO.replace("OPS_JSON", json.dumps(ops))
+def _scenario(ops, bulk=1 << 20):
+    return GATHER_SCENARIO.replace("OPS_JSON", json.dumps(ops)).replace("BULK", str(bulk))
 
 
 def _check(out, ops):
@@ -147,6 +148,16 @@ def test_a_burst_for_a_fast_device_is_one_write():
     out = _run_cpython(_scenario(ops))
     _check(out, ops)
     assert out["1"]["writes"] == 1, out
+
+
+def test_small_streams_are_not_gathered_and_cost_no_buffer():
+    # Below 256 KB carried down a stream is not bulk: a write per cell, and
+    # the link makes no gathering buffer (its heap is kept for streams).
+    ops = [("room", 1, 100000)] + [("data", 1, 122)] * 10 + [("flush", 1, 0)]
+    out = _run_cpython(_scenario(ops, bulk=0).replace(
+        'out["pool"] =', 'out["sbuf"] = link.sbuf is None\nout["pool"] ='))
+    _check(out, ops)
+    assert out["1"]["writes"] == 10 and out["sbuf"] is True, out
 
 
 def test_gathering_on_the_unix_port():

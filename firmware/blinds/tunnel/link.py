@@ -32,7 +32,8 @@ _POOL_WINDOWS = const(4)  # the buffer pool holds this many streams' windows
 _BATCH = const(8)  # cells the writer sends per turn of the event loop, at most
 # DATA payloads the reader gathers for one device before it writes them in one
 # go (a write per cell cost a third of the hub's time downward); no gathering
-# when fewer than two cells fit.
+# when fewer than two cells fit. The buffer is made for the first bulk stream
+# (tunnel/streams.py: stage).
 _STAGE_BYTES = const(2048)
 _NODELAY = (getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1))
 
@@ -86,8 +87,8 @@ class Link:
         # (sts), slen bytes from scells cells, written when another cell comes,
         # when it is full, or before the reader waits.
         k = _STAGE_BYTES // self.pmax
-        self.sbuf = bytearray(k * self.pmax) if k > 1 else None
-        self.smv = memoryview(self.sbuf) if k > 1 else None
+        self.stage_k = k if k > 1 else 0
+        self.sbuf = self.smv = None
         self.sts = None
         self.slen = self.scells = 0
         self.tls = None

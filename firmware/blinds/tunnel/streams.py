@@ -20,6 +20,7 @@ from blinds.tunnel import cells
 from blinds.tunnel.cells import HEADER
 
 _OPEN_MS = const(15000)  # OPEN -> OPENED
+_BULK_BYTES = const(262144)  # a stream this far downward is bulk: the reader gathers
 _RESULTS = {cells.RESET: "refused by the exit", cells.REFUSED: "refused by the exit's guard",
             cells.UNRESOLVED: "unresolved (exit)", cells.CONNECT_FAILED: "connect failed (exit)",
             cells.LIMIT: "over the exit's limits"}
@@ -294,7 +295,18 @@ def stage(link, ts, b, n):
     # device has not taken: those go first).
     sb = link.sbuf
     if sb is None:
-        return False
+        # The buffer (2 KB) is made once, for the first stream that has
+        # carried _BULK_BYTES down: a bulk transfer, where gathering pays.
+        # A home of small messages never spends its heap on it.
+        if not link.stage_k or ts.st.bytes_down < _BULK_BYTES:
+            return False
+        try:
+            sb = link.sbuf = bytearray(link.stage_k * link.pmax)
+            link.smv = memoryview(sb)
+        except MemoryError:
+            link.stage_k = 0  # not again
+            link.c["oom"] += 1
+            return False
     k = link.slen
     if k + n > len(sb):
         if k:
