@@ -187,7 +187,7 @@ LINK_SCENARIO = r"""
 import gc, json, struct
 from blinds.tunnel import cells
 from blinds.tunnel.link import Link, UP
-from blinds.tunnel.streams import TStream
+from blinds.tunnel.streams import TStream, flush_stage
 
 class FakeBoard:
     # A FAKE board: files are empty (no TLS here), nothing is logged.
@@ -246,6 +246,7 @@ def stream(sid, room):
 
 def data(sid, payload=b"z" * 100):
     link.dispatch(cells.pack(buf, cells.DATA, sid, payload))
+    flush_stage(link)  # as the reader does when no other record is there yet
 
 def drain_writer():
     # What the writer would send now, as (type, sid, payload) tuples.

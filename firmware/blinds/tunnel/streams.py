@@ -20,6 +20,7 @@ from blinds.tunnel import cells
 from blinds.tunnel.cells import HEADER
 
 _OPEN_MS = const(15000)  # OPEN -> OPENED
+_BULK_BYTES = const(262144)  # a stream this far downward is bulk: the reader gathers
 _RESULTS = {cells.RESET: "refused by the exit", cells.REFUSED: "refused by the exit's guard",
             cells.UNRESOLVED: "unresolved (exit)", cells.CONNECT_FAILED: "connect failed (exit)",
             cells.LIMIT: "over the exit's limits"}
@@ -107,6 +108,8 @@ class TStream:
         self.st.last = now = ticks_ms()
         self.st.bytes_down += n
         link.shaper.note(now, self.dev, False)
+        if not self.q and stage(link, self, b, n):
+            return  # the reader writes it with the cells that follow
         w = 0
         if not self.q:
             try:
@@ -117,33 +120,65 @@ class TStream:
                 return
             if w == n:
                 return self._took()
-        slot = link.take_slot()
-        if slot is not None and self.q is None:
-            try:
-                self.q = []
-            except MemoryError:
-                link.give_slot(slot)
-                slot = None
-        if slot is None:
-            # The pool is spent (other devices are stalled too): this stream
-            # is reset rather than the hub's memory stretched.
-            link.c["no_buffer"] += 1
-            self.got_close = self.close_out = cells.RESET
-            link.want(self)
-            return self._reset("no buffer for a slow device")
-        slot[:n - w] = memoryview(b)[HEADER + w:HEADER + n]
-        self.q.append(slot)
-        self.q.append(n - w)
-        self.ev.set()
+        if self._hold(memoryview(b), HEADER + w, HEADER + n):
+            self.ev.set()
+
+    def write_down(self, mv, k, m):
+        # m cells' payloads, k bytes gathered in mv by the reader: one write to
+        # the device; what it does not take waits in pool buffers (a buffer
+        # per cell's worth at most, so never more than the m cells took).
+        if self.close_out == cells.RESET or self.got_close is not None and \
+                self.got_close != cells.EOF:
+            return
+        try:
+            w = self.down.write(mv, 0, k) or 0
+        except OSError:
+            self.got_close = cells.RESET  # the device is gone
+            self.ev.set()
+            return
+        held = self.held()
+        if w < k and not self._hold(mv, w, k):
+            return
+        self._took(m - (self.held() - held))
+        if w < k:
+            self.ev.set()
+
+    def _hold(self, mv, a, e):
+        # Keep mv[a:e] in pool buffers (pmax bytes each) for the stream's task
+        # to write; False (and the stream reset) when the pool is spent.
+        link = self.link
+        pmax = link.pmax
+        while a < e:
+            slot = link.take_slot()
+            if slot is not None and self.q is None:
+                try:
+                    self.q = []
+                except MemoryError:
+                    link.give_slot(slot)
+                    slot = None
+            if slot is None:
+                # The pool is spent (other devices are stalled too): this stream
+                # is reset rather than the hub's memory stretched.
+                link.c["no_buffer"] += 1
+                self.got_close = self.close_out = cells.RESET
+                link.want(self)
+                self._reset("no buffer for a slow device")
+                return False
+            c = min(pmax, e - a)
+            slot[:c] = mv[a:a + c]
+            self.q.append(slot)
+            self.q.append(c)
+            a += c
+        return True
 
     def held(self):
         # Cells the device has not taken yet (in pool buffers).
         return len(self.q) // 2 if self.q else 0
 
-    def _took(self):
-        # A cell's worth written to the device: credit it back in batches.
-        self.owed += 1
-        if self.owed >= self.link.credit_at:
+    def _took(self, m=1):
+        # m cells' worth written to the device: credit them back in batches.
+        self.owed += m
+        if m and self.owed >= self.link.credit_at:
             self.link.want(self)
 
     def _violation(self):
@@ -252,6 +287,47 @@ class TStream:
         if (self.got_close is not None or self.close_out == cells.RESET) and \
                 self.link.streams.get(self.sid) is self:
             del self.link.streams[self.sid]
+
+
+def stage(link, ts, b, n):
+    # The link's reader gathers this DATA cell's payload for ts's device
+    # (link.sbuf); False when it cannot (no buffer, or ts holds cells its
+    # device has not taken: those go first).
+    sb = link.sbuf
+    if sb is None:
+        # The buffer (2 KB) is made once, for the first stream that has
+        # carried _BULK_BYTES down: a bulk transfer, where gathering pays.
+        # A home of small messages never spends its heap on it.
+        if not link.stage_k or ts.st.bytes_down < _BULK_BYTES:
+            return False
+        try:
+            sb = link.sbuf = bytearray(link.stage_k * link.pmax)
+            link.smv = memoryview(sb)
+        except MemoryError:
+            link.stage_k = 0  # not again
+            link.c["oom"] += 1
+            return False
+    k = link.slen
+    if k + n > len(sb):
+        if k:
+            flush_stage(link)
+        if ts.q:
+            return False
+        k = 0
+    sb[k:k + n] = memoryview(b)[HEADER:HEADER + n]
+    link.sts = ts
+    link.slen = k + n
+    link.scells += 1
+    return True
+
+
+def flush_stage(link):
+    # Write what the reader gathered to its device, in one write.
+    ts, k, m = link.sts, link.slen, link.scells
+    link.sts = None
+    link.slen = link.scells = 0
+    if ts is not None and link.streams.get(ts.sid) is ts:
+        ts.write_down(link.smv, k, m)
 
 
 async def carry(link, relay, st, first, wait_ms, open_ms=_OPEN_MS):

@@ -9,7 +9,10 @@ difference.
 
 ``tunnel_bulk_throughput``
     one bulk stream each way, device -> hub -> tunnel -> exit -> server, against
-    the direct relay. Goal: tunnel/direct >= 0.5 in each direction.
+    the direct relay. Goal: tunnel/direct >= 0.5 in each direction (at the
+    defaults: 512-byte cells, windows 8 and 16). Also reported: the same at
+    1024 and 4096-byte cells (``by_cell_bytes``) and with larger windows
+    (``by_window``), and the hub's CPU per cell.
 ``tunnel_connect_added_latency``
     connect() to the first response byte of a short HTTP request, p95 through
     the tunnel minus p95 through the direct relay. Goal: <= 5 ms.
@@ -116,47 +119,121 @@ def _trim(res):
 
 
 # -- 1. bulk throughput ---------------------------------------------------------------------
-def bench_bulk_throughput(nbytes=32 * MIB, rounds=2, home=None):
-    """One bulk stream each way through the tunnel, against the direct relay.
+CELL_SIZES = (512, 1024, 4096)  # 4096 is the largest cell (one mbedTLS record: docs/tunnel.md)
+# Windows besides the defaults (the hub grants 8 cells, the exit 16), at 512-byte
+# cells: the hub's tunnel.window and the exit's --window both set to each.
+WINDOWS = (32, 64)
 
-    :func:`.relay.bench_bulk_throughput` runs on the same home twice: with the
-    tunnel configured, then without; each also measures socat beside the hub
-    (so the machine's speed in each session is on record). The figure is the
-    hub's MB/s through the tunnel over the hub's MB/s direct, the lower of the
-    two directions."""
-    with home_with_exit(home, 1) as h:
-        tun, direct = _both(h, relay.bench_bulk_throughput, nbytes=nbytes, rounds=rounds,
-                            diagnostic_buffer_size=None)
+
+def _restart_exit(h, args):
+    """Restart this home's exit with ``args`` added to its command line."""
+    h.stop_peer("exit")
+    testhome.start_exit(h, testhome.exit_argv(h) + list(args))
+
+
+def _ways(t, d, cell_bytes):
+    """Per direction: the tunnel's MB/s against the direct relay's, their
+    ratio, and the hub's CPU per cell."""
     ways = {}
     for side in ("server_to_device", "device_to_server"):
-        t, d = tun[side], direct[side]
-        ways[side] = {"tunnel_mb_s": t["hub_mb_s"], "direct_mb_s": d["hub_mb_s"],
-                      "ratio": harness.ratio(t["hub_mb_s"], d["hub_mb_s"], empty=0.0),
-                      "tunnel_hub_cpu_share": t["hub_cpu_share"],
-                      "direct_hub_cpu_share": d["hub_cpu_share"],
-                      "socat_mb_s_tunnel_session": t["socat_mb_s"],
-                      "socat_mb_s_direct_session": d["socat_mb_s"]}
-    value = min(w["ratio"] for w in ways.values())
-    complete = tun["all_complete"] and direct["all_complete"]
+        a, b = t[side], d[side]
+        cells_s = a["hub_mb_s"] * 1e6 / (cell_bytes - 6)
+        cpu = a["hub_cpu_share"]
+        ways[side] = {"tunnel_mb_s": a["hub_mb_s"], "direct_mb_s": b["hub_mb_s"],
+                      "ratio": harness.ratio(a["hub_mb_s"], b["hub_mb_s"], empty=0.0),
+                      "tunnel_hub_cpu_share": cpu, "direct_hub_cpu_share": b["hub_cpu_share"],
+                      "cells_per_s": round(cells_s),
+                      "hub_us_per_cell": round(cpu / cells_s * 1e6, 2) if cpu and cells_s else None,
+                      "socat_mb_s_tunnel_session": a["socat_mb_s"],
+                      "socat_mb_s_direct_session": b["socat_mb_s"]}
+    return ways
+
+
+def _direct_mean(runs):
+    """The direct relay's figures, each direction's MB/s the mean of ``runs``
+    (one session before the tunnel's and one after: the machine's load swings)."""
+    out = {}
+    for side in ("server_to_device", "device_to_server"):
+        xs = [r[side] for r in runs]
+        out[side] = {"hub_mb_s": round(sum(x["hub_mb_s"] for x in xs) / len(xs), 2),
+                     "hub_cpu_share": xs[0]["hub_cpu_share"],
+                     "socat_mb_s": round(sum(x["socat_mb_s"] for x in xs) / len(xs), 2),
+                     "runs_mb_s": [x["hub_mb_s"] for x in xs]}
+    return out
+
+
+def bench_bulk_throughput(nbytes=32 * MIB, rounds=2, home=None, cell_sizes=CELL_SIZES,
+                          windows=WINDOWS):
+    """One bulk stream each way through the tunnel, against the direct relay.
+
+    :func:`.relay.bench_bulk_throughput` runs on the same home: without the
+    tunnel (the direct relay), then with it at each cell size of
+    ``cell_sizes`` (the default windows), then at 512-byte cells with each
+    window of ``windows`` (the hub's ``tunnel.window`` and the exit's
+    ``--window``, the exit restarted for it), then without it again; each also measures socat
+    beside the hub. The direct figure is the mean of the two direct sessions.
+    The value is the hub's MB/s through the tunnel over the hub's MB/s
+    direct, the lower of the two directions, at 512-byte cells and the
+    default window (the configuration's defaults); ``by_cell_bytes`` and
+    ``by_window`` give the same for the others."""
+    args = dict(nbytes=nbytes, rounds=rounds, diagnostic_buffer_size=None)
+    with home_with_exit(home, 1) as h:
+        direct_runs = [relay.bench_bulk_throughput(home=h, **args)]
+        tuns = {cb: relay.bench_bulk_throughput(home=h, extra=tunnel_extra(h, cell_bytes=cb),
+                                                **args) for cb in cell_sizes}
+        wins = {}
+        for w in windows:
+            _restart_exit(h, ["--window", str(w)])
+            try:
+                wins[w] = relay.bench_bulk_throughput(home=h, extra=tunnel_extra(h, window=w),
+                                                      **args)
+            finally:
+                _restart_exit(h, [])
+        direct_runs.append(relay.bench_bulk_throughput(home=h, **args))
+    direct = _direct_mean(direct_runs)
+    by_cell = {}
+    for cb, t in tuns.items():
+        w = _ways(t, direct, cb)
+        by_cell[str(cb)] = dict(w, ratio=min(x["ratio"] for x in w.values()),
+                                all_complete=t["all_complete"],
+                                memory_errors=t["hub_memory_errors"])
+    by_window = {}
+    for win, t in wins.items():
+        w = _ways(t, direct, 512)
+        by_window[str(win)] = dict(w, ratio=min(x["ratio"] for x in w.values()),
+                                   all_complete=t["all_complete"])
+    tun = tuns.get(512) or next(iter(tuns.values()))
+    ways = by_cell[str(512 if 512 in tuns else next(iter(tuns)))]
+    value = ways["ratio"]
+    complete = all(t["all_complete"] for t in list(tuns.values()) + list(wins.values())) and \
+        all(r["all_complete"] for r in direct_runs)
     return {
         "name": "tunnel_bulk_throughput",
         "value": value,
-        "unit": "ratio tunnel/direct relay (MB/s), the lower of the two directions",
+        "unit": "ratio tunnel/direct relay (MB/s), the lower of the two directions, "
+                "512-byte cells, default window",
         "goal": ">= %g each way" % THROUGHPUT_RATIO_GOAL,
         "goal_met": bool(complete and value >= THROUGHPUT_RATIO_GOAL),
         "server_to_device": ways["server_to_device"],
         "device_to_server": ways["device_to_server"],
+        "by_cell_bytes": by_cell,
+        "by_window": by_window,
+        "direct": direct,
         "all_complete": complete,
         "bytes_per_run": nbytes,
         "rounds": rounds,
         "tunnel_memory_errors": tun["hub_memory_errors"],
         "tunnel_relayed": tun["hub_relayed"],
         "tunnel_run": _trim(tun),
-        "direct_run": _trim(direct),
-        "method": "relay_bulk_throughput's session twice on one home, the hub with its tunnel "
-                  "to a real exit (its own namespace behind the internet namespace, cells of "
-                  "512 bytes, no shaping), then without (the direct relay); %d MiB per run, "
-                  "%d rounds each way" % (nbytes // MIB, rounds),
+        "direct_run": _trim(direct_runs[0]),
+        "method": "relay_bulk_throughput's session on one home: the direct relay, then the hub "
+                  "with its tunnel to a real exit (its own namespace behind the internet "
+                  "namespace, no shaping) at cells of %s bytes (windows: hub 8, exit 16) and at "
+                  "512 bytes with both windows %s, then the direct relay again (direct = the mean of the two); "
+                  "%d MiB per run, %d rounds each way; hub_us_per_cell = the hub's CPU share / "
+                  "cells a second"
+                  % (", ".join(map(str, cell_sizes)), ", ".join(map(str, windows)),
+                     nbytes // MIB, rounds),
     }
 
 

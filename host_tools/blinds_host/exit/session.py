@@ -55,6 +55,7 @@ class Session(Sender, asyncio.Protocol):
         self.window = ex.window  # the credit per stream the exit grants the hub
         self.hub_window = ex.window  # ... and the hub the exit (its HELLO)
         self.streams = {}
+        self.pending = []  # streams with DATA gathered from the current batch of records
         self.ctrl = collections.deque()
         self.ready = collections.deque()
         self.pongs = 0
@@ -92,12 +93,19 @@ class Session(Sender, asyncio.Protocol):
                 return
             self._records()
         finally:
+            self._write_pending()
             self.busy = False
         if not self.closed:
             if self.kicked:
                 self.kicked = False
                 self._pump()
             self._flush()
+
+    def _write_pending(self):
+        # Each stream's DATA of this batch of records, in one write upstream.
+        pending, self.pending = self.pending, []
+        for s in pending:
+            s.write_pending()
 
     def eof_received(self):
         return False

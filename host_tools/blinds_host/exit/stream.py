@@ -39,6 +39,7 @@ class Stream(asyncio.BufferedProtocol):
         self.taken = 0  # cells flushed upstream since the last CREDIT
         self.unflushed = 0  # cells written upstream, not yet out of the buffer
         self.early = []  # DATA before the connection is up (within credit)
+        self.pend = []  # DATA payloads of this batch of records, written at its end
         self.hub_closed = self.exit_closed = self.up_eof = self.lost = False
         self.reading_paused = False
         self.queued = False  # in the session's ready queue
@@ -140,13 +141,23 @@ class Stream(asyncio.BufferedProtocol):
         if self.transport is None:
             self.early.append(bytes(payload))
             return
-        self._write(payload)
+        # Gathered: the session writes a batch of records' payloads in one
+        # write (write_pending), not one send per cell.
+        if not self.pend:
+            self.sess.pending.append(self)
+        self.pend.append(payload)
 
-    def _write(self, payload):
+    def write_pending(self):
+        """Write the payloads gathered from this batch of records."""
+        pend, self.pend = self.pend, []
+        if pend and not self.dead:
+            self._write(pend[0] if len(pend) == 1 else b"".join(pend), len(pend))
+
+    def _write(self, payload, cells_n=1):
         if self.lost:
             return
         self.transport.write(payload)
-        self.unflushed += 1
+        self.unflushed += cells_n
         if self.transport.get_write_buffer_size() == 0:
             self._flushed()
 
@@ -164,6 +175,7 @@ class Stream(asyncio.BufferedProtocol):
             self.kill(abort=True)
             return
         self.hub_closed = True
+        self.write_pending()  # what came before the CLOSE goes first
         if self.exit_closed:
             self.kill()
         elif self.transport is not None and not self.lost and self.transport.can_write_eof():
@@ -211,3 +223,4 @@ class Stream(asyncio.BufferedProtocol):
             else:
                 self.transport.close()
         self.early = []
+        self.pend = []
