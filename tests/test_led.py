@@ -176,7 +176,9 @@ print(json.dumps([run_ops(ops) for ops in json.loads(%(ops)r)]))
 @settings(max_examples=5, deadline=None)
 @given(st.lists(OPS, min_size=1, max_size=20))
 def test_unix_port_replays_the_same_trace(batch):
-    r = run_mp(PORT_REPLAY.replace("%(ops)r", repr(json.dumps(batch))), heap="96k")
+    # The whole batch travels in the script's source and comes back as one JSON
+    # line: at 20 lists of 20 ops that text alone needs more than a 96k heap.
+    r = run_mp(PORT_REPLAY.replace("%(ops)r", repr(json.dumps(batch))), heap="192k")
     assert r.returncode == 0, r.stdout + r.stderr
     got = json.loads(r.stdout.decode().strip().splitlines()[-1])
     assert got == [run_ops(ops) for ops in batch]
