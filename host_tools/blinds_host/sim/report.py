@@ -31,7 +31,8 @@ def table(results):
 
     Rates are per second of recording (see analysis); ``overhead_KBps`` is the
     last mile's (the home's internet link) and ``wlan_overhead_KBps`` the WiFi's,
-    each minus the same under ``none``; ``added_p95_ms`` is per device class
+    each minus the same under ``none``; ``events_ci``/``decoy_ci`` are the 95 %
+    intervals of ``events``/``decoy``; ``added_p95_ms`` is per device class
     (p95 data delay in ms of recording minus the same under ``none``).
     """
     runs = results["runs"]
@@ -59,6 +60,8 @@ def table(results):
                 "chance": knn.get("chance") if knn.get("chance") is not None else sizes.get("chance"),
                 "windows": knn.get("windows"),
                 "events": ev.get("balanced_accuracy"), "decoy": dc.get("balanced_accuracy"),
+                "events_ci": ev.get("balanced_accuracy_ci"),
+                "decoy_ci": dc.get("balanced_accuracy_ci"),
                 "KBps": round(a["overhead"][ov_view]["Bps"] / 1000.0, 3),
                 "overhead_KBps": over("lastmile"),
                 "wlan_overhead_KBps": over("wifi"),
@@ -83,6 +86,15 @@ def interrupted_note(results):
                                          ", ".join(stop["not_finished"]) or "none"))
 
 
+def with_ci(v, ci, d=2):
+    """``0.61 [0.52-0.70]``: a balanced accuracy with its 95 % interval ("-" for none)."""
+    if v is None:
+        return "-"
+    if not ci:
+        return "%.*f" % (d, v)
+    return "%.*f [%.*f-%.*f]" % (d, v, d, ci[0], d, ci[1])
+
+
 def format_table(rows):
     head = ["defense", "view", "knn", "sizes", "chance", "events", "decoy", "KB/s",
             "uplink ovh KB/s", "WLAN ovh KB/s", "p95 added ms: interactive", "delay-tolerant",
@@ -91,7 +103,8 @@ def format_table(rows):
     def f(v, d=3):
         return "-" if v is None else ("%.*f" % (d, v) if isinstance(v, float) else str(v))
     body = [[r["defense"], r["view"], f(r["knn"]), f(r["sizes"]), f(r["chance"]),
-             f(r.get("events")), f(r.get("decoy")),
+             with_ci(r.get("events"), r.get("events_ci")),
+             with_ci(r.get("decoy"), r.get("decoy_ci")),
              f(r["KBps"], 2), f(r["overhead_KBps"], 2), f(r.get("wlan_overhead_KBps"), 2),
              f((r.get("added_p95_ms") or {}).get("interactive"), 1),
              f((r.get("added_p95_ms") or {}).get("delay_tolerant"), 1),
@@ -220,8 +233,9 @@ def _summary(r):
     if tun:
         best = min(tun, key=lambda x: x["events"])
         txt.append("Through the tunnel the ISP sees one flow; the event attack on it scores "
-                   "%.2f at best for the home (%s, chance 0.5), at %.1f KB/s of uplink "
-                   "overhead. " % (best["events"], best["defense"], best["overhead_KBps"] or 0))
+                   "%s at best for the home (%s, chance 0.5), at %.1f KB/s of uplink "
+                   "overhead. " % (_e(with_ci(best["events"], best.get("events_ci"))),
+                                   best["defense"], best["overhead_KBps"] or 0))
     txt.append("</p>")
     return "".join(txt)
 
@@ -268,8 +282,10 @@ def _table_html(r):
            "<th>delay-tolerant</th><th>set-up</th><th>DNS</th><th class='l'>note</th></tr>"]
     for row in r["table"]:
         added = row.get("added_p95_ms") or {}
-        cells = [_f(row["knn"]), _f(row["sizes"]), _f(row["chance"]), _f(row.get("events")),
-                 _f(row.get("decoy")), _f(row["windows"]), _f(row["KBps"], 2),
+        cells = [_f(row["knn"]), _f(row["sizes"]), _f(row["chance"]),
+                 _e(with_ci(row.get("events"), row.get("events_ci"))).replace("-", "–"),
+                 _e(with_ci(row.get("decoy"), row.get("decoy_ci"))).replace("-", "–"),
+                 _f(row["windows"]), _f(row["KBps"], 2),
                  _f(row["overhead_KBps"], 2), _f(row.get("wlan_overhead_KBps"), 2),
                  _f(added.get("interactive"), 1), _f(added.get("delay_tolerant"), 1),
                  _f(row.get("setup_added_p95_ms"), 1), _f(row.get("dns_added_p95_ms"), 1)]
@@ -278,7 +294,9 @@ def _table_html(r):
                       "".join("<td>%s</td>" % c for c in cells), _e(row["note"] or "")))
     out.append("</table><p class='muted'>events: balanced accuracy of the event attack (chance "
                "0.5; mean over devices, or on the tunnel's one flow); decoy: balanced accuracy "
-               "of telling real-event windows from the defense's decoys (chance 0.5). Rates are "
+               "of telling real-event windows from the defense's decoys (chance 0.5); in "
+               "brackets each one's 95 % interval (a stratified bootstrap over the test "
+               "windows; over devices, from the mean's standard error). Rates are "
                "per second of recording. Overhead: bytes/s minus the same without a hub, on the "
                "last mile (uplink) and on the WiFi; added latency, per device class: p95 of the "
                "data delays in ms of recording, minus the same without a hub; set-up: p95 of a "

@@ -148,11 +148,28 @@ def events_attack(records, sched, window, labels=None, seed=0):
                 "negative_windows": sum(r["negative_windows"] for r in per),
                 "roc_auc": _r(np.mean([r["roc_auc"] for r in per if r.get("roc_auc")
                                        is not None])) if got else None,
-                "balanced_accuracy": _r(float(np.mean(got))) if got else None})
+                "balanced_accuracy": _r(float(np.mean(got))) if got else None,
+                "balanced_accuracy_ci": mean_ci(per)})
     if not got:
         res["note"] = "; ".join(sorted({r.get("note", "") for r in per} - {""})) or (
             "no device with events in this view")
     return res
+
+
+def mean_ci(per):
+    """The 95 % interval of the mean balanced accuracy over ``per`` (results of
+    :func:`..lab.attacks.forest_cv`), or None: one result's own bootstrap interval;
+    for several, the mean +- 1.96 x the standard error of a mean of independent
+    figures (each one's bootstrap standard error)."""
+    ok = [r for r in per if r.get("balanced_accuracy") is not None
+          and r.get("balanced_accuracy_ci") is not None]
+    if not ok:
+        return None
+    if len(ok) == 1:
+        return list(ok[0]["balanced_accuracy_ci"])
+    m = float(np.mean([r["balanced_accuracy"] for r in ok]))
+    se = float(np.sqrt(sum(r["balanced_accuracy_se"] ** 2 for r in ok))) / len(ok)
+    return [_r(max(0.0, m - 1.96 * se)), _r(min(1.0, m + 1.96 * se))]
 
 
 def decoy_attack(records, run, sched, window, labels=None, seed=0):
