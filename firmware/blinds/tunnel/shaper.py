@@ -49,9 +49,12 @@ class NoShaper:
 
 class ConstantShaper(NoShaper):
     # Exactly one cell every interval_ms, always: real data when there is
-    # some, PAD when not. Slots lie on a fixed grid from start(); a slot the
-    # writer missed (the event loop was busy) is skipped, never made up with
-    # a burst, and counted in late. It ignores slack: its schedule is the
+    # some, PAD when not. Slots lie on a fixed grid from start(). A slot the
+    # writer reached late is still sent: the hub's and the exit's writers
+    # tell sent() the slot's own time when they are at most 200 ms behind
+    # (link.py _CATCH_UP_MS, exit/sender.py slot_time), so the cells per
+    # second do not drop while the loop is busy. Grid points further behind
+    # are skipped and counted in late. It ignores slack: its schedule is the
     # point (the config check keeps interval_ms within every device's
     # max_delay_ms for the first cell; a backlog drains at one per slot).
     KIND = KIND_CONSTANT
