@@ -189,7 +189,11 @@ class Home:
         sh("ip", "link", "set", p + "w", "name", "wan0", ns=hub)
         sh("ip", "addr", "add", HUB_WAN_IP + "/24", "dev", "wan0", ns=hub)
         sh("ip", "link", "set", "wan0", "up", ns=hub)
-        sh("ip", "route", "add", "default", "via", INET_IP, ns=hub)
+        # quickack: the hub acknowledges every segment at once, as the exit does
+        # (exit/testhome.py). With delayed ACKs a Linux hub under load sends more
+        # pure ACKs on a shaped tunnel, which the events attack reads
+        # (docs/privacy-lab.md, "What the constant shaper leaked").
+        sh("ip", "route", "add", "default", "via", INET_IP, "quickack", "1", ns=hub)
         sh("ip", "link", "set", p + "i", "name", "eth0", ns=inet)
         sh("ip", "addr", "add", INET_IP + "/16", "dev", "eth0", ns=inet)
         sh("ip", "addr", "add", RESOLVER_IP + "/16", "dev", "eth0", ns=inet)

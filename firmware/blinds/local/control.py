@@ -23,6 +23,8 @@ _FAIL_DELAY_MS = const(500)  # after a wrong password
 _MAX_TOPIC = const(128)
 _MAX_PAYLOAD = const(256)
 _VALUE_CHARS = const(64)  # of a topic's last value, kept for the page
+_DRAIN_MS = const(500)  # a refused request is read on and dropped this long ...
+_DRAIN_BYTES = const(16384)  # ... or this far, before the close
 _FORM = "application/x-www-form-urlencoded"
 _STATS = ("requests", "bad_requests", "logins", "login_failed", "login_limited", "published",
           "refused_publish", "forbidden", "timeouts", "errors")
@@ -114,6 +116,7 @@ class Control:
                 self.stats["bad_requests"] += 1
                 await self._send(sock, e.status, "text/plain; charset=utf-8",
                                  [e.args[1] if len(e.args) > 1 else "error", "\n"])
+                await self._drain(sock)
             except asyncio.TimeoutError:
                 self.stats["timeouts"] += 1
                 await asyncio.wait_for_ms(self._send(sock, 408, "text/plain", ["timeout\n"]),
@@ -131,6 +134,23 @@ class Control:
                 sock.close()
             except OSError:
                 pass
+
+    async def _drain(self, sock):
+        # A refused request may not have been read to its end (a head over
+        # MAX_HEAD, a body too large). Closing with unread bytes makes the
+        # stack send a reset, and a client that has not yet read the error
+        # response then loses it. So read on and drop, for at most _DRAIN_MS
+        # or _DRAIN_BYTES, until the client closes or goes quiet.
+        buf = bytearray(256)
+        t0, n = ticks_ms(), 0
+        while n < _DRAIN_BYTES:
+            left = _DRAIN_MS - ticks_diff(ticks_ms(), t0)
+            if left <= 0:
+                break
+            got = await read_some(self.board, sock, buf, min(left, 100))
+            if not got:
+                break
+            n += got
 
     async def _one(self, sock, first, dev):
         # The relay's sniffer read up to the end of the head: it is all in
