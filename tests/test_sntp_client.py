@@ -6,6 +6,7 @@ under the port against a test peer written here that misbehaves on purpose
 server (chrony) is in test_sntp_client_home.py."""
 
 import json
+import math
 import random
 import socket
 import struct
@@ -144,6 +145,30 @@ def test_offset_and_delay(t1, theta, d_out, d_back, proc):
     assert 2 * off == 2 * theta + d_out - d_back - ((d_out - d_back) % 2)
     # Setting the clock to t4 + offset is right to within half the asymmetry.
     assert abs((t4 + off) - (t4 + theta)) <= abs(d_out - d_back) // 2 + 1
+
+
+@given(st.floats(0, 2**40), st.floats(-1e9, 1e9), st.floats(0, 3), st.floats(0, 3),
+       st.floats(0, 3), st.booleans())
+def test_whole_ms_timestamps_on_a_fast_link_are_kept(t1, theta, d_out, proc, d_back, low):
+    # Real times cut to whole ms (the server's once more when its fraction
+    # rounds down): a true round trip of 0..6 ms is never rejected, and what
+    # is kept is never negative.
+    t2 = t1 + d_out + theta
+    t3 = t2 + proc
+    t4 = t1 + d_out + proc + d_back
+    cut = [math.floor(t1), math.floor(t2) - low, math.floor(t3), math.floor(t4)]
+    _, got = client.offset(*cut)
+    kept = client.plausible_delay(got)
+    assert 0 <= kept <= d_out + d_back + 2, (got, kept)
+
+
+@given(st.integers(-10**6, 10**6))
+def test_implausible_round_trips_are_rejected(rtt):
+    kept = client.plausible_delay(rtt)
+    if rtt < -2 or rtt > 2000:
+        assert kept == -1
+    else:
+        assert kept == max(0, rtt)
 
 
 MP_REPLAY = r"""

@@ -25,6 +25,9 @@ _ERA = const(0x100000000)
 _TIMEOUT_MS = const(3000)
 _RETRY_MIN_MS = const(2000)
 _MAX_DELAY_MS = const(2000)  # a round trip longer than this says little about the time
+# Each of the four timestamps is cut to whole ms (the server's two once more
+# in the fraction's conversion): a round trip of 0 can come out as -2 ms.
+_QUANTUM_MS = const(2)
 _DENIED_MS = const(86400000)  # a server that said DENY or RSTR is left alone this long
 
 
@@ -95,6 +98,15 @@ def parse_reply(buf, n, nonce):
     if t3 < t2:
         raise sntp.SntpError("server answered before it received")
     return stratum, t2, t3
+
+
+def plausible_delay(rtt):
+    """The round trip (ms) the client keeps: a small negative one, an artefact
+    of whole-ms timestamps on a fast link, is 0; -1 for one no clock could
+    give (further below 0) or one too long to say much (over _MAX_DELAY_MS)."""
+    if rtt < -_QUANTUM_MS or rtt > _MAX_DELAY_MS:
+        return -1
+    return rtt if rtt > 0 else 0
 
 
 def offset(t1, t2, t3, t4):
@@ -199,9 +211,10 @@ class SntpClient:
                 # Not the answer (a stray or forged datagram): keep waiting for it.
                 self._fail("rejected", "%s from %s" % (e, server[0]))
                 continue
-            off, rtt = offset(base, t2, t3, t4)
-            if rtt < 0 or rtt > _MAX_DELAY_MS:
-                return self._fail("rejected", "round trip %d ms to %s" % (rtt, server[0]))
+            off, got = offset(base, t2, t3, t4)
+            rtt = plausible_delay(got)
+            if rtt < 0:
+                return self._fail("rejected", "round trip %d ms to %s" % (got, server[0]))
             self.board.set_time_ms(t4 + off)
             self.offset_ms, self.delay_ms, self.server = off, rtt, server[0]
             self.stratum = stratum
