@@ -471,6 +471,21 @@ def evaluate(traffic, kinds=("none", "constant", "stp", "adaptive"), settings=No
     return out
 
 
+def parse_sets(items, form):
+    """``--set`` items (``KEY=VALUE``, the value a number) -> [(key, number)]:
+    an int unless the value has a dot; a UsageError naming ``form`` otherwise."""
+    out = []
+    for item in items:
+        k, _, v = item.partition("=")
+        try:
+            out.append((k, float(v) if "." in v else int(v)))
+        except ValueError:
+            raise UsageError("--set wants %s, got %r" % (form, item))
+        if not k:
+            raise UsageError("--set wants %s, got %r" % (form, item))
+    return out
+
+
 def main(argv=None):
     """``python -m blinds_host.lab.shaperlab``: the figures as JSON on stdout."""
     p = argparse.ArgumentParser(prog="python -m blinds_host.lab.shaperlab",
@@ -486,12 +501,11 @@ def main(argv=None):
                    help="KIND.KEY=VALUE, a shaper setting (repeatable)")
     a = p.parse_args(argv)
     settings = {}
-    for item in a.set:
-        k, _, v = item.partition("=")
+    for k, v in parse_sets(a.set, "KIND.KEY=VALUE"):
         kind, _, key = k.partition(".")
-        if not key or not v:
-            raise UsageError("--set wants KIND.KEY=VALUE, got %r" % item)
-        settings.setdefault(kind, {})[key] = float(v) if "." in v else int(v)
+        if not key:
+            raise UsageError("--set wants KIND.KEY=VALUE, got %r" % (k + "=" + str(v)))
+        settings.setdefault(kind, {})[key] = v
     tr = real(a.recording, a.repeat) if a.recording else synthetic(a.days, a.day_s, a.seed)
     res = evaluate(tr, [k for k in a.kinds.split(",") if k], settings, a.seed)
     json.dump({"source": tr.source, "results": res}, sys.stdout, indent=1)

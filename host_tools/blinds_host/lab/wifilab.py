@@ -387,10 +387,7 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[],
                    help="KEY=VALUE of cover.wifi (repeatable)")
     a = p.parse_args(argv)
-    kw = {}
-    for item in a.set:
-        k, _, v = item.partition("=")
-        kw[k] = int(v)
+    kw = dict(shaperlab.parse_sets(a.set, "KEY=VALUE of cover.wifi"))
     home = real(a.recording, a.repeat) if a.recording else synthetic(a.days, a.day_s, a.seed)
     res = evaluate(home, {"cover": kw}, a.seed)
     json.dump({"source": home.traffic.source, "results": res}, sys.stdout, indent=1)
