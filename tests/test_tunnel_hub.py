@@ -18,6 +18,7 @@ from test_verify_flows import ACK, HUB, PSH, PcapWriter
 
 from blinds import config
 from blinds.net import budget
+from blinds.tunnel.shaper import CATCH_UP_MS
 from blinds_host import verify_tunnel
 from blinds_host.cmd_verify import check
 
@@ -127,19 +128,22 @@ print(json.dumps(res))
 
 
 def shaper_expect(iv, delays):
-    # On the grid t0 + k*iv: each cell at the first slot not yet passed.
+    # On the grid t0 + k*iv, slot by slot: each cell at its slot, or when the
+    # writer gets there. A cell at most CATCH_UP_MS behind its slot serves it
+    # and the next slot is due at once, passed or not (made up); further
+    # behind, the grid points passed are skipped and counted late.
     times, slot, late_total = [], 0, 0
     now = 0
     for late in delays:
         start = max(now, slot * iv)
         now = start + late
         times.append(now)
-        nxt = slot + 1
-        if now >= nxt * iv:
-            skip = (now - nxt * iv) // iv + 1
+        behind = now - slot * iv
+        slot += 1
+        if behind > CATCH_UP_MS and now >= slot * iv:
+            skip = (now - slot * iv) // iv + 1
             late_total += skip
-            nxt += skip
-        slot = nxt
+            slot += skip
     return times, late_total
 
 
@@ -161,7 +165,9 @@ def test_constant_shaper_schedule_cpython(cases):
 
 def test_constant_shaper_schedule_unix_port():
     # Including a start just before MicroPython's ticks wrap (2**30 ms).
+    # Made-up slots (late by up to 200 ms) and skipped ones, across the wrap too.
     cases = [[0, 50, [0] * 30], [(1 << 30) - 120, 50, [0, 3, 0, 140, 0, 0, 49, 50, 0]],
+             [(1 << 30) - 30, 20, [0, 190, 0, 0, 201, 0, 0, 260, 0]],
              [7, 1, [0, 0, 2, 0]], [123, 10000, [0, 9999, 1, 0]]]
     src = SHAPER_SCENARIO.replace("INPUT", repr(json.dumps(cases)))
     got = run_mp_json(src, heap="64k")

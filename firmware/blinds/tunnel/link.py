@@ -29,7 +29,6 @@ _BACKOFF_MAX_MS = const(30000)
 _STABLE_MS = const(10000)  # a link up this long starts its backoff afresh when it drops
 _MAX_CTL = const(96)  # control cells waiting to leave (OPEN, CLOSE, DNS_Q, PING, PONG)
 _POOL_WINDOWS = const(4)  # the buffer pool holds this many streams' windows
-_CATCH_UP_MS = const(200)  # constant: slots missed by at most this much are made up
 _BATCH = const(8)  # cells the writer sends per turn of the event loop, at most
 # DATA payloads the reader gathers for one device before it writes them in one
 # go (a write per cell cost a third of the hub's time downward); no gathering
@@ -457,13 +456,9 @@ class Link:
                 raise LinkError("a cell went out in %d of %d bytes" % (n, len(buf)))
             else:
                 self.c["cells_out"] += 1
-            now = ticks_ms()
-            if sh.KIND == shaper.KIND_CONSTANT and 0 <= ticks_diff(now, sh.next) <= _CATCH_UP_MS:
-                # A slot the loop woke up late for is still sent (the next one
-                # at once): the cells per second stay constant whatever the
-                # hub's load, which skipped slots leaked (docs/tunnel.md).
-                now = sh.next
-            sh.sent(now, real)
+            # A constant slot the loop woke up late for counts as sent in it
+            # (the shaper's catch-up): the next missed one is due at once.
+            sh.sent(ticks_ms(), real)
             k += 1
             if k >= _BATCH:
                 k = 0

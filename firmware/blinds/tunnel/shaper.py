@@ -26,6 +26,7 @@ KIND_STP = const(2)
 KIND_ADAPTIVE = const(3)
 FOREVER = const(0x3FFFFFFF)  # slack when nothing bounds it
 TOLERANT_MS = const(1000)  # cells that may wait this long wait for cover (stp)
+CATCH_UP_MS = const(200)  # constant: slots missed by at most this much are made up
 
 
 class NoShaper:
@@ -50,13 +51,15 @@ class NoShaper:
 class ConstantShaper(NoShaper):
     # Exactly one cell every interval_ms, always: real data when there is
     # some, PAD when not. Slots lie on a fixed grid from start(). A slot the
-    # writer reached late is still sent: the hub's and the exit's writers
-    # tell sent() the slot's own time when they are at most 200 ms behind
-    # (link.py _CATCH_UP_MS, exit/sender.py slot_time), so the cells per
-    # second do not drop while the loop is busy. Grid points further behind
-    # are skipped and counted in late. It ignores slack: its schedule is the
-    # point (the config check keeps interval_ms within every device's
-    # max_delay_ms for the first cell; a backlog drains at one per slot).
+    # writer reached late is still sent: sent() counts a cell at most
+    # CATCH_UP_MS behind its slot as that slot's, and due() then answers 0
+    # for each slot missed, one after the other (each its own TLS record and
+    # send, in both writers: tunnel/link.py and exit/sender.py), so the cells
+    # per second do not drop while the loop is busy (skipped slots leaked
+    # the load: docs/privacy-lab.md). Grid points further behind are skipped
+    # and counted in late. It ignores slack: its schedule is the point (the
+    # config check keeps interval_ms within every device's max_delay_ms for
+    # the first cell; a backlog drains at one per slot).
     KIND = KIND_CONSTANT
 
     def __init__(self, interval_ms):
@@ -72,6 +75,15 @@ class ConstantShaper(NoShaper):
         return d if d > 0 else 0
 
     def sent(self, now, real):
+        # The slot served was due at next: made up when at most CATCH_UP_MS
+        # behind. Only the constant kind catches up; stp, built on this
+        # class, steps its own periods without it.
+        if self.KIND == KIND_CONSTANT and ticks_diff(now, self.next) <= CATCH_UP_MS:
+            self.next = ticks_add(self.next, self.interval_ms)
+        else:
+            self._step(now)
+
+    def _step(self, now):
         # The next grid point; those already passed are skipped (late).
         iv = self.interval_ms
         nxt = ticks_add(self.next, iv)

@@ -5,39 +5,25 @@ With shaper ``none`` cells leave as soon as they exist (pumped after each batch
 of input). Any other kind is the hub's own shaper class (``blinds.tunnel.shaper``,
 made from the hub's HELLO by ``blinds.tunnel.shapes.from_hello``), asked before
 each cell as the hub's writer asks it: ``constant`` sends exactly one cell per
-interval (a slot the event loop woke up late for is made up, within
-``CATCH_UP_MS``: see :func:`slot_time`), ``stp`` and ``adaptive`` as
-docs/shaping.md says; a PAD when a cell is due and there is nothing else. The exit does not know the hub's devices: every
-cell may be held ``MAX_DELAY_MS`` (the interactive default) at most. Control
-cells go before data; streams take turns.
+interval (a slot the event loop woke up late for is made up within
+``CATCH_UP_MS``, by the shaper itself as on the hub), ``stp`` and ``adaptive``
+as docs/shaping.md says; a PAD when a cell is due and there is nothing else.
+The exit does not know the hub's devices: every cell may be held
+``MAX_DELAY_MS`` (the interactive default) at most. Control cells go before
+data; streams take turns.
 """
 
 import ssl
 
 from blinds.config.sections import MAX_DELAY_MS
 from blinds.tunnel import cells
-from blinds.tunnel.shaper import FOREVER, KIND_CONSTANT, KIND_STP
+from blinds.tunnel.shaper import FOREVER, KIND_STP
 
 from . import wire
 
 MAX_CTRL = 4096  # control cells queued; a session past it is closed (the per-hub
 #                  limits keep it far lower; bounded all the same)
 FLUSH_EVERY = 32
-CATCH_UP_MS = 200  # constant: slots missed by at most this much are still sent
-
-
-def slot_time(sh, now, catch_up_ms=CATCH_UP_MS):
-    """The time to tell a shaper a cell was sent at: for ``constant``, the slot it
-    was due in when that is at most ``catch_up_ms`` ago, so that the shaper asks
-    for the slots the event loop woke too late for too (one after the other, each
-    its own TLS record and TCP send), rather than skipping them. Skipped slots
-    made the downlink thinner while the exit was busy with the hub's own
-    traffic, and the events attack read user events from the cell count
-    (docs/privacy-lab.md, "What the constant shaper leaked"). Further behind,
-    the slots are skipped (and counted in ``late``)."""
-    if sh.KIND == KIND_CONSTANT and 0 <= now - sh.next <= catch_up_ms:
-        return sh.next
-    return now
 
 
 class Sender:
@@ -148,7 +134,7 @@ class Sender:
                 if self.closed:
                     return
                 self._flush()  # one TCP send per cell: a catch-up is no super-segment
-                sh.sent(slot_time(sh, now), c is not self.pad)
+                sh.sent(now, c is not self.pad)
                 self.pend_since = now if self.ctrl or self.ready else None
             self._reshape()
         finally:
