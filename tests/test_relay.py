@@ -215,25 +215,35 @@ elif mode == "slow":
     s.send(b"GET / HTTP/1.1\r\nHost: api")
     print(json.dumps(outcome(s)))
 elif mode == "many":
-    socks, refused = [], 0
+    # A reset can come before connect() returns (the hub accepted and refused
+    # the stream before this process ran again: the usual case on a loaded
+    # machine), or after; both are the hub's refusal. A connect that times out
+    # had its SYNs dropped by a full listen backlog; any other error is other.
+    socks, reset, timeout, other = [], 0, 0, []
     for i in range(200):
         try:
             s = socket.create_connection(("192.168.4.1", 443), timeout=3)
             socks.append(s)
-        except OSError:
-            refused += 1
+        except ConnectionResetError:
+            reset += 1
+        except socket.timeout:
+            timeout += 1
+        except OSError as e:
+            other.append(repr(e))
     time.sleep(0.5)
-    reset = 0
+    held = 0
     for s in socks:
         s.settimeout(0.05)
         try:
             if s.recv(1) == b"":
                 reset += 1
+            else:
+                held += 1
         except ConnectionResetError:
             reset += 1
-        except OSError:
-            pass
-    print(json.dumps({"held": len(socks) - reset, "reset": reset, "refused": refused}))
+        except OSError:  # still open (timed out) or some other state: not refused
+            held += 1
+    print(json.dumps({"held": held, "reset": reset, "timeout": timeout, "other": other}))
     sys.stdout.flush()
     time.sleep(float(sys.argv[2]))
 """
@@ -274,16 +284,19 @@ def test_200_connections_from_one_device(cloud):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = json.loads(hold.stdout.readline())
-        # the plug holds at most its max_streams (4); the rest were reset at accept
-        assert first["held"] <= 4 and first["reset"] + first["refused"] >= 196, first
+        # the plug holds at most its max_streams (4); the rest were reset at
+        # accept (or, on a loaded machine, a few timed out in the listen backlog)
+        assert not first["other"], first
+        assert first["held"] <= 4 and first["reset"] + first["timeout"] >= 196, first
         # meanwhile another device is unaffected
         rc, out, err = curl(cloud, 2, "https://cdn.other.test/")
         assert out.startswith("hello from cdn.other.test"), (rc, err, relay_status(cloud, 0))
     finally:
         hold.wait(30)
     st = relay_status(cloud)
-    # every reset the device saw was a refusal for its cap (on a loaded machine
-    # some connects time out in the full listen backlog instead: also refused)
+    # every reset the device saw was a refusal for its cap, whether it came
+    # before connect() returned or after (counting only the latter, a loaded
+    # run saw 0 resets: all came before)
     assert st["refused_device"] >= first["reset"] > 0, (st, first)
     assert st["refused_budget"] == 0
 
