@@ -248,3 +248,52 @@ def test_micropython_hub_tls_interop(tmp_path):
         proc.wait(10)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.decode().split() == ["1", "1", "16", str(cells.TIME)], r.stdout
+
+
+class _FakeSession:
+    """A FAKE session (no hub, no TLS): the few parts of exit.session.Session a
+    Stream uses, recording the control cells it would send the hub."""
+
+    def __init__(self):
+        self.window = self.hub_window = 4
+        self.size, self.pmax = 512, cells.payload_max(512)
+        self.stats = type("Stats", (), {"bad": {"sid": 0, "credit": 0}, "bytes_up": 0})()
+        self.pending, self.sent, self.gone = [], [], []
+
+    def control(self, ctype, sid, payload=b""):
+        self.sent.append((ctype, sid, bytes(payload)))
+
+    def stream_gone(self, s):
+        self.gone.append(s.sid)
+
+    def stream_ready(self, s):
+        pass
+
+
+def test_hub_close_after_a_server_reset_ends_only_the_stream():
+    """The hub's CLOSE (EOF) reaches a stream whose server has just reset the
+    connection, before the event loop has seen the reset: the FIN cannot be
+    sent (ENOTCONN). The stream is reset (CLOSE 1 to the hub); nothing is
+    raised, since an error out of the session's data_received closed the hub's
+    whole tunnel (an MQTT test lost its tunnel so, under load)."""
+    import asyncio
+
+    from blinds_host.exit.stream import Stream
+
+    async def go():
+        lsock = socket.create_server(("127.0.0.1", 0))
+        sess = _FakeSession()
+        s = Stream(sess, 7)
+        await asyncio.get_running_loop().create_connection(
+            lambda: s, *lsock.getsockname())
+        conn, _ = lsock.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()  # RST
+        lsock.close()
+        time.sleep(0.2)  # the RST arrives; the loop does not run meanwhile
+        s.hub_close(cells.EOF)
+        return sess, s
+
+    sess, s = asyncio.run(go())
+    assert s.dead and sess.gone == [7]
+    assert sess.sent == [(cells.CLOSE, 7, bytes((cells.RESET,)))]

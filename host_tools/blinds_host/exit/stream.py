@@ -179,7 +179,7 @@ class Stream(asyncio.BufferedProtocol):
         if self.exit_closed:
             self.kill()
         elif self.transport is not None and not self.lost and self.transport.can_write_eof():
-            self.transport.write_eof()  # after what is still buffered
+            self._write_eof()
 
     # -- the stream's fate --------------------------------------------------------------
     def opened(self, code, transport_ok=True):
@@ -192,7 +192,17 @@ class Stream(asyncio.BufferedProtocol):
             self._write(p)
         self.early = []
         if self.hub_closed and not self.lost:
+            self._write_eof()
+
+    def _write_eof(self):
+        # FIN after what is still buffered. The server may have reset the
+        # connection already, before its connection_lost ran: shutdown() then
+        # fails (ENOTCONN). That ends this stream only; raised, it ended the
+        # hub's whole session (an error out of data_received closes its TLS).
+        try:
             self.transport.write_eof()
+        except OSError:
+            self.reset()
 
     def send_close(self, code):
         self.exit_closed = True
