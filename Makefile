@@ -23,8 +23,9 @@ deps:
 demo: setup deps
 	$(VENV)/bin/blinds demo
 
+# The 30 slowest tests are listed at the end (docs/testing.md, "Where the time goes").
 test: setup deps
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --durations=30 $(PYTEST_ARGS)
 
 bench: setup deps
 	$(PY) -m blinds_host.bench --out bench.json

@@ -14,7 +14,7 @@ import sys
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from conftest import need_home
+from conftest import by_profile, need_home
 
 from blinds_host.bench.clients import MIB
 
@@ -242,11 +242,19 @@ def exit_home(home8):
     testhome.remove_exit_ns(home8)
 
 
+@pytest.mark.long
 def test_tunnel_bulk_throughput(exit_home):
     from blinds_host.bench import tunnel as bench_tunnel
 
-    res = bench_tunnel.bench_bulk_throughput(nbytes=2 * MIB, rounds=1, home=exit_home)
+    # `make test`: the smallest and the largest cell, one window besides the
+    # defaults (an exit restarted with --window); `make long`: the bench's own.
+    sizes = by_profile(bench_tunnel.CELL_SIZES, (512, 4096))
+    windows = by_profile(bench_tunnel.WINDOWS, (64,))
+    res = bench_tunnel.bench_bulk_throughput(nbytes=2 * MIB, rounds=1, home=exit_home,
+                                             cell_sizes=sizes, windows=windows)
     check_two_ways(res, "tunnel_bulk_throughput", "tunnel_mb_s", "direct_mb_s")
+    assert sorted(res["by_cell_bytes"]) == sorted(str(c) for c in sizes)
+    assert sorted(res["by_window"]) == sorted(str(w) for w in windows)
     # one stream each way in each session; the exit is left running, the hub stopped
     assert res["tunnel_run"]["hub_relayed"] == 2 and res["direct_run"]["hub_relayed"] == 2
     assert exit_home.procs["exit"].poll() is None and exit_home.hub_proc is None

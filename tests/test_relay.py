@@ -349,11 +349,30 @@ def _workload(home, dev):
     assert curl(home, dev, "http://fw.vendor.test/")[1].startswith("hello")
 
 
+def _learned_flows(home, done, timeout_s=15.0):
+    """The learner's flows in the hub's learned.json once ``done(flows)`` holds
+    (the hub saves them every 5 s); the last ones read when it never does."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with open(os.path.join(home.hub_state, "learned.json")) as f:
+                flows = json.load(f)["devices"][LEARNER]["flows"]
+        except (OSError, ValueError, KeyError):
+            flows = []
+        if done(flows) or time.time() > deadline:
+            return flows
+        time.sleep(0.25)
+
+
+def _streams_to(flows, host, port):
+    return sum(f["streams"] for f in flows if f["host"] == host and f["port"] == port)
+
+
 def test_learn_then_propose(cloud):
     cloud.start_hub(hub_config(cloud))
     try:
         _workload(cloud, 3)
-        time.sleep(6.5)  # learned flows are saved every 5 s
+        _learned_flows(cloud, lambda fl: len(fl) >= 2)
         r = subprocess.run([sys.executable, "-m", "blinds_host.cli", "policy", "propose", "--device", "learner",
                             "--state", cloud.hub_state], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
@@ -363,9 +382,7 @@ def test_learn_then_propose(cloud):
         cloud.stop_hub()
         cloud.start_hub(hub_config(cloud), keep_state=True)
         assert curl(cloud, 3, "https://api.vendor.test/")[1].startswith("hello")
-        time.sleep(6.5)
-        with open(os.path.join(cloud.hub_state, "learned.json")) as f:
-            flows = json.load(f)["devices"][LEARNER]["flows"]
+        flows = _learned_flows(cloud, lambda fl: _streams_to(fl, "api.vendor.test", 443) >= 2)
         api = [f for f in flows if f["host"] == "api.vendor.test" and f["port"] == 443][0]
         assert api["streams"] == 2 and len(flows) == 2
     finally:
