@@ -16,15 +16,18 @@ from mpy import run_mp
 # One driver for both runtimes: CPython execs it, the unix port runs it. It
 # steps a Schedule through `steps` of (dt_ms, decoy or None, answers) and
 # reports what each device was sent when.
-SIM = r"""
-from blinds.cover.sched import Schedule, STATES
-
+# The random sizes: an LCG both runtimes compute alike.
+LCG = r"""
 class Lcg:
     def __init__(self, seed):
         self.x = seed
     def __call__(self, n):
         self.x = (self.x * 1103515245 + 12345) & 0x7FFFFFFF
         return (self.x >> 8) % n
+"""
+
+SIM = LCG + r"""
+from blinds.cover.sched import Schedule, STATES
 
 def simulate(sc):
     w = sc["wifi"]
@@ -74,10 +77,15 @@ WIFI = {"floor_Bps": 200, "budget_Bps": 2000, "interval_ms": 200, "burst_s": 10,
         "max_frame": 1514, "answer_ms": 2000, "backoff_s": 60, "max_backoff_s": 3600}
 
 
-def simulate(sc):
+def run_driver(sim, sc):
+    """CPython's result of the driver `sim` (a source defining simulate) on sc."""
     ns = {}
-    exec(SIM, ns)  # noqa: S102 - the driver both runtimes run
+    exec(sim, ns)  # noqa: S102 - the driver both runtimes run
     return ns["simulate"](sc)
+
+
+def simulate(sc):
+    return run_driver(SIM, sc)
 
 
 def wifi(**kw):
@@ -323,26 +331,29 @@ SCENARIOS = [
 ]
 
 
-def test_unix_port_agrees():
-    src = SIM + "\nimport sys, json\nfor line in sys.stdin:\n" \
+def port_agrees(sim, scenarios):
+    """The unix port runs the driver `sim` over the scenarios to CPython's result;
+    -> the port's results."""
+    src = sim + "\nimport sys, json\nfor line in sys.stdin:\n" \
         "    print(json.dumps(simulate(json.loads(line))))\n"
-    stdin = "".join(json.dumps(sc) + "\n" for sc in SCENARIOS).encode()
+    stdin = "".join(json.dumps(sc) + "\n" for sc in scenarios).encode()
     res = run_mp(src, heap="2m", stdin=stdin)
     assert res.returncode == 0, res.stderr.decode()
     got = [json.loads(x) for x in res.stdout.decode().splitlines()]
-    assert got == [json.loads(json.dumps(simulate(sc))) for sc in SCENARIOS]
+    assert got == [json.loads(json.dumps(run_driver(sim, sc))) for sc in scenarios]
+    return got
 
 
-HEAP = r"""
+def test_unix_port_agrees():
+    port_agrees(SIM, SCENARIOS)
+
+
+HEAP = LCG + r"""
 import gc
 from blinds.cover.sched import Schedule
 w = {"floor_Bps": 500, "budget_Bps": 2000, "interval_ms": 200, "burst_s": 10,
      "max_frame": 1514, "answer_ms": 2000, "backoff_s": 1, "max_backoff_s": 8}
-x = [1]
-def rand(n):
-    x[0] = (x[0] * 1103515245 + 12345) & 0x7FFFFFFF
-    return (x[0] >> 8) % n
-s = Schedule([2000] * 64, w, rand)
+s = Schedule([2000] * 64, w, Lcg(1))
 for i in range(64):
     s.present(i, True)
 now = 0
@@ -370,12 +381,19 @@ print(peak, gc.mem_alloc())
 """
 
 
+def heap_after(src):
+    """Run `src` in a 48 KB heap on the unix port; it prints the peak and the end
+    of gc.mem_alloc() and more integers; asserts the heap came back; -> the rest."""
+    res = run_mp(src, heap="48k", timeout=300)
+    assert res.returncode == 0, res.stderr.decode()
+    peak, end, *rest = (int(x) for x in res.stdout.split())
+    assert end <= peak + 512
+    return rest
+
+
 def test_heap_stays_bounded_on_the_unix_port():
     # 64 devices, 20 minutes of turns with decoys and silent devices, in a 48 KB heap.
-    res = run_mp(HEAP, heap="48k", timeout=300)
-    assert res.returncode == 0, res.stderr.decode()
-    peak, end = (int(x) for x in res.stdout.split())
-    assert end <= peak + 512
+    heap_after(HEAP)
 
 
 def test_cover_type_checks_against_esp32_stubs(tmp_path):
@@ -395,7 +413,7 @@ def test_cover_type_checks_against_esp32_stubs(tmp_path):
     (pkg / "cover").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     shutil.copy(os.path.join(FIRMWARE, "blinds", "compat.py"), pkg / "compat.py")
-    for f in ("__init__.py", "echo.py", "sched.py", "wifi.py"):
+    for f in ("__init__.py", "echo.py", "level.py", "sched.py", "wifi.py"):
         shutil.copy(os.path.join(FIRMWARE, "blinds", "cover", f), pkg / "cover" / f)
     (tmp_path / "pyrightconfig.json").write_text(json.dumps({
         "include": ["blinds/cover"], "extraPaths": [stubs], "typeshedPath": stubs,
@@ -408,7 +426,7 @@ def test_cover_type_checks_against_esp32_stubs(tmp_path):
                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
                            env=dict(os.environ, PYRIGHT_PYTHON_IGNORE_WARNINGS="1"))
         rep = json.loads(r.stdout)
-        assert rep["summary"]["filesAnalyzed"] == 4
+        assert rep["summary"]["filesAnalyzed"] == 5
         return [d for d in rep["generalDiagnostics"] if d["severity"] == "error"]
 
     assert errors() == []
