@@ -65,6 +65,9 @@ PROBLEMS = [
     ({"level_Bps": 100001}, [], "$.cover.wifi.level_Bps", "out of range"),
     ({"level_ms": 100}, [], "$.cover.wifi.level_ms", "out of range"),
     ({"level_ms": 300, "interval_ms": 400}, [], "$.cover.wifi.level_ms", "at least interval_ms"),
+    ({"budget_Bps": 1000, "burst_s": 1}, [], "$.cover.wifi.budget_Bps", "hold one max_frame"),
+    ({"burst_s": 1, "floor_Bps": 0}, [(0, 700)], "$.devices[0].cover_budget_Bps",
+     "hold one cover.wifi.max_frame"),
 ]
 
 
@@ -105,7 +108,8 @@ def test_check_is_idempotent_and_budgets_respect_the_floor(wifi, budgets):
     lv = w["level_Bps"] * (100 + w["chaff_pct"]) // (200 + w["chaff_pct"])
     assert w["level_ms"] >= w["interval_ms"]
     for d in r["devices"]:
-        assert d["cover_budget_Bps"] == 0 or d["cover_budget_Bps"] >= max(fl, lv)
+        b = d["cover_budget_Bps"]
+        assert b == 0 or (b >= max(fl, lv) and b * w["burst_s"] >= w["max_frame"])
 
 
 def test_the_raw_socket_counts_in_the_budget():

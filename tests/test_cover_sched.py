@@ -275,6 +275,23 @@ def test_decoy_beyond_budget_is_cut_and_counted():
     assert sent_in(r["log"], 0, 1000, 3200) >= 3000 + 3000 * 2 - 1514
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 1600), st.integers(1, 1000))
+def test_a_bucket_smaller_than_a_frame_still_sends(budget, seed):
+    # budget x burst_s below max_frame (the config refuses it, the schedule
+    # copes): frames are drawn no larger than the bucket, so the floor still
+    # goes; a bucket below the smallest frame sends nothing.
+    steps = [(200, None, True)] * 100
+    r = simulate({"budgets": [budget], "wifi": wifi(floor_Bps=min(budget, 200), burst_s=1),
+                  "steps": steps, "seed": seed})
+    sizes = [f for _, _, f in r["log"] + r["chaff"]]
+    assert all(MIN_FRAME <= f <= budget for f in sizes)
+    if budget >= MIN_FRAME:
+        assert r["status"][0]["sent_bytes"] >= min(budget, 200) * 20 - 2 * 1514
+    else:
+        assert not sizes
+
+
 def test_a_third_decoy_is_dropped_and_counted():
     steps = [(10, (0, 1000, 5000), True)] * 3 + [(200, None, True)] * 100
     r = simulate({"budgets": [2000], "wifi": wifi(floor_Bps=0), "steps": steps})

@@ -60,10 +60,20 @@ def wifi(v, path, out):
     if lv and b and lv > b:
         out.append((_kp(path, "level_Bps"), "takes %d B/s of the budget (echo and chaff):"
                     " more than budget_Bps (%d)" % (lv, b)))
+    if b and not _holds_a_frame(r, b):
+        out.append((_kp(path, "budget_Bps"), "budget_Bps x burst_s must hold one max_frame"
+                    " (%s)" % r["max_frame"]))
     ms, iv = r["level_ms"], r["interval_ms"]
     if ms is not None and iv is not None and ms < iv:
         out.append((_kp(path, "level_ms"), "must be at least interval_ms (%d)" % iv))
     return r
+
+
+def _holds_a_frame(w, b):
+    # A device's bucket (budget x burst_s) must hold its largest frame, or that
+    # frame never goes. True when a key is missing (reported elsewhere).
+    bs, mf = w.get("burst_s"), w.get("max_frame")
+    return bs is None or mf is None or not isinstance(b, int) or b * bs >= mf
 
 
 def level_draw(w):
@@ -98,4 +108,7 @@ def fill_devices(devices, wifi_cfg, out):
         elif lv and isinstance(b, int) and 0 < b < lv:
             out.append(("$.devices[%d].cover_budget_Bps" % i, "must be 0 (no cover) or at"
                         " least what cover.wifi.level_Bps takes (%d)" % lv))
+        elif b and not _holds_a_frame(wifi_cfg, b):
+            out.append(("$.devices[%d].cover_budget_Bps" % i, "must be 0 (no cover) or hold"
+                        " one cover.wifi.max_frame in its bucket (x burst_s)"))
 

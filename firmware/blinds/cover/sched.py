@@ -214,19 +214,24 @@ class Schedule:
         # frame[i] until both can pay for it.
         f = frame[i]
         if not f:
-            f = frame[i] = self._size()
-        if owed[i] < f or self.tokens[i] < f:
+            f = frame[i] = self._size(self.cap[i])
+        if not f or owed[i] < f or self.tokens[i] < f:
             return 0
         owed[i] -= f
         self.tokens[i] -= f
         frame[i] = 0
         return f
 
-    def _size(self):
+    def _size(self, cap):
         # Sizes drawn uniformly, floor, decoys and chaff alike: a frame's
         # length does not tell which it carries. (Sizes learned from each
         # device's own frames were measured and left out: docs/cover.md.)
-        return MIN_FRAME + self.rand(self.max_frame - MIN_FRAME + 1)
+        # Never larger than the device's bucket, which could not pay for it
+        # ever (the config refuses such budgets); 0 if not even the smallest.
+        top = self.max_frame if self.max_frame <= cap else cap
+        if top < MIN_FRAME:
+            return 0
+        return MIN_FRAME + self.rand(top - MIN_FRAME + 1)
 
     def next_chaff(self, i, now):
         # The size of a chaff frame (AP->device, not answered) to send device i
