@@ -89,6 +89,7 @@ FEATURES = {
     "time": {"time": {"servers": [{"ip": "192.0.2.123"}]}},
     "cover": {"devices": [PLUG],
               "cover": {"wifi": {}}},
+    "cover-level": {"devices": [PLUG], "cover": {"wifi": {"level_Bps": 2000}}},
 }
 
 
@@ -113,6 +114,8 @@ def test_image_leaves_out_what_the_config_does_not_use():
     assert "lib/blinds/tunnel/adaptive.mpy" in left_out["stp"]
     assert "lib/blinds/tunnel/adaptive.mpy" not in left_out["adaptive"]
     assert "lib/blinds/cover/wifi.mpy" not in left_out["cover"]
+    assert "lib/blinds/cover/level.mpy" in left_out["cover"]
+    assert "lib/blinds/cover/level.mpy" not in left_out["cover-level"]
     # every optional module is used by some config
     assert set.intersection(*left_out.values()) == set()
     # what a 4 MiB board's romfs partition (128 KB) must hold without them

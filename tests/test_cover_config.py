@@ -59,6 +59,15 @@ PROBLEMS = [
     ({"max_frame": 59}, [], "$.cover.wifi.max_frame", "out of range"),
     ({"interval_ms": 5}, [], "$.cover.wifi.interval_ms", "out of range"),
     ({"speed": 1}, [], "$.cover.wifi.speed", "unknown key"),
+    ({"level_Bps": 4000}, [], "$.cover.wifi.level_Bps", "takes 2666 B/s of the budget"),
+    ({"level_Bps": 3000, "chaff_pct": 0}, [(0, 1400)], "$.devices[0].cover_budget_Bps",
+     "level_Bps takes (1500)"),
+    ({"level_Bps": 100001}, [], "$.cover.wifi.level_Bps", "out of range"),
+    ({"level_ms": 100}, [], "$.cover.wifi.level_ms", "out of range"),
+    ({"level_ms": 300, "interval_ms": 400}, [], "$.cover.wifi.level_ms", "at least interval_ms"),
+    ({"budget_Bps": 1000, "burst_s": 1}, [], "$.cover.wifi.budget_Bps", "hold one max_frame"),
+    ({"burst_s": 1, "floor_Bps": 0}, [(0, 700)], "$.devices[0].cover_budget_Bps",
+     "hold one cover.wifi.max_frame"),
 ]
 
 
@@ -93,9 +102,14 @@ def test_check_is_idempotent_and_budgets_respect_the_floor(wifi, budgets):
     except config.ConfigError:
         return
     assert config.check(copy.deepcopy(r)) == r
-    fl = r["cover"]["wifi"]["floor_Bps"]
+    w = r["cover"]["wifi"]
+    fl = w["floor_Bps"]
+    # what the level takes of a bucket: an echo byte is 2 WLAN bytes, chaff 1
+    lv = w["level_Bps"] * (100 + w["chaff_pct"]) // (200 + w["chaff_pct"])
+    assert w["level_ms"] >= w["interval_ms"]
     for d in r["devices"]:
-        assert d["cover_budget_Bps"] == 0 or d["cover_budget_Bps"] >= fl
+        b = d["cover_budget_Bps"]
+        assert b == 0 or (b >= max(fl, lv) and b * w["burst_s"] >= w["max_frame"])
 
 
 def test_the_raw_socket_counts_in_the_budget():

@@ -2,7 +2,9 @@
 own interface send frames (seen on br0, the WiFi segment, with the device's
 MAC) at the floor rate, a decoy raises the rate within the budget, a device
 with budget 0 is never touched, and a device that does not answer (its
-namespace ignores echo requests) is reported and left alone."""
+namespace ignores echo requests) is reported and left alone. With a level, an
+idle device is raised to it and a device busy through the relay is left alone
+(the relay counts its bytes for the cover)."""
 
 import json
 import os
@@ -179,3 +181,54 @@ def test_without_a_raw_socket_the_hub_runs_uncovered_and_says_so(home):
         assert r.stdout.strip() == AP_IP  # served (the hub answers with its own address)
     finally:
         home.stop_hub()
+
+
+LEVEL = 6000  # WLAN bytes/s, both ways
+
+
+def test_the_level_counts_the_devices_own_bytes(home):
+    # With a level, an idle dev1 is raised to it by cover frames (its MAC on
+    # br0, both ways); while it downloads through the relay far above the
+    # level, the relay's counter tells the cover, which then leaves it alone.
+    from blinds_host.peers.servers import start_cloud
+
+    start_cloud(home, ["fw.vendor.test"])
+    home.start_hub(_config(home, floor_Bps=0, level_Bps=LEVEL, level_ms=1000))
+    try:
+        _talk(home)
+        _wait_cover(home, lambda d: d["dev1"]["answered"] > 3)
+        mac1 = mac_to_int(device_mac(1))
+        cap = home.capture("wifi", "cover-level.pcap")
+        t0 = time.time()
+        time.sleep(4)
+        t1 = time.time()
+        # 30 downloads of 30 KB, a few a second: far above the level in every second
+        r = home.dev(1, "sh", "-c", "for i in $(seq 30); do curl -sS -m 10 -o /dev/null -w "
+                     "'%%{size_download} ' --cacert %s https://fw.vendor.test/bytes/30000; "
+                     "sleep 0.1; done" % home.path("ca.pem"), timeout=60)
+        t2 = time.time()
+        time.sleep(3)  # after the downloads, the level again
+        path = cap.stop()
+        st = home.hub_status()["cover"]
+    finally:
+        home.stop_hub()
+    assert r.returncode == 0 and r.stdout.split() == ["30000"] * 30, (r.stdout, r.stderr)
+    icmp = [p for p in _icmp_frames(path) if mac1 in (p.src_mac, p.dst_mac)]
+
+    def rate(a, b):
+        return sum(p.wire_len for p in icmp if a <= p.ts < b) / (b - a)
+
+    idle = rate(t0, t1)
+    assert 0.75 * LEVEL <= idle <= 1.25 * LEVEL, idle
+    assert [p for p in icmp if p.src_mac == mac1 and t0 <= p.ts < t1]  # dev1's own radio
+    # while dev1 downloads (its TCP frames on br0), a second in, the cover is
+    # mostly gone (what is left: paced before a download in its window)
+    tcp = [p.ts for p in packets(path) if p.proto == 6 and mac1 in (p.src_mac, p.dst_mac)]
+    assert tcp and tcp[-1] - tcp[0] >= 2, tcp[-1:] + tcp[:1]
+    busy = rate(tcp[0] + 1, tcp[-1])
+    assert busy <= 0.2 * LEVEL, (busy, idle)  # 0.26 without the relay's counting
+    # and back after it, from the next whole window on
+    assert rate(max(tcp[-1], t2) + 1.1, t2 + 2.9) >= 0.5 * LEVEL
+    d = {x["name"]: x for x in st["devices"]}["dev1"]
+    assert st["level_Bps"] == LEVEL
+    assert d["own_bytes"] >= 30 * 30000 and d["level_bytes"] > 0

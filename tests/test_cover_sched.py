@@ -16,15 +16,18 @@ from mpy import run_mp
 # One driver for both runtimes: CPython execs it, the unix port runs it. It
 # steps a Schedule through `steps` of (dt_ms, decoy or None, answers) and
 # reports what each device was sent when.
-SIM = r"""
-from blinds.cover.sched import Schedule, STATES
-
+# The random sizes: an LCG both runtimes compute alike.
+LCG = r"""
 class Lcg:
     def __init__(self, seed):
         self.x = seed
     def __call__(self, n):
         self.x = (self.x * 1103515245 + 12345) & 0x7FFFFFFF
         return (self.x >> 8) % n
+"""
+
+SIM = LCG + r"""
+from blinds.cover.sched import Schedule, STATES
 
 def simulate(sc):
     w = sc["wifi"]
@@ -74,10 +77,15 @@ WIFI = {"floor_Bps": 200, "budget_Bps": 2000, "interval_ms": 200, "burst_s": 10,
         "max_frame": 1514, "answer_ms": 2000, "backoff_s": 60, "max_backoff_s": 3600}
 
 
-def simulate(sc):
+def run_driver(sim, sc):
+    """CPython's result of the driver `sim` (a source defining simulate) on sc."""
     ns = {}
-    exec(SIM, ns)  # noqa: S102 - the driver both runtimes run
+    exec(sim, ns)  # noqa: S102 - the driver both runtimes run
     return ns["simulate"](sc)
+
+
+def simulate(sc):
+    return run_driver(SIM, sc)
 
 
 def wifi(**kw):
@@ -267,6 +275,23 @@ def test_decoy_beyond_budget_is_cut_and_counted():
     assert sent_in(r["log"], 0, 1000, 3200) >= 3000 + 3000 * 2 - 1514
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 1600), st.integers(1, 1000))
+def test_a_bucket_smaller_than_a_frame_still_sends(budget, seed):
+    # budget x burst_s below max_frame (the config refuses it, the schedule
+    # copes): frames are drawn no larger than the bucket, so the floor still
+    # goes; a bucket below the smallest frame sends nothing.
+    steps = [(200, None, True)] * 100
+    r = simulate({"budgets": [budget], "wifi": wifi(floor_Bps=min(budget, 200), burst_s=1),
+                  "steps": steps, "seed": seed})
+    sizes = [f for _, _, f in r["log"] + r["chaff"]]
+    assert all(MIN_FRAME <= f <= budget for f in sizes)
+    if budget >= MIN_FRAME:
+        assert r["status"][0]["sent_bytes"] >= min(budget, 200) * 20 - 2 * 1514
+    else:
+        assert not sizes
+
+
 def test_a_third_decoy_is_dropped_and_counted():
     steps = [(10, (0, 1000, 5000), True)] * 3 + [(200, None, True)] * 100
     r = simulate({"budgets": [2000], "wifi": wifi(floor_Bps=0), "steps": steps})
@@ -323,26 +348,29 @@ SCENARIOS = [
 ]
 
 
-def test_unix_port_agrees():
-    src = SIM + "\nimport sys, json\nfor line in sys.stdin:\n" \
+def port_agrees(sim, scenarios):
+    """The unix port runs the driver `sim` over the scenarios to CPython's result;
+    -> the port's results."""
+    src = sim + "\nimport sys, json\nfor line in sys.stdin:\n" \
         "    print(json.dumps(simulate(json.loads(line))))\n"
-    stdin = "".join(json.dumps(sc) + "\n" for sc in SCENARIOS).encode()
+    stdin = "".join(json.dumps(sc) + "\n" for sc in scenarios).encode()
     res = run_mp(src, heap="2m", stdin=stdin)
     assert res.returncode == 0, res.stderr.decode()
     got = [json.loads(x) for x in res.stdout.decode().splitlines()]
-    assert got == [json.loads(json.dumps(simulate(sc))) for sc in SCENARIOS]
+    assert got == [json.loads(json.dumps(run_driver(sim, sc))) for sc in scenarios]
+    return got
 
 
-HEAP = r"""
+def test_unix_port_agrees():
+    port_agrees(SIM, SCENARIOS)
+
+
+HEAP = LCG + r"""
 import gc
 from blinds.cover.sched import Schedule
 w = {"floor_Bps": 500, "budget_Bps": 2000, "interval_ms": 200, "burst_s": 10,
      "max_frame": 1514, "answer_ms": 2000, "backoff_s": 1, "max_backoff_s": 8}
-x = [1]
-def rand(n):
-    x[0] = (x[0] * 1103515245 + 12345) & 0x7FFFFFFF
-    return (x[0] >> 8) % n
-s = Schedule([2000] * 64, w, rand)
+s = Schedule([2000] * 64, w, Lcg(1))
 for i in range(64):
     s.present(i, True)
 now = 0
@@ -370,12 +398,19 @@ print(peak, gc.mem_alloc())
 """
 
 
+def heap_after(src):
+    """Run `src` in a 48 KB heap on the unix port; it prints the peak and the end
+    of gc.mem_alloc() and more integers; asserts the heap came back; -> the rest."""
+    res = run_mp(src, heap="48k", timeout=300)
+    assert res.returncode == 0, res.stderr.decode()
+    peak, end, *rest = (int(x) for x in res.stdout.split())
+    assert end <= peak + 512
+    return rest
+
+
 def test_heap_stays_bounded_on_the_unix_port():
     # 64 devices, 20 minutes of turns with decoys and silent devices, in a 48 KB heap.
-    res = run_mp(HEAP, heap="48k", timeout=300)
-    assert res.returncode == 0, res.stderr.decode()
-    peak, end = (int(x) for x in res.stdout.split())
-    assert end <= peak + 512
+    heap_after(HEAP)
 
 
 def test_cover_type_checks_against_esp32_stubs(tmp_path):
@@ -395,7 +430,7 @@ def test_cover_type_checks_against_esp32_stubs(tmp_path):
     (pkg / "cover").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     shutil.copy(os.path.join(FIRMWARE, "blinds", "compat.py"), pkg / "compat.py")
-    for f in ("__init__.py", "echo.py", "sched.py", "wifi.py"):
+    for f in ("__init__.py", "echo.py", "level.py", "sched.py", "wifi.py"):
         shutil.copy(os.path.join(FIRMWARE, "blinds", "cover", f), pkg / "cover" / f)
     (tmp_path / "pyrightconfig.json").write_text(json.dumps({
         "include": ["blinds/cover"], "extraPaths": [stubs], "typeshedPath": stubs,
@@ -408,7 +443,7 @@ def test_cover_type_checks_against_esp32_stubs(tmp_path):
                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
                            env=dict(os.environ, PYRIGHT_PYTHON_IGNORE_WARNINGS="1"))
         rep = json.loads(r.stdout)
-        assert rep["summary"]["filesAnalyzed"] == 4
+        assert rep["summary"]["filesAnalyzed"] == 5
         return [d for d in rep["generalDiagnostics"] if d["severity"] == "error"]
 
     assert errors() == []

@@ -85,3 +85,29 @@ def test_stripper_drops_only_pairs(rows):
                    for t2, b2, _x, d2 in downs)
     assert len(out) + len(ups) + len(downs) == n
     assert share == pytest.approx((len(ups) + len(downs)) / n if n else 0.0, abs=1e-4)
+
+
+def test_the_level_tops_up_quiet_devices_and_leaves_busy_ones(home):
+    # The firmware schedule with a level, fed the hub's counter of each
+    # device's own bytes (Device.carried per payload): every device's WLAN
+    # bytes, cover plus its own as the hub counts them, reach the level; a
+    # device whose own traffic is above it (the camera) gets less cover than
+    # the quiet ones; without the counter's bytes every device gets the same.
+    h, plays = home
+    lv = 3000
+    w = W.wifi_config(level_Bps=lv, budget_Bps=4000, burst_s=1, floor_Bps=0)
+    frames, status = W.cover(h, [], w, seed=2)
+    cost = W.cost(h, frames)
+    span = h.traffic.duration_s - h.traffic.warmup_s
+    for i, name in enumerate(h.names):
+        t, b = h.meters[i]
+        own = float(b[(t >= h.traffic.warmup_s) & (t < h.traffic.duration_s)].sum()) / span
+        got = cost["cover_KBps"][name] * 1000 + own
+        assert got >= 0.97 * lv, (name, got)
+        assert status[i]["own_bytes"] == int(b.sum())
+    cam, plug = cost["cover_KBps"]["camera"], cost["cover_KBps"]["plug"]
+    assert cam < 0.9 * plug and plug <= 1.01 * lv / 1000, (cam, plug)
+    blind = W.Home(h.traffic, h.frames, [(t, 0 * b) for t, b in h.meters])
+    _f, st0 = W.cover(blind, [], w, seed=2)
+    per = [s["level_bytes"] for s in st0]
+    assert max(per) - min(per) <= 0.01 * max(per)

@@ -16,7 +16,13 @@
 # hub.identity_hold_s.
 from array import array
 
-from blinds.compat import ticks_add, ticks_diff, ticks_ms
+from blinds.compat import const, ticks_add, ticks_diff, ticks_ms
+
+# Device.carried's estimate of the WLAN frames behind n payload bytes: a frame
+# per MSS, each with Ethernet + IPv4 + TCP headers and a bare ACK the other way.
+_MSS = const(1448)
+_FRAME_ACK = const(132)
+_AIR_MAX = const(0x10000000)  # where counting stops if the reader stops reading
 
 
 class Device:
@@ -29,6 +35,9 @@ class Device:
     streams = 0  # relayed streams open now
     counts = None  # counter name -> int, made at the first count
     gen = 0  # how many MACs this slot has held (the decision log tells them apart)
+    # WLAN bytes of its relayed traffic since the WiFi cover's level last read
+    # them (blinds.cover.wifi sets 0 to start counting; -1: nobody reads).
+    air = -1
 
     def __init__(self, idx, known):
         self.idx = idx
@@ -41,6 +50,12 @@ class Device:
         if c is None:
             c = self.counts = {}
         c[key] = c.get(key, 0) + n
+
+    def carried(self, n):
+        # The relay and the tunnel carried n payload bytes to or from it.
+        a = self.air
+        if 0 <= a < _AIR_MAX:
+            self.air = a + n + (n // _MSS + 1) * _FRAME_ACK
 
 
 # The answer for an address in conflict (who() returns it instead of a device).

@@ -51,6 +51,7 @@ GROUPS = (
     (("blinds.tunnel.stp",), lambda c: _kind(c) == "stp"),
     (("blinds.tunnel.adaptive", "blinds.tunnel.bursts"), lambda c: _kind(c) == "adaptive"),
     (("blinds.cover.echo", "blinds.cover.sched", "blinds.cover.wifi"), cover_sockets),
+    (("blinds.cover.level",), lambda c: cover_sockets(c) and c["cover"]["wifi"]["level_Bps"] > 0),
 )
 
 

@@ -247,7 +247,7 @@ class Hub(Reporter):
         # The WiFi cover; without a raw socket it says so and the hub runs on.
         from blinds.cover.wifi import WifiCover
 
-        cover = self.cover = WifiCover(self.board, cfg)
+        cover = self.cover = WifiCover(self.board, cfg, self.devices)
         try:
             self._own(cover.socket())
         except OSError as e:

@@ -15,6 +15,10 @@ WIFI_INTS = (
     ("max_backoff_s", 3600, 1, 86400),
     # AP->device frames the device drops, per 100 bytes of echo (docs/cover.md)
     ("chaff_pct", 100, 0, 400),
+    # the level (docs/cover.md): WLAN bytes/s, both ways, each device's own
+    # traffic counted, every level_ms window raised to; 0: no level
+    ("level_Bps", 0, 0, 100000),
+    ("level_ms", 1000, 200, 5000),
 )
 # Probes a device answers. "icmp": echo requests over a raw socket (unix port
 # and ESP32 both have SOCK_RAW). A UDP probe to a closed port was measured and
@@ -52,7 +56,34 @@ def wifi(v, path, out):
     fl, b = r["floor_Bps"], r["budget_Bps"]
     if fl is not None and b and fl > b:
         out.append((_kp(path, "floor_Bps"), "must not exceed budget_Bps (%d)" % b))
+    lv = level_draw(r)
+    if lv and b and lv > b:
+        out.append((_kp(path, "level_Bps"), "takes %d B/s of the budget (echo and chaff):"
+                    " more than budget_Bps (%d)" % (lv, b)))
+    if b and not _holds_a_frame(r, b):
+        out.append((_kp(path, "budget_Bps"), "budget_Bps x burst_s must hold one max_frame"
+                    " (%s)" % r["max_frame"]))
+    ms, iv = r["level_ms"], r["interval_ms"]
+    if ms is not None and iv is not None and ms < iv:
+        out.append((_kp(path, "level_ms"), "must be at least interval_ms (%d)" % iv))
     return r
+
+
+def _holds_a_frame(w, b):
+    # A device's bucket (budget x burst_s) must hold its largest frame, or that
+    # frame never goes. True when a key is missing (reported elsewhere).
+    bs, mf = w.get("burst_s"), w.get("max_frame")
+    return bs is None or mf is None or not isinstance(b, int) or b * bs >= mf
+
+
+def level_draw(w):
+    # What the level takes from a device's bucket at most, bytes/s: an echo
+    # byte is two WLAN bytes (request, reply) and draws one, a chaff byte is
+    # one and draws one. None when a key is missing.
+    lv, c = w.get("level_Bps"), w.get("chaff_pct")
+    if lv is None or c is None:
+        return None
+    return lv * (100 + c) // (200 + c)
 
 
 def device_budget(v, path, out):
@@ -63,6 +94,7 @@ def device_budget(v, path, out):
 def fill_devices(devices, wifi_cfg, out):
     # Each device's budget: its own, or cover.wifi.budget_Bps; at least the floor.
     fl = wifi_cfg["floor_Bps"]
+    lv = level_draw(wifi_cfg)
     for i in range(len(devices)):
         d = devices[i]
         if d is None:
@@ -73,4 +105,10 @@ def fill_devices(devices, wifi_cfg, out):
         elif isinstance(fl, int) and 0 < b < fl:
             out.append(("$.devices[%d].cover_budget_Bps" % i, "must be 0 (no cover) or at"
                         " least cover.wifi.floor_Bps (%d)" % fl))
+        elif lv and isinstance(b, int) and 0 < b < lv:
+            out.append(("$.devices[%d].cover_budget_Bps" % i, "must be 0 (no cover) or at"
+                        " least what cover.wifi.level_Bps takes (%d)" % lv))
+        elif b and not _holds_a_frame(wifi_cfg, b):
+            out.append(("$.devices[%d].cover_budget_Bps" % i, "must be 0 (no cover) or hold"
+                        " one cover.wifi.max_frame in its bucket (x burst_s)"))
 

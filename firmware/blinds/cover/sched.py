@@ -21,6 +21,9 @@
 # unsolicited echo replies), of the same size distribution and from the same
 # bucket. An echo request is always followed by a reply of its length; chaff
 # is not, so a request alone no longer marks cover.
+#
+# Level: with level_Bps > 0, blinds.cover.level raises each device's WLAN
+# bytes per window to a common level, its own traffic counted (own()).
 from array import array
 
 from blinds.compat import const, ticks_add, ticks_diff
@@ -71,6 +74,12 @@ class Schedule:
         self.max_backoff_ms = wcfg["max_backoff_s"] * 1000
         self.rand = rand
         self.chaff_pct = wcfg.get("chaff_pct", 0)
+        self.level = wcfg.get("level_Bps", 0)
+        self.lv = None
+        if self.level:
+            from blinds.cover.level import Level
+
+            self.lv = Level(len(budgets), wcfg)
         self.n = n = len(budgets)
         self.state = _i32(n)
         self.budget = _i32(n)
@@ -115,6 +124,8 @@ class Schedule:
         # decoys' bytes for the time since the last call.
         last, self.last_ms = self.last_ms, now
         if last is None:
+            if self.lv is not None:
+                self.lv.begin(now)
             return
         dt = ticks_diff(now, last)
         if dt <= 0:
@@ -137,6 +148,8 @@ class Schedule:
             floor_rem[i] = v % 1000
             if self.d_bytes[i]:
                 add += self._decoy_due(i, now)
+            if self.lv is not None:
+                add += self.lv.want(i, now, add, state[i] == ANSWERING)
             if state[i] == ANSWERING:
                 self.owed[i] += add
                 if self.chaff_pct:
@@ -156,6 +169,12 @@ class Schedule:
             self.d_start[i] = now
             self.d_done[i] = 0
         return add
+
+    def own(self, i, nbytes):
+        # Device i's own WLAN bytes since the last call (the hub's counters):
+        # they count toward the level.
+        if self.lv is not None:
+            self.lv.own(i, nbytes)
 
     def decoy(self, i, nbytes, duration_ms, now):
         # Queue a decoy of nbytes over duration_ms for device i: it starts now
@@ -195,19 +214,24 @@ class Schedule:
         # frame[i] until both can pay for it.
         f = frame[i]
         if not f:
-            f = frame[i] = self._size()
-        if owed[i] < f or self.tokens[i] < f:
+            f = frame[i] = self._size(self.cap[i])
+        if not f or owed[i] < f or self.tokens[i] < f:
             return 0
         owed[i] -= f
         self.tokens[i] -= f
         frame[i] = 0
         return f
 
-    def _size(self):
+    def _size(self, cap):
         # Sizes drawn uniformly, floor, decoys and chaff alike: a frame's
         # length does not tell which it carries. (Sizes learned from each
         # device's own frames were measured and left out: docs/cover.md.)
-        return MIN_FRAME + self.rand(self.max_frame - MIN_FRAME + 1)
+        # Never larger than the device's bucket, which could not pay for it
+        # ever (the config refuses such budgets); 0 if not even the smallest.
+        top = self.max_frame if self.max_frame <= cap else cap
+        if top < MIN_FRAME:
+            return 0
+        return MIN_FRAME + self.rand(top - MIN_FRAME + 1)
 
     def next_chaff(self, i, now):
         # The size of a chaff frame (AP->device, not answered) to send device i
@@ -302,4 +326,7 @@ class Schedule:
              "backoff_s": self.backoff_ms[i] // 1000}
         for k in range(len(COUNTERS)):
             d[COUNTERS[k]] = c[k][i]
+        if self.lv is not None:
+            d["own_bytes"] = self.lv.c_own[i]
+            d["level_bytes"] = self.lv.c_echo[i]
         return d

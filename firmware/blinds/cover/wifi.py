@@ -21,7 +21,9 @@ def _rand(n):
 
 
 class WifiCover:
-    def __init__(self, board, cfg, rand=_rand):
+    def __init__(self, board, cfg, devices=None, rand=_rand):
+        # devices: blinds.devices.Devices, whose first slots are the configured
+        # devices in config order; the level reads their own bytes (meter()).
         w = cfg["cover"]["wifi"]
         devs = cfg["devices"]
         self.board = board
@@ -47,6 +49,8 @@ class WifiCover:
         self.sock = None
         self.reason = None  # why the cover is not running, if it is not
         self.stations_ms = None
+        self.devices = devices
+        self.meters = None  # each device's Device, whose air the level reads (meter())
         self.c = {"turns": 0, "sent": 0, "chaff": 0, "send_errors": 0, "replies": 0,
                   "foreign": 0, "decoys": 0, "decoys_unknown": 0}
 
@@ -55,6 +59,7 @@ class WifiCover:
         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, echo.IPPROTO_ICMP)
         s.setblocking(False)
         self.sock = s
+        self.meter()
         return s
 
     def unavailable(self, e):
@@ -71,6 +76,16 @@ class WifiCover:
         self.c["decoys_unknown"] += 1
         return False
 
+    # -- the hook by which the hub tells the level each device's own bytes -----------
+    def meter(self):
+        # The devices' relayed bytes are counted from now (Device.carried) and
+        # read each turn; without a level (or without devices), never.
+        if not self.sched.level or self.devices is None:
+            return
+        self.meters = [self.devices.slots[i] for i in range(len(self.names))]
+        for d in self.meters:
+            d.air = 0
+
     # -- sending ------------------------------------------------------------------------
     async def run(self):
         while True:
@@ -86,6 +101,13 @@ class WifiCover:
             self.stations_ms = now
             self._stations()
         sch = self.sched
+        m = self.meters
+        if m is not None:
+            for i in range(len(m)):
+                a = m[i].air
+                if a > 0:
+                    m[i].air = 0
+                    sch.own(i, a)
         sch.advance(now)
         for i in range(len(self.names)):
             ev = sch.check(i, now)
@@ -182,7 +204,7 @@ class WifiCover:
             devs.append(d)
         st = {"state": "running" if self.sock is not None else "unavailable",
               "reason": self.reason, "probe": self.probe, "interval_ms": self.interval_ms,
-              "devices": devs}
+              "level_Bps": self.sched.level, "devices": devs}
         st.update(self.c)
         return st
 

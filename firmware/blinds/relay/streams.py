@@ -201,6 +201,7 @@ class Relay:
             if first:
                 await self._send_all(st.up, first, 0, len(first))
                 st.bytes_up += len(first)
+                st.dev.carried(len(first))
             self.stats["relayed"] += 1
             st.result = ALLOWED
             # Upstream EOF ends the stream (the device gets its FIN). Device
@@ -309,6 +310,7 @@ class Relay:
                 st.bytes_up += n
             else:
                 st.bytes_down += n
+            st.dev.carried(n)  # the WiFi cover's level counts it (blinds.devices)
             w = dst.write(buf, 0, n) or 0
             if w < n:
                 # Copied out in pieces: a fragmented heap that has no room

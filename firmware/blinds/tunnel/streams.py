@@ -68,6 +68,7 @@ class TStream:
         dev = getattr(st, "dev", None)
         self.delay = link.delay_of(dev)
         self.dev = getattr(dev, "name", None)
+        self.who = dev  # its Device, whose carried() the WiFi cover's level reads (or None)
         # The relay's counters this stream updates from the reader and the
         # writer (class defaults there until set): set now, for the same reason.
         st.bytes_up = st.bytes_down = 0
@@ -107,6 +108,8 @@ class TStream:
             return self._violation()
         self.st.last = now = ticks_ms()
         self.st.bytes_down += n
+        if self.who is not None:
+            self.who.carried(n)  # the WiFi cover's level counts it (blinds.devices)
         link.shaper.note(now, self.dev, False)
         if not self.q and stage(link, self, b, n):
             return  # the reader writes it with the cells that follow
@@ -273,6 +276,8 @@ class TStream:
                 return self.fill(link)
         self.credit -= 1
         self.st.bytes_up += n
+        if self.who is not None:
+            self.who.carried(n)
         self.st.last = now = ticks_ms()
         # Learned at the time the device's bytes began to wait (a delay-
         # tolerant device's cells may leave much later, in scheduled slots).

@@ -12,10 +12,13 @@ who reduces the WLAN to (MAC, frame length, time) per frame:
 - **The cover**, driven by the firmware's own schedule (``blinds.cover.sched``)
   in turns of ``interval_ms`` on a virtual clock, exactly as
   ``blinds.cover.wifi`` calls it, fed by the adaptive shaper's decoys (its
-  ``on_decoy`` hook, captured while :func:`.shaperlab.run` drives it) and the
-  floor. Each echo byte is an AP->device request frame and a device->AP reply
-  of the same length ``REPLY_MS`` later; each chaff frame (an unsolicited echo
-  reply the device drops) is an AP->device frame alone.
+  ``on_decoy`` hook, captured while :func:`.shaperlab.run` drives it), the
+  floor and, with ``level_Bps``, the level: each device's own bytes reach it
+  as the hub counts them (:meth:`blinds.devices.Device.carried` once per
+  payload of the schedule, read and cleared at each turn). Each echo byte is an
+  AP->device request frame and a device->AP reply of the same length
+  ``REPLY_MS`` later; each chaff frame (an unsolicited echo reply the device
+  drops) is an AP->device frame alone.
 
 :func:`evaluate` then runs, on the MAC-keyed view (one lab device per MAC, as
 ``sim.views``' ``wifi`` view), the events attack per device
@@ -65,6 +68,17 @@ def _packet_frames(t, payload, up, rng, out):
     out.append((t + (n - 1) * FRAME_GAP_MS / 1000 + rng.uniform(lo, hi) / 1000, TCP_FRAME, -d))
 
 
+def _payloads(d, step, repeat):
+    """(t s, payload bytes, up?) of one schedule device, laid end to end ``repeat`` times."""
+    for i in range(repeat):
+        for f in d["flows"]:
+            for s in f["sessions"]:
+                for key, up in (("up", True), ("down", False)):
+                    for t, p in s[key]:
+                        if p > 0:
+                            yield t + i * step, p, up
+
+
 def real_frames(sched, repeat=1, seed=0):
     """Per schedule device (in order): arrays (t s, frame bytes, direction +1 out of it),
     the schedule laid end to end ``repeat`` times as :func:`.shaperlab.from_schedule` does."""
@@ -73,23 +87,40 @@ def real_frames(sched, repeat=1, seed=0):
     out = []
     for d in sched["devices"]:
         fr = []
-        for i in range(repeat):
-            for f in d["flows"]:
-                for s in f["sessions"]:
-                    for key, up in (("up", True), ("down", False)):
-                        for t, p in s[key]:
-                            if p > 0:
-                                _packet_frames(t + i * step, p, up, rng, fr)
+        for t, p, up in _payloads(d, step, repeat):
+            _packet_frames(t, p, up, rng, fr)
         a = np.array(sorted(fr), float).reshape(-1, 3)
         out.append((a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int8)))
     return out
 
 
-class Home:
-    """A Traffic for the shapers (:class:`.shaperlab.Traffic`) and its devices' frames."""
+def carried(sched, repeat=1):
+    """Per schedule device: arrays (t s, WLAN bytes) of what the hub's counter adds for
+    each payload it carries (:meth:`blinds.devices.Device.carried`, the firmware's own
+    estimate), laid out as :func:`real_frames` lays the frames."""
+    from blinds.devices import Device
 
-    def __init__(self, traffic, frames):
-        self.traffic, self.frames = traffic, frames
+    meter = Device(0, True)
+    step = int(math.ceil(float(sched["duration"])))
+    out = []
+    for d in sched["devices"]:
+        rows = []
+        for t, p, _up in _payloads(d, step, repeat):
+            meter.air = 0
+            meter.carried(int(p))
+            rows.append((t, meter.air))
+        rows.sort()
+        a = np.array(rows, float).reshape(-1, 2)
+        out.append((a[:, 0], a[:, 1].astype(np.int64)))
+    return out
+
+
+class Home:
+    """A Traffic for the shapers (:class:`.shaperlab.Traffic`), its devices' frames and
+    what the hub counts of their bytes (:func:`carried`)."""
+
+    def __init__(self, traffic, frames, meters=None):
+        self.traffic, self.frames, self.meters = traffic, frames, meters
         self.names = [d["name"] for d in traffic.devices]
 
 
@@ -99,7 +130,7 @@ def synthetic(days=12, day_s=600.0, seed=1):
 
     tr = shaperlab.synthetic(days, day_s, seed)
     sched = schedule.build(syn.home(days * day_s, models=syn.MODELS, seed=seed, day_s=day_s))
-    return Home(tr, real_frames(sched, 1, seed))
+    return Home(tr, real_frames(sched, 1, seed), carried(sched))
 
 
 def real(path, repeat=8, seed=0):
@@ -107,7 +138,8 @@ def real(path, repeat=8, seed=0):
     from ..sim import recording, schedule
 
     tr = shaperlab.real(path, repeat)
-    return Home(tr, real_frames(schedule.build(recording.load(path)), repeat, seed))
+    sched = schedule.build(recording.load(path))
+    return Home(tr, real_frames(sched, repeat, seed), carried(sched, repeat))
 
 
 # --- the decoys and the cover ---------------------------------------------------------------
@@ -172,12 +204,17 @@ def cover(home, plays, wcfg, seed=0, per_turn=16):
     out = [[] for _ in range(n)]
     end = int(home.traffic.duration_s * 1000)
     step = wcfg["interval_ms"]
-    for now in range(0, end, step):
+    own = _own_per_turn(home, step, end) if wcfg.get("level_Bps") else None
+    for k_turn, now in enumerate(range(0, end, step)):
         while pi < len(plays) and plays[pi][0] <= now:
             t, name, nb, ms = plays[pi]
             if name in idx:
                 s.decoy(idx[name], nb, ms, t)
             pi += 1
+        if own is not None:  # what the hub's counters gathered since the last turn
+            for i in range(n):
+                if own[i][k_turn]:
+                    s.own(i, int(own[i][k_turn]))
         s.advance(now)
         for i in range(n):
             s.check(i, now)
@@ -206,6 +243,20 @@ def cover(home, plays, wcfg, seed=0, per_turn=16):
         arrays.append((a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int8),
                        a[:, 3].astype(np.int8)))
     return arrays, [s.status(i) for i in range(n)]
+
+
+def _own_per_turn(home, step_ms, end_ms):
+    """Per device: the hub counter's bytes the turn at each multiple of ``step_ms``
+    reads (those carried after the previous turn, up to this one)."""
+    if home.meters is None:
+        raise ValueError("this home has no byte counters for the level")
+    n_turns = len(range(0, end_ms, step_ms))
+    out = []
+    for t, b in home.meters:
+        k = np.ceil(np.round(t * 1000, 6) / step_ms).astype(np.int64)
+        ok = (k >= 0) & (k < n_turns)
+        out.append(np.bincount(k[ok], weights=b[ok], minlength=n_turns).astype(np.int64))
+    return out
 
 
 # --- the view and the attacker ----------------------------------------------------------------
