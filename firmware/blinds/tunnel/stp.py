@@ -6,12 +6,14 @@ from blinds.compat import const, ticks_add, ticks_diff
 from blinds.tunnel.shaper import FOREVER, KIND_STP, TOLERANT_MS, ConstantShaper
 from blinds.tunnel.shapes import MAX_TOSSES, Q_ONE, seed_rng, u32
 
-_LENS = const(16)  # a period's shape is kept for its first 16 units (longer: 16)
-_BINS = const(8)  # bursts counted per eighth of a unit
-_SHAPE = const(128)  # _LENS * _BINS counters of a period's cells off the grid
-_TPL = const(32)  # real periods' shapes kept (a sample of those seen)
-_TPL_SIZE = const(129)  # a kept shape: its units, then _SHAPE counters
+_LENS = const(16)  # real periods' lengths in units: 1 .. 15, then 16 or more
+_EP_UNITS = const(8)  # a burst episode is kept for its first 8 units
+_BINS = const(16)  # bursts counted per sixteenth of a unit
+_SHAPE = const(128)  # _EP_UNITS * _BINS counters of an episode's cells off the grid
+_TPL = const(32)  # burst episodes kept (a sample of those seen)
+_TPL_SIZE = const(129)  # a kept episode: its units, then _SHAPE counters
 _SEEN_MAX = const(4096)  # periods or episodes counted before the counts halve
+_W_MAX = const(4095)  # an episode's weight at most (the draw stays a small int)
 
 
 class StpShaper(ConstantShaper):
@@ -21,18 +23,20 @@ class StpShaper(ConstantShaper):
     # another when real cells kept coming after the unit's first slot. A real
     # cell waits for the period's next slot only while its slack allows; else
     # it leaves at once, off the grid (a burst, counted in over).
-    # A period's shape: its length in units and its bursts (the cells that
-    # left off the grid, counted per eighth of a unit). The shaper keeps the
-    # shapes of _TPL real periods, a uniform sample of those it has seen
-    # (reservoir sampling). Cover: at each interval_ms grid point with no
-    # cover running (idle, or a slot of a period), one coin with probability
-    # q; heads starts a cover that replays a kept shape, drawn in proportion
-    # to its weight (units + burst cells): the link stays active for its
-    # units, and in each eighth of a unit as many PAD cells leave off the
-    # grid as the real period's bursts had, spread evenly. A real burst
-    # during a cover takes the place of the rest of the replay. While idle,
-    # cells that may wait TOLERANT_MS or more wait for a cover period
-    # instead of opening one of their own.
+    # Cover. At each interval_ms grid point with no cover running, while
+    # idle or in a period's slot, and no real burst under way, one coin with
+    # probability q; heads starts a cover of the real traffic's shape:
+    # - its length: from idle, the length of a real period (a histogram of
+    #   their lengths), and the link carries one cell per interval for it;
+    # - its bursts: a burst episode of the real traffic (the cells that left
+    #   off the grid, per sixteenth of a unit, from the first until a unit
+    #   without any; the shaper keeps _TPL of them, a uniform sample of those
+    #   seen), drawn in proportion to its weight (units + cells, at most
+    #   _W_MAX) and replayed as PAD cells off the grid, spread evenly over
+    #   each sixteenth; the cover lasts at least the episode's units.
+    # A real burst during a cover takes the place of the rest of the replay.
+    # While idle, cells that may wait TOLERANT_MS or more wait for a cover
+    # period instead of opening one of their own.
     KIND = KIND_STP
     # watch(device, start_ticks, duration_ms): told of each cover when it
     # starts (device None: the whole link); the lab's and the simulator's
@@ -61,18 +65,18 @@ class StpShaper(ConstantShaper):
         self.lens = array("H", bytes(2 * _LENS))  # real periods by length (units)
         self.n_lens = 0
         self.ext = 0  # units the period's own real traffic made it last
-        self.tpl = bytearray(_TPL * _TPL_SIZE)  # kept shapes
+        self.tpl = bytearray(_TPL * _TPL_SIZE)  # kept burst episodes
         self.w = array("H", bytes(2 * _TPL))  # their weights
         self.n_tpl = 0
-        self.seen = 0  # real periods offered to the sample (halved at _SEEN_MAX)
+        self.seen = 0  # episodes offered to the sample (halved at _SEEN_MAX)
         self.cur = bytearray(_SHAPE)  # the bursts of the running episode
         self.rec = False  # a burst episode is being counted, since rec_start
         self.rec_start = 0
         self.rec_last = 0  # its last burst cell
-        self.clipped = 0  # burst cells beyond a counter's 255
+        self.clipped = 0  # burst cells an episode could not count
         self.c_end = 0  # end of the running cover (no coin before it)
         self.c_start = 0
-        self.play = -1  # offset of the shape the cover replays (-1: none left)
+        self.play = -1  # offset of the episode the cover replays (-1: none left)
         self.x_bin = 0  # the replayed bin, its cells still to send, the next's time
         self.x_left = 0
         self.x_step = 0
@@ -109,7 +113,7 @@ class StpShaper(ConstantShaper):
             tot = 0
             for i in range(self.n_tpl):
                 tot += self.w[i]
-            r = (self.rng.getrandbits(24) * tot) >> 24
+            r = (self.rng.getrandbits(12) * tot) >> 12
             k = 0
             while k < self.n_tpl - 1 and r >= self.w[k]:
                 r -= self.w[k]
@@ -141,12 +145,13 @@ class StpShaper(ConstantShaper):
         self.active = False
         self.play = -1
         if not self.cover:
-            self._count(self.lens, min(self.ext, _LENS) - 1)
+            self._count(min(self.ext, _LENS))
         self.next = self.until  # the first coin at the period's end, then every interval
 
-    def _count(self, c, i):
-        # Count a real period of i + 1 units; halve all at _SEEN_MAX.
-        c[i] += 1
+    def _count(self, units):
+        # Count a real period of this many units; halve all at _SEEN_MAX.
+        c = self.lens
+        c[units - 1] += 1
         self.n_lens += 1
         if self.n_lens >= _SEEN_MAX:
             self.n_lens = 0
@@ -167,8 +172,8 @@ class StpShaper(ConstantShaper):
         return 1
 
     def _learn(self, units):
-        # Offer a real period's shape to the kept sample (reservoir sampling:
-        # each period seen is kept with probability _TPL / seen).
+        # Offer a burst episode to the kept sample (reservoir sampling: each
+        # episode seen is kept with probability _TPL / seen).
         self.seen += 1
         if self.seen >= _SEEN_MAX:
             self.seen >>= 1
@@ -179,7 +184,7 @@ class StpShaper(ConstantShaper):
             k = (self.rng.getrandbits(16) * self.seen) >> 16
             if k >= _TPL:
                 return
-        u = min(units, _LENS)
+        u = min(units, _EP_UNITS)
         o = k * _TPL_SIZE
         t, c = self.tpl, self.cur
         t[o] = u
@@ -187,7 +192,7 @@ class StpShaper(ConstantShaper):
         for i in range(_SHAPE):
             t[o + 1 + i] = c[i] if i < u * _BINS else 0
             w += t[o + 1 + i]
-        self.w[k] = w
+        self.w[k] = min(w, _W_MAX)
 
     def _replay(self):
         # The replay's next cell at x_next, or none left (play -1).
@@ -266,15 +271,14 @@ class StpShaper(ConstantShaper):
                     c[i] = 0
             self.rec_last = now
             b = ticks_diff(now, self.rec_start) // self.bin_ms
-            if b < _SHAPE:
-                if self.cur[b] < 255:
-                    self.cur[b] += 1
-                else:
-                    self.clipped += 1
+            if b < _SHAPE and self.cur[b] < 255:
+                self.cur[b] += 1
+            else:
+                self.clipped += 1  # past the episode's 8 units, or 255 in a sixteenth
             return
         ConstantShaper.sent(self, now, real)
         # A slot of a period with no cover running: this interval's coin.
-        if self.q and ticks_diff(now, self.c_end) >= 0 and self._coin(self.q):
+        if self.q and not self.rec and ticks_diff(now, self.c_end) >= 0 and self._coin(self.q):
             self._cover(now, 1)
 
     def hello(self):
