@@ -7,6 +7,9 @@
 recording tiled into "days", ``REAL_SEEDS`` shaper seeds). Per case it reports
 each goal of the table (value, 95 % interval, goal, met) and the lower bound of
 the cost of reaching the events goals with decoys (:func:`..lab.shaperlab.cost_bound`).
+It also runs ``stp`` at each ``q`` of ``STP_CURVE`` (its cost-privacy curve: events
+and decoy detector with intervals, PAD KB/s, p95) and names the cheapest setting
+that meets the stp goal in every case (``stp_best``; ``met`` only if measured so).
 
 Intervals: per run, from the windows (:func:`..lab.shaperlab.ci95`); over runs,
 the mean with the variance of the mean from both the windows and the spread
@@ -163,6 +166,7 @@ def bench_shaper_lab():
     ok = [c["settings"] for c in cases["synthetic"]["stp_curve"]
           if all(any(x["settings"] == c["settings"] and x["met"] for x in k["stp_curve"])
                  for k in cases.values())]
+
     def at(st):
         return {n: next(x for x in k["stp_curve"] if x["settings"] == st)
                 for n, k in cases.items()}
