@@ -114,3 +114,32 @@ print(json.dumps({"same": same, "snap": snap, "hist": hist, "decoys": decoys,
                   "c1": a.c, "c2": b.c, "follow": snap["devices"].get(case["lead"], {}).get("f"),
                   "tokens": b.tokens}))
 """
+
+# stp's burst episodes: learn from real bursts that cannot wait for a slot,
+# then run idle with q; per cover (watch hook) its PAD cells off the grid,
+# and the kept episodes (units, cells). Also the lengths of covers from idle.
+STP_BURSTS = DRIVE + r"""
+from blinds.tunnel.stp import StpShaper
+
+res = []
+for seed, iv, active, q, learn, learn_end, end in json.loads(INPUT):
+    random.seed(seed)
+    sh = StpShaper(iv, active, 0, random)
+    covers = []
+    sh.watch = lambda dev, start, ms: covers.append([start, ms, sh.extra])
+    out1, over1, held1 = drive(sh, learn, learn_end)
+    sh.due(learn_end + 2 * active, False)  # the last episode ends
+    kept = []
+    for k in range(sh.n_tpl):
+        o = k * 129
+        u = sh.tpl[o]
+        kept.append([u, sum(sh.tpl[o + 1:o + 1 + 16 * u]), sh.w[k]])
+    sh.q = shapes.q24(q)
+    out2, over2, held2 = drive(sh, [], end, learn_end + 2 * active)
+    covers.append([end, 0, sh.extra])
+    per = [[c[1], covers[i + 1][2] - c[2]] for i, c in enumerate(covers[:-1])]
+    res.append({"kept": kept, "covers": per[:-1], "lens": list(sh.lens), "over": sh.over,
+                "held": max(held1, held2), "wait": max(over1, over2), "extra": sh.extra,
+                "periods": sh.periods, "seen": sh.seen})
+print(json.dumps(res))
+"""

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from conftest import by_profile
 from mpy import run_mp_json
-from shaper_scenarios import ADAPTIVE, DRIVE, STP
+from shaper_scenarios import ADAPTIVE, DRIVE, STP, STP_BURSTS
 
 from blinds import config
 from blinds.tunnel import shapes
@@ -205,6 +205,74 @@ def test_stp_cover_periods_last_as_real_periods_did(seed, lengths):
     assert {ms // 1000 for ms in got} <= {n + 1 for n in lengths}, (got, lengths)
     if len(got) >= 20 and len(set(lengths)) > 1:
         assert len({ms // 1000 for ms in got}) > 1
+
+
+def _bursts(seed, sizes, iv=50, active=1000, gap=5000):
+    # Real bursts of n cells at once that may wait 10 ms (less than a slot):
+    # all but the first leave off the grid; 5 s apart.
+    ev, t = [], 1000
+    for n in sizes:
+        ev.append([t, "cam", n, 10])
+        t += gap
+    return [seed, iv, active, 0.01, ev, t, t + 1_500_000]
+
+
+@given(st.integers(0, 2**30), st.lists(st.integers(2, 60), min_size=1, max_size=40))
+@settings(max_examples=by_profile(12, 4), deadline=None)
+def test_stp_covers_replay_real_bursts(seed, sizes):
+    # Each cover replays one kept burst episode: its PAD cells off the grid are
+    # exactly that episode's cells; episodes are drawn in proportion to their
+    # weight (units + cells); the sample is bounded and holds only real bursts.
+    r = run_cpython(STP_BURSTS, [_bursts(seed, sizes)])[0]
+    assert r["held"] <= 0 and r["wait"] <= 0 and r["over"] == sum(n - 1 for n in sizes)
+    kept = r["kept"]
+    assert 1 <= len(kept) <= 32 and r["seen"] == len(sizes)
+    assert all(u == 1 and w == u + c for u, c, w in kept)
+    assert sorted(c for _, c, _ in kept) == sorted(n - 1 for n in sizes)[:len(kept)] \
+        or len(sizes) > 32
+    cells = {c for _, c, _ in kept}
+    covers = r["covers"]
+    assert len(covers) > 100
+    assert all(x in cells for _, x in covers), (covers, cells)
+    # The draw's mean against the weighted mean of the kept episodes (5 sd).
+    w = [u + c for u, c, _ in kept]
+    mean = sum(wi * c for wi, (_, c, _) in zip(w, kept)) / sum(w)
+    var = sum(wi * (c - mean) ** 2 for wi, (_, c, _) in zip(w, kept)) / sum(w)
+    got = sum(x for _, x in covers) / len(covers)
+    assert abs(got - mean) <= 5 * math.sqrt(var / len(covers)) + 1e-9, (got, mean)
+
+
+def test_stp_covers_replay_real_bursts_unix_port():
+    cases = [_bursts(5, [3, 20, 45, 7, 12]), _bursts(6, list(range(2, 50)))]
+    for r, case in zip(run_mp(STP_BURSTS, cases, heap="16m"), cases):
+        sizes = [e[2] for e in case[4]]
+        assert r["held"] <= 0 and r["over"] == sum(n - 1 for n in sizes)
+        assert len(r["kept"]) == min(32, len(sizes)) and r["seen"] == len(sizes)
+        cells = {c for _, c, _ in r["kept"]}
+        assert cells <= {n - 1 for n in sizes} and len(r["covers"]) > 100
+        assert all(x in cells for _, x in r["covers"])
+
+
+@given(st.integers(0, 2**30), st.lists(st.sampled_from([1, 2, 4]), min_size=20, max_size=40))
+@settings(max_examples=by_profile(8, 3), deadline=None)
+def test_stp_cover_length_distribution_is_the_real_one(seed, lengths):
+    # Real periods of 2, 3 or 5 units (traffic that fits the grid, no bursts,
+    # for 1, 2 or 4 units, and the unit the period outlives it by); covers from
+    # idle then last 2, 3 or 5 units as often as real periods did: each
+    # length's share of the covers within 5 sd of its share of real periods.
+    ev, t = [], 0
+    for n in lengths:
+        ev += [[t + 100 * k, "a", 1, 50] for k in range(n * 10 - 5)]
+        t += n * 1000 + 5000
+    r = run_cpython(STP_BURSTS, [[seed, 50, 1000, 0.005, ev, t, t + 2_000_000]])[0]
+    assert r["over"] == 0 and not r["kept"] and r["periods"] == len(lengths)
+    got = [ms // 1000 for ms, _ in r["covers"]]
+    assert len(got) > 100
+    for n in set(lengths):
+        p = lengths.count(n) / len(lengths)
+        share = got.count(n + 1) / len(got)
+        assert abs(share - p) <= 5 * math.sqrt(p * (1 - p) / len(got)) + 1e-9, (n, share, p)
+    assert set(got) <= {n + 1 for n in lengths}
 
 
 # ---- adaptive ---------------------------------------------------------------------------
@@ -460,7 +528,7 @@ def with_shaper(shaper, **tunnel):
 def test_config_defaults_and_normalized_twice():
     r = config.check(with_shaper({"kind": "stp"}))
     assert r["tunnel"]["shaper"] == {"kind": "stp", "interval_ms": 50, "active_ms": 2000,
-                                     "q": 0.01}
+                                     "q": 0.03}
     assert config.check(r) == r
     r = config.check(with_shaper({"kind": "adaptive"}))
     assert r["tunnel"]["shaper"] == {

@@ -104,3 +104,25 @@ def test_shapers_keep_delay_and_budget_over_days(seed, kind, budget):
                 k += 1
                 assert k * L.CELL <= budget * 10 + budget * t / 1000, (k, t)
         assert r.decoys and all(e >= s for _d, s, e in r.decoys)
+
+
+@given(st.lists(st.tuples(st.floats(0.4, 0.9), st.floats(0.0, 0.2), st.floats(1, 100)),
+                min_size=1, max_size=5))
+@settings(max_examples=50, deadline=None)
+def test_stp_curve_names_the_cheapest_setting_that_meets_the_goal(points):
+    # Two runs per setting (value +- spread, same cost): the pooled mean decides
+    # "met", and the best is the cheapest of those met (None when none is).
+    from blinds_host.bench.shaperlab import stp_curve
+
+    def row(v, cost):
+        return {"events": {"value": v, "ci95": [v - 0.02, v + 0.02]},
+                "decoy": {"value": None}, "overhead": {"up_pad_KBps": cost, "pad_KBps": 2 * cost},
+                "latency": {}, "settings": {"q": cost}}
+
+    runs = [{"stp_curve": [row(v + sgn * d, c) for v, d, c in points]} for sgn in (1, -1)]
+    curve, best = stp_curve(runs, 0.6)
+    assert [c["met"] for c in curve] == [round(v, 4) <= 0.6 for v, _, _ in points]
+    met = [c for (v, _, c) in points if round(v, 4) <= 0.6]
+    assert (best is None) == (not met)
+    if met:
+        assert best["up_KBps"] == round(min(met), 3) and best["met"]

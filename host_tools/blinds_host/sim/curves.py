@@ -21,11 +21,11 @@ from other homes and other attacks, so they are not put on our y axis.
 from . import svg
 
 # Settings in recording time (see defenses.py), cheapest last; each holds the
-# kind's default (constant 10 ms, stp q 0.01, adaptive 3000 B/s) as its plain name.
+# kind's default (constant 10 ms, stp q 0.03, adaptive 3000 B/s) as its plain name.
 GRID = {
     "constant": ["tunnel+constant", "tunnel+constant:interval_ms=20",
                  "tunnel+constant:interval_ms=40"],
-    "stp": ["tunnel+stp:q=0.02", "tunnel+stp", "tunnel+stp:q=0.002"],
+    "stp": ["tunnel+stp:q=0.1", "tunnel+stp", "tunnel+stp:q=0.01"],
     "adaptive": ["tunnel+adaptive:budget_Bps=4000", "tunnel+adaptive",
                  "tunnel+adaptive:budget_Bps=1500"],
 }

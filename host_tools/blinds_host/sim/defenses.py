@@ -38,7 +38,7 @@ SHAPER_KEYS = {
 SHAPER_DEFAULTS = {
     "none": {},
     "constant": {"interval_ms": 10},
-    "stp": {"interval_ms": 50, "active_ms": 2000, "q": 0.01},
+    "stp": {"interval_ms": 50, "active_ms": 2000, "q": 0.03},
     "adaptive": {"interval_ms": 20, "floor_interval_ms": 2000, "budget_Bps": 3000,
                  "noise": 0.5},
 }
