@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from conftest import by_profile
 from mpy import run_mp_json
-from shaper_scenarios import ADAPTIVE, DRIVE, STP
+from shaper_scenarios import ADAPTIVE, CEILING, DRIVE, STP
 
 from blinds import config
 from blinds.tunnel import shapes
@@ -359,6 +359,71 @@ def test_delay_tolerant_cells_ride_in_scheduled_slots(seed, floor):
     assert sh.tokens == 3000 * 10 + 3000 * (sh.hk if sh.hk > 0 else 0) // 1000
 
 
+def _ceiling_case(seed, ceil, events, md):
+    cfg = adaptive_cfg(state_file=None, ceiling_Bps=ceil, noise=0.0, floor_interval_ms=8000)
+    return [cfg, seed, 60000, [[t, d, n, md if d == "cam" else 50] for t, d, n in events]]
+
+
+def _check_ceiling(r, ceil, patient):
+    # Never a hold past the slack or a cell past its max_delay_ms; with only
+    # patient cells, real cells in any span of L ms are at most what the
+    # ceiling's bucket pays: 2 s of it, plus ceil x L.
+    assert r["over"] == 0 and r["held"] <= 0
+    if patient:
+        ts = r["real"]
+        for i in range(len(ts)):
+            for j in range(i, len(ts)):
+                assert (j - i + 1) * 512 <= ceil * 2 + ceil * (ts[j] - ts[i]) / 1000 + 512
+
+
+_bursts = st.lists(st.tuples(st.integers(0, 30000), st.sampled_from(["cam", "plug"]),
+                             st.integers(1, 60)), min_size=1, max_size=10).map(sorted)
+
+
+@given(st.integers(0, 2**30), st.sampled_from([2000, 6000, 20000]), _bursts,
+       st.sampled_from([50, 5000, 30000]))
+@settings(max_examples=by_profile(150, 25), deadline=None)
+def test_adaptive_ceiling_flattens_within_max_delay(seed, ceil, events, md):
+    # Burst flattening: real cells leave at most ceiling_Bps while they can
+    # wait; a cell whose max_delay_ms runs out leaves anyway.
+    patient = [(t, "cam", n) for t, _d, n in events]
+    cases = [_ceiling_case(seed, ceil, events, md), _ceiling_case(seed, ceil, patient, 10**7)]
+    for r, pat in zip(run_cpython(CEILING, cases), (False, True)):
+        _check_ceiling(r, ceil, pat)
+
+
+def test_adaptive_ceiling_unix_port():
+    ev = [[0, "cam", 120], [1000, "plug", 3], [4000, "cam", 60]]
+    cases = [_ceiling_case(3, 6000, ev, 30000), _ceiling_case(3, 6000, ev[::2], 10**7)]
+    got = run_mp(CEILING, cases)  # (its random differs from CPython's: the floor's jitter)
+    assert [len(r["real"]) for r in got] == [183, 180]
+    _check_ceiling(got[0], 6000, False)
+    _check_ceiling(got[1], 6000, True)
+    # 180 cells at 6000 B/s from a 12000-byte bucket: about 13 s, not at once.
+    assert got[1]["real"][-1] >= 12000
+
+
+def test_adaptive_ceiling_flattens_decoys_too(tmp_path):
+    # A decoy replays a learned burst no faster than the ceiling lets real
+    # bursts leave; its downlink order says the same width.
+    from blinds.tunnel import bursts
+
+    sh = AdaptiveShaper(adaptive_cfg(ceiling_Bps=4000, budget_Bps=100000), None,
+                        random.Random(2), 512)
+    sh.start(0)
+    sh.tokens = 10**9
+    d = sh.model._new("cam")
+    t = bursts.array("I", [1, 20, 160] + [40] * 8 + [1] * 8)
+    d.tpl.append(t)
+    got = []
+    sh.watch = lambda dev, start, ms: got.append(ms)
+    assert sh._decoy(0, d, False)
+    play = sh.plays[-1]
+    assert play[1] * 4000 >= 40 * 512 * 1000 and play[1] > 20
+    assert shapes.get32(sh.order_taken(), 2) == play[1]
+    assert got == [160 * play[1] // 20]
+
+
 def test_hello_round_trip_and_exit_twin_plays_the_ordered_half(tmp_path):
     rng = random.Random(9)
     stp = make({"kind": "stp", "interval_ms": 40, "active_ms": 900, "q": 0.123}, rng=rng)
@@ -465,7 +530,7 @@ def test_config_defaults_and_normalized_twice():
     r = config.check(with_shaper({"kind": "adaptive"}))
     assert r["tunnel"]["shaper"] == {
         "kind": "adaptive", "interval_ms": 20, "floor_interval_ms": 2000, "budget_Bps": 3000,
-        "day_s": 86400, "noise": 0.5, "decoy_ratio": 16.0, "decoy_floor": 0.25,
+        "day_s": 86400, "ceiling_Bps": 0, "noise": 0.5, "decoy_ratio": 16.0, "decoy_floor": 0.25,
         "state_file": "shaping.json"}
     assert config.check(r) == r
     assert [d["max_delay_ms"] for d in r["devices"]] == [50, 60000]

@@ -26,6 +26,7 @@ _MAX_FOLLOWUPS = const(8)
 _MAX_OWED = const(4)  # decoys drawn during real activity, started after it
 _ORDER = const(0x44)  # first payload byte of a PAD that orders a downlink decoy
 ORDER_LEN = const(22)  # 'D', u8 version, u32 width_ms, 8 x u16 cells
+_CEIL_S = const(2)  # the ceiling's bucket holds this many seconds of it
 _PADS = ("pad_noise", "pad_decoy")  # by a play's tag
 
 
@@ -56,6 +57,13 @@ class AdaptiveShaper(NoShaper):
         self.noise = cfg["noise"]
         self.ratio = cfg["decoy_ratio"]
         self.floor_share = cfg.get("decoy_floor", 0.0)
+        # Burst flattening: real cells leave at most ceil B/s while their
+        # slack lasts (0: no ceiling); what is over it waits, at most its
+        # device's max_delay_ms. A bucket of real bytes, _CEIL_S s deep.
+        self.ceil = cfg.get("ceiling_Bps", 0)
+        self.rtok = self.ceil * _CEIL_S
+        self.rrem = 0
+        self.rat = None
         self.scale = 0.0  # decoys per real burst (_scale), worked out for hour scale_h
         self.scale_h = -1
         self.day_s = cfg["day_s"]
@@ -108,6 +116,10 @@ class AdaptiveShaper(NoShaper):
 
     def due(self, now, pending, slack=FOREVER):
         self.now = now
+        if self.ceil:
+            w = self._over(now)
+            if pending and w and slack > 0:
+                return min(w, slack)  # flattened: waits for the ceiling, within its slack
         if not pending:
             self.drain = False
         elif self.drain:
@@ -142,6 +154,9 @@ class AdaptiveShaper(NoShaper):
             self.c["pad_floor"] += 1  # the writer padded unasked (never, by contract)
         if not real:
             self.tokens -= self.cell
+        elif self.ceil:
+            self._over(now)
+            self.rtok = max(self.rtok - self.cell, -self.ceil)
         self.floor_at = ticks_add(now, self._jitter())
 
     def note(self, now, dev, up):
@@ -190,6 +205,20 @@ class AdaptiveShaper(NoShaper):
         if self._settle(p):
             self.plays.append(p)
         return True
+
+    def _over(self, now):
+        # Refill the ceiling's bucket; ms until it pays a cell (0: now).
+        if self.rat is None:
+            self.rat = now
+        dt = ticks_diff(now, self.rat)
+        if dt > 0:
+            self.rat = now
+            acc = self.ceil * min(dt, 1000 * _CEIL_S) + self.rrem
+            self.rtok = min(self.rtok + acc // 1000, self.ceil * _CEIL_S)
+            self.rrem = acc % 1000
+        if self.rtok >= self.cell:
+            return 0
+        return 1 + ((self.cell - self.rtok) * 1000 - self.rrem) // self.ceil
 
     def _jitter(self):
         fl = self.floor_ms
@@ -290,15 +319,20 @@ class AdaptiveShaper(NoShaper):
         """Start a decoy burst of device d now: its uplink half here, its
         downlink half ordered from the exit; False when the budget cannot pay."""
         t = self.model.pick(d)
-        if not self._play(now, t[1], t[bursts.UP:bursts.DOWN], 1):
+        width = t[1]
+        if self.ceil:
+            # Flattened as real bursts are: no segment faster than the ceiling.
+            width = max(width, max(t[bursts.UP:bursts.DOWN]) * self.cell * 1000 // self.ceil)
+        if not self._play(now, width, t[bursts.UP:bursts.DOWN], 1):
             self.c["decoys_skipped"] += 1
             return False
         self.c["decoys_followed" if followed else "decoys"] += 1
+        dur = t[2] if width == t[1] else t[2] * width // max(1, t[1])
         if self.order is not None:
             self.c["orders_dropped"] += 1
         o = bytearray(ORDER_LEN)
         o[0], o[1] = _ORDER, 1
-        o[2:6] = u32(t[1])
+        o[2:6] = u32(width)
         for i in range(8):
             n = t[bursts.DOWN + i]
             o[6 + 2 * i], o[7 + 2 * i] = n >> 8, n & 255
@@ -309,9 +343,9 @@ class AdaptiveShaper(NoShaper):
                     self.rng.getrandbits(16) * d.n < f[0] * 65536:
                 self.follow.append([ticks_add(now, f[1]), name])
         if self.on_decoy is not None:
-            self.on_decoy(d.name, sum(t[bursts.UP:]) * self.cell, t[2])
+            self.on_decoy(d.name, sum(t[bursts.UP:]) * self.cell, dur)
         if self.watch is not None:
-            self.watch(d.name, now, t[2])
+            self.watch(d.name, now, dur)
         return True
 
     def order_taken(self):

@@ -128,6 +128,25 @@ def synthetic(days=20, day_s=600.0, seed=1, warmup_days=2, models=None):
     return t
 
 
+def set_delays(traffic, delays):
+    """Give devices another ``max_delay_ms`` (what the hub's ``devices[].max_delay_ms``
+    does): ``delays`` maps a device's name, or a class, to milliseconds (a name wins).
+    A device held longer than an interactive one may be is counted as delay-tolerant
+    in the latency figures. Returns ``traffic``; an unknown name or class is a
+    UsageError."""
+    known = {d["name"] for d in traffic.devices} | {d["class"] for d in traffic.devices}
+    bad = sorted(set(delays) - known)
+    if bad:
+        raise UsageError("no device or class %s (have: %s)" % (", ".join(bad),
+                                                                ", ".join(sorted(known))))
+    for d in traffic.devices:
+        ms = delays.get(d["name"], delays.get(d["class"]))
+        if ms is not None:
+            d["max_delay_ms"] = int(ms)
+            d["class"] = "interactive" if ms <= DELAY_MS["interactive"] else "delay_tolerant"
+    return traffic
+
+
 REAL_LABELS = ["on_*", "off_*", "speak_*", "plug_*", "manual_*"]
 
 
@@ -364,10 +383,14 @@ def _events(traffic):
     return [e for e in traffic.events if e.end >= traffic.warmup_s]
 
 
-def events_ba(run_, seed=0):
-    """The events attack on the run's last-mile view (every event counts on the aggregate)."""
+def events_ba(run_, seed=0, shift_s=0.0):
+    """The events attack on the run's last-mile view (every event counts on the aggregate).
+    ``shift_s``: the attacker labels each event ``shift_s`` seconds later (one who knows
+    that a shaper holds the bytes of an event that long looks for them there)."""
     recs = run_.records()
-    per = attacks.infer_events(recs, _events(run_.traffic), WINDOW_S, run_.traffic.positive,
+    evs = [Event(e.device, e.start + shift_s, e.end + shift_s, e.label)
+           for e in _events(run_.traffic)] if shift_s else _events(run_.traffic)
+    per = attacks.infer_events(recs, evs, WINDOW_S, run_.traffic.positive,
                                None, seed, FOREST_TREES)
     r = per[0] if per else {}
     return {"value": r.get("balanced_accuracy"),
