@@ -403,25 +403,59 @@ def test_adaptive_ceiling_unix_port():
     assert got[1]["real"][-1] >= 12000
 
 
-def test_adaptive_ceiling_flattens_decoys_too(tmp_path):
-    # A decoy replays a learned burst no faster than the ceiling lets real
-    # bursts leave; its downlink order says the same width.
+def _check_flat(counts, width, ceil, out, w2):
+    # The same cells; no more in the first k segments than the bucket (2 s)
+    # and the ceiling pay; none later than needed (a segment below its share
+    # leaves nothing waiting); 32 segments at most.
+    assert sum(out) == sum(counts) and len(out) <= 32 and w2 >= width
+    per = max(1, ceil * w2 // (1000 * 512))
+    done = 0
+    for k, n in enumerate(out):
+        done += n
+        assert done <= 2 * ceil // 512 + (k + 1) * per, (k, out)
+
+
+@given(st.lists(st.integers(0, 3000), min_size=8, max_size=8), st.integers(1, 75000),
+       st.integers(100, 200000))
+@settings(max_examples=by_profile(500, 100), deadline=None)
+def test_flatten_keeps_the_cells_under_the_ceiling(counts, width, ceil):
     from blinds.tunnel import bursts
 
+    out, w2 = bursts.flatten(counts, width, ceil, 512, 2)
+    _check_flat(counts, width, ceil, out, w2)
+    if w2 == width and max(counts) * 512 * 1000 <= ceil * width:
+        assert out[:8] == counts  # under the ceiling: as it was
+
+
+FLATTEN = r"""
+import json
+from blinds.tunnel import bursts
+print(json.dumps([bursts.flatten(c, w, ceil, 512, 2) for c, w, ceil in json.loads(INPUT)]))
+"""
+
+
+def test_flatten_unix_port_and_decoys_flattened():
+    from blinds.tunnel import bursts
+
+    cases = [[[40] * 8, 20, 4000], [[0, 3000, 0, 0, 0, 0, 0, 5], 75000, 100], [[1] * 8, 500, 9000]]
+    got = run_mp(FLATTEN, cases)
+    assert got == [list(bursts.flatten(*c, 512, 2)) for c in cases]
+    for (c, w, ceil), (out, w2) in zip(cases, got):
+        _check_flat(c, w, ceil, out, w2)
+    # A decoy plays its burst flattened; its downlink order and the watch
+    # hook keep the burst's own width and duration (what a real one shows).
     sh = AdaptiveShaper(adaptive_cfg(ceiling_Bps=4000, budget_Bps=100000), None,
                         random.Random(2), 512)
     sh.start(0)
     sh.tokens = 10**9
     d = sh.model._new("cam")
-    t = bursts.array("I", [1, 20, 160] + [40] * 8 + [1] * 8)
-    d.tpl.append(t)
+    d.tpl.append(bursts.array("I", [1, 20, 160] + [40] * 8 + [1] * 8))
     got = []
     sh.watch = lambda dev, start, ms: got.append(ms)
     assert sh._decoy(0, d, False)
     play = sh.plays[-1]
-    assert play[1] * 4000 >= 40 * 512 * 1000 and play[1] > 20
-    assert shapes.get32(sh.order_taken(), 2) == play[1]
-    assert got == [160 * play[1] // 20]
+    assert [play[2], play[1]] == list(bursts.flatten([40] * 8, 20, 4000, 512, 2))
+    assert play[1] > 20 and shapes.get32(sh.order_taken(), 2) == 20 and got == [160]
 
 
 def test_hello_round_trip_and_exit_twin_plays_the_ordered_half(tmp_path):

@@ -319,20 +319,18 @@ class AdaptiveShaper(NoShaper):
         """Start a decoy burst of device d now: its uplink half here, its
         downlink half ordered from the exit; False when the budget cannot pay."""
         t = self.model.pick(d)
-        width = t[1]
+        up, width = t[bursts.UP:bursts.DOWN], t[1]
         if self.ceil:
-            # Flattened as real bursts are: no segment faster than the ceiling.
-            width = max(width, max(t[bursts.UP:bursts.DOWN]) * self.cell * 1000 // self.ceil)
-        if not self._play(now, width, t[bursts.UP:bursts.DOWN], 1):
+            up, width = bursts.flatten(up, width, self.ceil, self.cell, _CEIL_S)
+        if not self._play(now, width, up, 1):
             self.c["decoys_skipped"] += 1
             return False
         self.c["decoys_followed" if followed else "decoys"] += 1
-        dur = t[2] if width == t[1] else t[2] * width // max(1, t[1])
         if self.order is not None:
             self.c["orders_dropped"] += 1
         o = bytearray(ORDER_LEN)
         o[0], o[1] = _ORDER, 1
-        o[2:6] = u32(width)
+        o[2:6] = u32(t[1])
         for i in range(8):
             n = t[bursts.DOWN + i]
             o[6 + 2 * i], o[7 + 2 * i] = n >> 8, n & 255
@@ -343,9 +341,9 @@ class AdaptiveShaper(NoShaper):
                     self.rng.getrandbits(16) * d.n < f[0] * 65536:
                 self.follow.append([ticks_add(now, f[1]), name])
         if self.on_decoy is not None:
-            self.on_decoy(d.name, sum(t[bursts.UP:]) * self.cell, dur)
+            self.on_decoy(d.name, sum(t[bursts.UP:]) * self.cell, t[2])
         if self.watch is not None:
-            self.watch(d.name, now, dur)
+            self.watch(d.name, now, t[2])
         return True
 
     def order_taken(self):

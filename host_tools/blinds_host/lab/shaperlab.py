@@ -417,6 +417,31 @@ def decoy_ba(run_, seed=0):
             "note": r.get("note")}
 
 
+def events_aware(run_, seed=0):
+    """The events attack of one who knows how long the shaper may hold a device's
+    cells (``D``, the longest ``max_delay_ms`` of a device that is not interactive):
+    the worst balanced accuracy of the events labelled 0, ``D/2`` and ``D`` seconds
+    late (:func:`events_ba`), with that shift; a hold that only moves bytes later
+    buys nothing against it."""
+    held = [d["max_delay_ms"] for d in run_.traffic.devices
+            if d["max_delay_ms"] > DELAY_MS["interactive"]]
+    top = max(held, default=0) / 1000.0
+    best = None
+    for shift in sorted({0.0, top / 2, top}):
+        r = events_ba(run_, seed, shift)
+        if r["value"] is not None and (best is None or r["value"] > best["value"]):
+            best = dict(r, shift_s=shift)
+    return best or {"value": None, "ci95": None, "shift_s": None}
+
+
+def shaped_bound(traffic, goal, settings=None, seed=0):
+    """:func:`cost_bound` on the adaptive shaper's output without decoys (``settings``
+    with ``decoy_ratio`` 0): what decoys would still have to pay for once real bursts
+    are flattened (``ceiling_Bps``) and held (``max_delay_ms``)."""
+    return cost_bound(run(traffic, "adaptive", dict(settings or {}, decoy_ratio=0.0), seed),
+                      goal)
+
+
 def _span_s(run_):
     return run_.traffic.duration_s - run_.traffic.warmup_s
 
@@ -486,6 +511,8 @@ def evaluate(traffic, kinds=("none", "constant", "stp", "adaptive"), settings=No
                "sim_seconds": round(r.seconds, 1), "decoys": len(r.decoys)}
         if kind in ("stp", "adaptive"):
             row["decoy"] = decoy_ba(r, seed)
+        if kind == "adaptive":
+            row["events_aware"] = events_aware(r, seed)
         row["counters"] = {k: v for k, v in r.status.items() if isinstance(v, (int, float))}
         out[kind] = row
     if bare is None:
@@ -522,6 +549,8 @@ def main(argv=None):
     p.add_argument("--kinds", default="none,constant,stp,adaptive")
     p.add_argument("--set", action="append", default=[],
                    help="KIND.KEY=VALUE, a shaper setting (repeatable)")
+    p.add_argument("--delay", action="append", default=[],
+                   help="DEVICE=MS or CLASS=MS: another max_delay_ms (repeatable)")
     a = p.parse_args(argv)
     settings = {}
     for k, v in parse_sets(a.set, "KIND.KEY=VALUE"):
@@ -530,6 +559,7 @@ def main(argv=None):
             raise UsageError("--set wants KIND.KEY=VALUE, got %r" % (k + "=" + str(v)))
         settings.setdefault(kind, {})[key] = v
     tr = real(a.recording, a.repeat) if a.recording else synthetic(a.days, a.day_s, a.seed)
+    set_delays(tr, dict(parse_sets(a.delay, "DEVICE=MS")))
     res = evaluate(tr, [k for k in a.kinds.split(",") if k], settings, a.seed)
     json.dump({"source": tr.source, "results": res}, sys.stdout, indent=1)
     print()
