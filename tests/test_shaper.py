@@ -454,8 +454,37 @@ def test_flatten_unix_port_and_decoys_flattened():
     sh.watch = lambda dev, start, ms: got.append(ms)
     assert sh._decoy(0, d, False)
     play = sh.plays[-1]
-    assert [play[2], play[1]] == list(bursts.flatten([40] * 8, 20, 4000, 512, 2))
+    assert [play[2], play[1]] == list(bursts.flatten([40] * 8, 20, 4000, 512, 0))
     assert play[1] > 20 and shapes.get32(sh.order_taken(), 2) == 20 and got == [160]
+
+
+@given(st.integers(0, 2**30), st.sampled_from([3000, 8000]),
+       st.lists(st.tuples(st.integers(0, 20000), st.integers(1, 80)), max_size=6))
+@settings(max_examples=by_profile(60, 15), deadline=None)
+def test_adaptive_decoy_and_real_share_the_ceiling(seed, ceil, bursts_):
+    # A flattened decoy plays while a patient device's bursts arrive: its real
+    # cells ride the decoy's slots or wait for the ceiling, so that real and
+    # decoy cells together leave at most the ceiling (plus its 2-s bucket and
+    # the decoy's segment being played), not twice it.
+    from blinds.tunnel import bursts
+
+    ns = {}
+    exec(DRIVE, ns)
+    sh = AdaptiveShaper(adaptive_cfg(ceiling_Bps=ceil, budget_Bps=100000, noise=0.0,
+                                     floor_interval_ms=600000), None, random.Random(seed), 512)
+    sh.tokens = 10**9
+    d = sh.model._new("cam")
+    d.tpl.append(bursts.array("I", [1, 500, 4000] + [30] * 8 + [0] * 8))
+    assert sh._decoy(0, d, False)
+    seg = max(sh.plays[-1][2])  # a decoy's cells of a segment leave from its start (two back to back)
+    events = sorted([t, "cam", n, 60000] for t, n in bursts_)
+    out, over, held = ns["drive"](sh, events, 120000)
+    assert over == 0 and held <= 0
+    ts = [t for t, _real in out]
+    assert sum(r for _t, r in out) == sum(n for _t, n in bursts_)
+    for i in range(len(ts)):
+        for j in range(i, len(ts)):
+            assert (j - i - 2 * seg) * 512 <= 2 * ceil + ceil * (ts[j] - ts[i]) / 1000, (i, j)
 
 
 def test_hello_round_trip_and_exit_twin_plays_the_ordered_half(tmp_path):

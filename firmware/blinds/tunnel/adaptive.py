@@ -116,13 +116,10 @@ class AdaptiveShaper(NoShaper):
 
     def due(self, now, pending, slack=FOREVER):
         self.now = now
-        if self.ceil:
-            w = self._over(now)
-            if pending and w and slack > 0:
-                return min(w, slack)  # flattened: waits for the ceiling, within its slack
+        hold = self._over(now) if self.ceil else 0  # ms until the ceiling pays a cell
         if not pending:
             self.drain = False
-        elif self.drain:
+        elif self.drain and not hold:
             return 0  # the backlog that rode in a slot leaves with it
         if ticks_diff(now, self.hk) >= _HOUSE_MS:
             self._house(now)
@@ -134,6 +131,8 @@ class AdaptiveShaper(NoShaper):
             self._consume(self.slot_src, now)  # a PAD slot the budget cannot pay: skipped
             self.c["skipped"] += 1
         if pending:
+            if hold and d > 0 and slack > 0:
+                return min(hold, d, slack)  # flattened: the ceiling or a slot, within slack
             return d if 0 < d <= slack else 0
         if d <= 0:
             return 0
@@ -143,6 +142,12 @@ class AdaptiveShaper(NoShaper):
         self._next_slot()
         src = self.slot_src
         self.now = now
+        if self.ceil and (real or (src >= 0 and ticks_diff(self.slot_t, now) <= 0
+                                   and self.plays[src][5])):
+            # Real cells and decoys share the ceiling: a decoy is flattened
+            # as a real burst, and a real one rides its slots meanwhile.
+            self._over(now)
+            self.rtok = max(self.rtok - self.cell, -self.ceil)
         if ticks_diff(self.slot_t, now) <= 0:
             if real:
                 self.c["rode"] += 1
@@ -154,9 +159,6 @@ class AdaptiveShaper(NoShaper):
             self.c["pad_floor"] += 1  # the writer padded unasked (never, by contract)
         if not real:
             self.tokens -= self.cell
-        elif self.ceil:
-            self._over(now)
-            self.rtok = max(self.rtok - self.cell, -self.ceil)
         self.floor_at = ticks_add(now, self._jitter())
 
     def note(self, now, dev, up):
@@ -219,6 +221,11 @@ class AdaptiveShaper(NoShaper):
         if self.rtok >= self.cell:
             return 0
         return 1 + ((self.cell - self.rtok) * 1000 - self.rrem) // self.ceil
+
+    def _lane_busy(self):
+        # With a ceiling: real cells still draining at it (its bucket not full
+        # again) or a decoy playing; a decoy on top would be heavier than both.
+        return self.rtok < self.ceil * _CEIL_S or any(p[5] for p in self.plays)
 
     def _jitter(self):
         fl = self.floor_ms
@@ -287,7 +294,7 @@ class AdaptiveShaper(NoShaper):
         m = self.model
         hour = self._hour()
         p = self._scale(hour) * dt / 1000 * 16777216
-        busy = m.busy()
+        busy = m.busy() or (self.ceil and self._lane_busy())
         for d in m.devs.values():
             r = m.rate(d, hour, self.day_s, self.floor_share)
             if r > 0 and self.rng.getrandbits(24) < r * p:
@@ -297,7 +304,8 @@ class AdaptiveShaper(NoShaper):
                     if len(self.owed) < _MAX_OWED:
                         self.owed.append(d.name)
                 else:
-                    self._decoy(now, d, False)
+                    # (with a ceiling one decoy at a time: the lane is then busy)
+                    busy = self._decoy(now, d, False) and self.ceil > 0
         while self.owed and not busy:
             # (dropped if its hour has passed into one it has no rate in)
             d = m.devs.get(self.owed.pop())
@@ -321,7 +329,7 @@ class AdaptiveShaper(NoShaper):
         t = self.model.pick(d)
         up, width = t[bursts.UP:bursts.DOWN], t[1]
         if self.ceil:
-            up, width = bursts.flatten(up, width, self.ceil, self.cell, _CEIL_S)
+            up, width = bursts.flatten(up, width, self.ceil, self.cell, 0)
         if not self._play(now, width, up, 1):
             self.c["decoys_skipped"] += 1
             return False
