@@ -143,3 +143,17 @@ for seed, iv, active, q, learn, learn_end, end in json.loads(INPUT):
                 "periods": sh.periods, "seen": sh.seen})
 print(json.dumps(res))
 """
+
+# The adaptive shaper with a ceiling on real cells (burst flattening), no
+# learning: per case the cells sent and the worst holds.
+CEILING = DRIVE + r"""
+from blinds.tunnel.adaptive import AdaptiveShaper
+
+res = []
+for cfg, seed, end, events in json.loads(INPUT):
+    random.seed(seed)
+    sh = AdaptiveShaper(cfg, None, random, 512)
+    out, over, held = drive(sh, events, end)
+    res.append({"real": [t for t, r in out if r], "over": over, "held": held})
+print(json.dumps(res))
+"""

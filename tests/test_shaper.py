@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from conftest import by_profile
 from mpy import run_mp_json
-from shaper_scenarios import ADAPTIVE, DRIVE, STP, STP_BURSTS
+from shaper_scenarios import ADAPTIVE, CEILING, DRIVE, STP, STP_BURSTS
 
 from blinds import config
 from blinds.tunnel import shapes
@@ -427,6 +427,134 @@ def test_delay_tolerant_cells_ride_in_scheduled_slots(seed, floor):
     assert sh.tokens == 3000 * 10 + 3000 * (sh.hk if sh.hk > 0 else 0) // 1000
 
 
+def _ceiling_case(seed, ceil, events, md):
+    cfg = adaptive_cfg(state_file=None, ceiling_Bps=ceil, noise=0.0, floor_interval_ms=8000)
+    return [cfg, seed, 60000, [[t, d, n, md if d == "cam" else 50] for t, d, n in events]]
+
+
+def _check_ceiling(r, ceil, patient):
+    # Never a hold past the slack or a cell past its max_delay_ms; with only
+    # patient cells, real cells in any span of L ms are at most what the
+    # ceiling's bucket pays: 2 s of it, plus ceil x L.
+    assert r["over"] == 0 and r["held"] <= 0
+    if patient:
+        ts = r["real"]
+        for i in range(len(ts)):
+            for j in range(i, len(ts)):
+                assert (j - i + 1) * 512 <= ceil * 2 + ceil * (ts[j] - ts[i]) / 1000 + 512
+
+
+_ceiling_bursts = st.lists(st.tuples(st.integers(0, 30000), st.sampled_from(["cam", "plug"]),
+                             st.integers(1, 60)), min_size=1, max_size=10).map(sorted)
+
+
+@given(st.integers(0, 2**30), st.sampled_from([2000, 6000, 20000]), _ceiling_bursts,
+       st.sampled_from([50, 5000, 30000]))
+@settings(max_examples=by_profile(150, 25), deadline=None)
+def test_adaptive_ceiling_flattens_within_max_delay(seed, ceil, events, md):
+    # Burst flattening: real cells leave at most ceiling_Bps while they can
+    # wait; a cell whose max_delay_ms runs out leaves anyway.
+    patient = [(t, "cam", n) for t, _d, n in events]
+    cases = [_ceiling_case(seed, ceil, events, md), _ceiling_case(seed, ceil, patient, 10**7)]
+    for r, pat in zip(run_cpython(CEILING, cases), (False, True)):
+        _check_ceiling(r, ceil, pat)
+
+
+def test_adaptive_ceiling_unix_port():
+    ev = [[0, "cam", 120], [1000, "plug", 3], [4000, "cam", 60]]
+    cases = [_ceiling_case(3, 6000, ev, 30000), _ceiling_case(3, 6000, ev[::2], 10**7)]
+    got = run_mp(CEILING, cases)  # (its random differs from CPython's: the floor's jitter)
+    assert [len(r["real"]) for r in got] == [183, 180]
+    _check_ceiling(got[0], 6000, False)
+    _check_ceiling(got[1], 6000, True)
+    # 180 cells at 6000 B/s from a 12000-byte bucket: about 13 s, not at once.
+    assert got[1]["real"][-1] >= 12000
+
+
+def _check_flat(counts, width, ceil, out, w2):
+    # The same cells; no more in the first k segments than the bucket (2 s)
+    # and the ceiling pay; none later than needed (a segment below its share
+    # leaves nothing waiting); 32 segments at most.
+    assert sum(out) == sum(counts) and len(out) <= 32 and w2 >= width
+    per = max(1, ceil * w2 // (1000 * 512))
+    done = 0
+    for k, n in enumerate(out):
+        done += n
+        assert done <= 2 * ceil // 512 + (k + 1) * per, (k, out)
+
+
+@given(st.lists(st.integers(0, 3000), min_size=8, max_size=8), st.integers(1, 75000),
+       st.integers(100, 200000))
+@settings(max_examples=by_profile(500, 100), deadline=None)
+def test_flatten_keeps_the_cells_under_the_ceiling(counts, width, ceil):
+    from blinds.tunnel import bursts
+
+    out, w2 = bursts.flatten(counts, width, ceil, 512, 2)
+    _check_flat(counts, width, ceil, out, w2)
+    if w2 == width and max(counts) * 512 * 1000 <= ceil * width:
+        assert out[:8] == counts  # under the ceiling: as it was
+
+
+FLATTEN = r"""
+import json
+from blinds.tunnel import bursts
+print(json.dumps([bursts.flatten(c, w, ceil, 512, 2) for c, w, ceil in json.loads(INPUT)]))
+"""
+
+
+def test_flatten_unix_port_and_decoys_flattened():
+    from blinds.tunnel import bursts
+
+    cases = [[[40] * 8, 20, 4000], [[0, 3000, 0, 0, 0, 0, 0, 5], 75000, 100], [[1] * 8, 500, 9000]]
+    got = run_mp(FLATTEN, cases)
+    assert got == [list(bursts.flatten(*c, 512, 2)) for c in cases]
+    for (c, w, ceil), (out, w2) in zip(cases, got):
+        _check_flat(c, w, ceil, out, w2)
+    # A decoy plays its burst flattened; its downlink order and the watch
+    # hook keep the burst's own width and duration (what a real one shows).
+    sh = AdaptiveShaper(adaptive_cfg(ceiling_Bps=4000, budget_Bps=100000), None,
+                        random.Random(2), 512)
+    sh.start(0)
+    sh.tokens = 10**9
+    d = sh.model._new("cam")
+    d.tpl.append(bursts.array("I", [1, 20, 160] + [40] * 8 + [1] * 8))
+    got = []
+    sh.watch = lambda dev, start, ms: got.append(ms)
+    assert sh._decoy(0, d, False)
+    play = sh.plays[-1]
+    assert [play[2], play[1]] == list(bursts.flatten([40] * 8, 20, 4000, 512, 0))
+    assert play[1] > 20 and shapes.get32(sh.order_taken(), 2) == 20 and got == [160]
+
+
+@given(st.integers(0, 2**30), st.sampled_from([3000, 8000]),
+       st.lists(st.tuples(st.integers(0, 20000), st.integers(1, 80)), max_size=6))
+@settings(max_examples=by_profile(60, 15), deadline=None)
+def test_adaptive_decoy_and_real_share_the_ceiling(seed, ceil, bursts_):
+    # A flattened decoy plays while a patient device's bursts arrive: its real
+    # cells ride the decoy's slots or wait for the ceiling, so that real and
+    # decoy cells together leave at most the ceiling (plus its 2-s bucket and
+    # the decoy's segment being played), not twice it.
+    from blinds.tunnel import bursts
+
+    ns = {}
+    exec(DRIVE, ns)
+    sh = AdaptiveShaper(adaptive_cfg(ceiling_Bps=ceil, budget_Bps=100000, noise=0.0,
+                                     floor_interval_ms=600000), None, random.Random(seed), 512)
+    sh.tokens = 10**9
+    d = sh.model._new("cam")
+    d.tpl.append(bursts.array("I", [1, 500, 4000] + [30] * 8 + [0] * 8))
+    assert sh._decoy(0, d, False)
+    seg = max(sh.plays[-1][2])  # a decoy's cells of a segment leave from its start (two back to back)
+    events = sorted([t, "cam", n, 60000] for t, n in bursts_)
+    out, over, held = ns["drive"](sh, events, 120000)
+    assert over == 0 and held <= 0
+    ts = [t for t, _real in out]
+    assert sum(r for _t, r in out) == sum(n for _t, n in bursts_)
+    for i in range(len(ts)):
+        for j in range(i, len(ts)):
+            assert (j - i - 2 * seg) * 512 <= 2 * ceil + ceil * (ts[j] - ts[i]) / 1000, (i, j)
+
+
 def test_hello_round_trip_and_exit_twin_plays_the_ordered_half(tmp_path):
     rng = random.Random(9)
     stp = make({"kind": "stp", "interval_ms": 40, "active_ms": 900, "q": 0.123}, rng=rng)
@@ -533,7 +661,7 @@ def test_config_defaults_and_normalized_twice():
     r = config.check(with_shaper({"kind": "adaptive"}))
     assert r["tunnel"]["shaper"] == {
         "kind": "adaptive", "interval_ms": 20, "floor_interval_ms": 2000, "budget_Bps": 3000,
-        "day_s": 86400, "noise": 0.5, "decoy_ratio": 16.0, "decoy_floor": 0.25,
+        "day_s": 86400, "ceiling_Bps": 0, "noise": 0.5, "decoy_ratio": 16.0, "decoy_floor": 0.25,
         "state_file": "shaping.json"}
     assert config.check(r) == r
     assert [d["max_delay_ms"] for d in r["devices"]] == [50, 60000]

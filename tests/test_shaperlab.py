@@ -126,3 +126,55 @@ def test_stp_curve_names_the_cheapest_setting_that_meets_the_goal(points):
     assert (best is None) == (not met)
     if met:
         assert best["up_KBps"] == round(min(met), 3) and best["met"]
+
+
+def _real_per_s(side):
+    per = {}
+    for t, real in zip(side.ts, side.real):
+        if real:
+            per[t // 1000] = per.get(t // 1000, 0) + 1
+    return per
+
+
+def test_flattening_holds_a_camera_within_its_delay():
+    # The camera allowed 20 s (set_delays, as devices[].max_delay_ms): with a
+    # ceiling its clips are spread over more seconds at a lower peak (what
+    # outlasts 20 s at the ceiling still leaves at its deadline), none later
+    # than 20 s, interactive devices within 50 ms; what decoys must still pay
+    # for (the shaped bound) falls below the bare one.
+    from blinds_host.errors import UsageError
+
+    tr = L.set_delays(L.synthetic(days=3, day_s=300, seed=5, warmup_days=1), {"camera": 20000})
+    cam = [d for d in tr.devices if d["name"] == "camera"][0]
+    assert (cam["max_delay_ms"], cam["class"]) == (20000, "delay_tolerant")
+    with pytest.raises(UsageError):
+        L.set_delays(tr, {"fridge": 10})
+    plain = L.run(tr, "adaptive", {"decoy_ratio": 0.0}, 1)
+    flat = L.run(tr, "adaptive", {"decoy_ratio": 0.0, "ceiling_Bps": 6000}, 1)
+    for i, d in enumerate(tr.devices):
+        assert max(flat.up.delays[i], default=0) <= d["max_delay_ms"], d["name"]
+    i = tr.devices.index(cam)
+    assert max(flat.up.delays[i]) > 1000  # held: spread over seconds
+    p, f = _real_per_s(plain.up), _real_per_s(flat.up)
+    assert sum(p.values()) + plain.up.pending == sum(f.values()) + flat.up.pending  # (held at the end)
+    assert len(f) > 1.2 * len(p) and max(p.values()) > 1.5 * max(f.values()), (len(p), len(f))
+    bare = L.cost_bound(L.run(tr, "none"), 0.55)
+    shaped = L.shaped_bound(tr, 0.55, {"ceiling_Bps": 6000}, 1)
+    assert shaped["up_KBps"] < 0.7 * bare["up_KBps"], (shaped, bare)
+    aware = L.events_aware(flat, 1)
+    assert aware["shift_s"] in (0.0, 10.0, 20.0) and aware["value"] >= L.events_ba(flat, 1)["value"]
+
+
+def test_cli_holds_and_flattens(capsys):
+    import json
+
+    from blinds_host.errors import UsageError
+
+    assert L.main(["--days", "3", "--day-s", "300", "--seed", "5", "--kinds", "adaptive",
+                   "--delay", "camera=20000", "--set", "adaptive.ceiling_Bps=6000"]) == 0
+    res = json.loads(capsys.readouterr().out)["results"]["adaptive"]
+    assert res["settings"]["ceiling_Bps"] == 6000
+    assert res["latency"]["delay_tolerant"]["p95_ms"] > 1000
+    assert res["events_aware"]["value"] >= res["events"]["value"]
+    with pytest.raises(UsageError):
+        L.main(["--days", "3", "--kinds", "adaptive", "--delay", "camera=soon"])

@@ -7,7 +7,8 @@ SHAPERS = ("none", "constant", "stp", "adaptive")
 _CONSTANT = (("interval_ms", None, 1, 10000),)
 _STP = (("interval_ms", 50, 1, 10000), ("active_ms", 2000, 1, 3600000))
 _ADAPTIVE = (("interval_ms", 20, 1, 10000), ("floor_interval_ms", 2000, 100, 600000),
-             ("budget_Bps", 3000, 1, 1000000), ("day_s", 86400, 24, 31536000))
+             ("budget_Bps", 3000, 1, 1000000), ("day_s", 86400, 24, 31536000),
+             ("ceiling_Bps", 0, 0, 10000000))
 # (key, default, lo, hi), numbers
 _STP_NUM = (("q", 0.03, 0.0, 1.0),)
 _ADAPTIVE_NUM = (("noise", 0.5, 0.0, 32.0), ("decoy_ratio", 16.0, 0.0, 256.0),

@@ -26,6 +26,7 @@ _MAX_FOLLOWUPS = const(8)
 _MAX_OWED = const(4)  # decoys drawn during real activity, started after it
 _ORDER = const(0x44)  # first payload byte of a PAD that orders a downlink decoy
 ORDER_LEN = const(22)  # 'D', u8 version, u32 width_ms, 8 x u16 cells
+_CEIL_S = const(2)  # the ceiling's bucket holds this many seconds of it
 _PADS = ("pad_noise", "pad_decoy")  # by a play's tag
 
 
@@ -56,6 +57,13 @@ class AdaptiveShaper(NoShaper):
         self.noise = cfg["noise"]
         self.ratio = cfg["decoy_ratio"]
         self.floor_share = cfg.get("decoy_floor", 0.0)
+        # Burst flattening: real cells leave at most ceil B/s while their
+        # slack lasts (0: no ceiling); what is over it waits, at most its
+        # device's max_delay_ms. A bucket of real bytes, _CEIL_S s deep.
+        self.ceil = cfg.get("ceiling_Bps", 0)
+        self.rtok = self.ceil * _CEIL_S
+        self.rrem = 0
+        self.rat = None
         self.scale = 0.0  # decoys per real burst (_scale), worked out for hour scale_h
         self.scale_h = -1
         self.day_s = cfg["day_s"]
@@ -108,9 +116,10 @@ class AdaptiveShaper(NoShaper):
 
     def due(self, now, pending, slack=FOREVER):
         self.now = now
+        hold = self._over(now) if self.ceil else 0  # ms until the ceiling pays a cell
         if not pending:
             self.drain = False
-        elif self.drain:
+        elif self.drain and not hold:
             return 0  # the backlog that rode in a slot leaves with it
         if ticks_diff(now, self.hk) >= _HOUSE_MS:
             self._house(now)
@@ -122,6 +131,8 @@ class AdaptiveShaper(NoShaper):
             self._consume(self.slot_src, now)  # a PAD slot the budget cannot pay: skipped
             self.c["skipped"] += 1
         if pending:
+            if hold and d > 0 and slack > 0:
+                return min(hold, d, slack)  # flattened: the ceiling or a slot, within slack
             return d if 0 < d <= slack else 0
         if d <= 0:
             return 0
@@ -131,6 +142,12 @@ class AdaptiveShaper(NoShaper):
         self._next_slot()
         src = self.slot_src
         self.now = now
+        if self.ceil and (real or (src >= 0 and ticks_diff(self.slot_t, now) <= 0
+                                   and self.plays[src][5])):
+            # Real cells and decoys share the ceiling: a decoy is flattened
+            # as a real burst, and a real one rides its slots meanwhile.
+            self._over(now)
+            self.rtok = max(self.rtok - self.cell, -self.ceil)
         if ticks_diff(self.slot_t, now) <= 0:
             if real:
                 self.c["rode"] += 1
@@ -190,6 +207,25 @@ class AdaptiveShaper(NoShaper):
         if self._settle(p):
             self.plays.append(p)
         return True
+
+    def _over(self, now):
+        # Refill the ceiling's bucket; ms until it pays a cell (0: now).
+        if self.rat is None:
+            self.rat = now
+        dt = ticks_diff(now, self.rat)
+        if dt > 0:
+            self.rat = now
+            acc = self.ceil * min(dt, 1000 * _CEIL_S) + self.rrem
+            self.rtok = min(self.rtok + acc // 1000, self.ceil * _CEIL_S)
+            self.rrem = acc % 1000
+        if self.rtok >= self.cell:
+            return 0
+        return 1 + ((self.cell - self.rtok) * 1000 - self.rrem) // self.ceil
+
+    def _lane_busy(self):
+        # With a ceiling: real cells still draining at it (its bucket not full
+        # again) or a decoy playing; a decoy on top would be heavier than both.
+        return self.rtok < self.ceil * _CEIL_S or any(p[5] for p in self.plays)
 
     def _jitter(self):
         fl = self.floor_ms
@@ -258,7 +294,7 @@ class AdaptiveShaper(NoShaper):
         m = self.model
         hour = self._hour()
         p = self._scale(hour) * dt / 1000 * 16777216
-        busy = m.busy()
+        busy = m.busy() or (self.ceil and self._lane_busy())
         for d in m.devs.values():
             r = m.rate(d, hour, self.day_s, self.floor_share)
             if r > 0 and self.rng.getrandbits(24) < r * p:
@@ -268,7 +304,8 @@ class AdaptiveShaper(NoShaper):
                     if len(self.owed) < _MAX_OWED:
                         self.owed.append(d.name)
                 else:
-                    self._decoy(now, d, False)
+                    # (with a ceiling one decoy at a time: the lane is then busy)
+                    busy = self._decoy(now, d, False) and self.ceil > 0
         while self.owed and not busy:
             # (dropped if its hour has passed into one it has no rate in)
             d = m.devs.get(self.owed.pop())
@@ -290,7 +327,10 @@ class AdaptiveShaper(NoShaper):
         """Start a decoy burst of device d now: its uplink half here, its
         downlink half ordered from the exit; False when the budget cannot pay."""
         t = self.model.pick(d)
-        if not self._play(now, t[1], t[bursts.UP:bursts.DOWN], 1):
+        up, width = t[bursts.UP:bursts.DOWN], t[1]
+        if self.ceil:
+            up, width = bursts.flatten(up, width, self.ceil, self.cell, 0)
+        if not self._play(now, width, up, 1):
             self.c["decoys_skipped"] += 1
             return False
         self.c["decoys_followed" if followed else "decoys"] += 1

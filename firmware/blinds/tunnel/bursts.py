@@ -24,6 +24,7 @@ _CO_DAY = const(48)  # ... or within this fraction of a (compressed) day, if les
 _MAX_WIDTH = const(75000)  # 8 segments of this: bursts are cut at 10 minutes
 _HALVE_AT = const(2048)  # bursts counted per device before all its counts halve
 _VERSION = const(1)
+_FLAT_SEGS = const(32)  # segments of a flattened burst at most
 
 
 UP = const(3)  # a template: array("I"): weight, width_ms, duration_ms, then
@@ -37,6 +38,33 @@ def _cells(t):
     for i in range(UP, _TPL):
         n += t[i]
     return min(n, 65535)
+
+
+def flatten(counts, width, ceil, cell, bucket_s):
+    """Cells per segment of width ms as a ceiling of ceil B/s lets them leave
+    (tunnel/adaptive.py): what arrives in a segment leaves in it as far as the
+    bucket (bucket_s s of the ceiling, full when the burst starts) and the
+    ceiling pay, the rest in the next ones. At most _FLAT_SEGS segments: the
+    width doubles (pairs merged) until the burst fits. (counts, width)."""
+    while True:
+        per = max(1, ceil * width // (1000 * cell))
+        tok = ceil * bucket_s // cell
+        out, b = [], 0
+        for c in counts:
+            b += c
+            s = min(b, per + tok)
+            tok -= max(0, s - per)
+            out.append(s)
+            b -= s
+        while b and len(out) <= _FLAT_SEGS:
+            s = min(b, per)
+            out.append(s)
+            b -= s
+        if not b and len(out) <= _FLAT_SEGS:
+            return out, width
+        counts = [counts[i] + (counts[i + 1] if i + 1 < len(counts) else 0)
+                  for i in range(0, len(counts), 2)]
+        width *= 2
 
 
 class Dev:

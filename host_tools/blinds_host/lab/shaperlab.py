@@ -128,6 +128,25 @@ def synthetic(days=20, day_s=600.0, seed=1, warmup_days=2, models=None):
     return t
 
 
+def set_delays(traffic, delays):
+    """Give devices another ``max_delay_ms`` (what the hub's ``devices[].max_delay_ms``
+    does): ``delays`` maps a device's name, or a class, to milliseconds (a name wins).
+    A device held longer than an interactive one may be is counted as delay-tolerant
+    in the latency figures. Returns ``traffic``; an unknown name or class is a
+    UsageError."""
+    known = {d["name"] for d in traffic.devices} | {d["class"] for d in traffic.devices}
+    bad = sorted(set(delays) - known)
+    if bad:
+        raise UsageError("no device or class %s (have: %s)" % (", ".join(bad),
+                                                                ", ".join(sorted(known))))
+    for d in traffic.devices:
+        ms = delays.get(d["name"], delays.get(d["class"]))
+        if ms is not None:
+            d["max_delay_ms"] = int(ms)
+            d["class"] = "interactive" if ms <= DELAY_MS["interactive"] else "delay_tolerant"
+    return traffic
+
+
 REAL_LABELS = ["on_*", "off_*", "speak_*", "plug_*", "manual_*"]
 
 
@@ -364,10 +383,14 @@ def _events(traffic):
     return [e for e in traffic.events if e.end >= traffic.warmup_s]
 
 
-def events_ba(run_, seed=0):
-    """The events attack on the run's last-mile view (every event counts on the aggregate)."""
+def events_ba(run_, seed=0, shift_s=0.0):
+    """The events attack on the run's last-mile view (every event counts on the aggregate).
+    ``shift_s``: the attacker labels each event ``shift_s`` seconds later (one who knows
+    that a shaper holds the bytes of an event that long looks for them there)."""
     recs = run_.records()
-    per = attacks.infer_events(recs, _events(run_.traffic), WINDOW_S, run_.traffic.positive,
+    evs = [Event(e.device, e.start + shift_s, e.end + shift_s, e.label)
+           for e in _events(run_.traffic)] if shift_s else _events(run_.traffic)
+    per = attacks.infer_events(recs, evs, WINDOW_S, run_.traffic.positive,
                                None, seed, FOREST_TREES)
     r = per[0] if per else {}
     return {"value": r.get("balanced_accuracy"),
@@ -392,6 +415,31 @@ def decoy_ba(run_, seed=0):
     return {"value": r.get("balanced_accuracy"), "ci95": ci95(r, "real_windows", "decoy_windows"),
             "real_windows": r.get("real_windows"), "decoy_windows": r.get("decoy_windows"),
             "note": r.get("note")}
+
+
+def events_aware(run_, seed=0):
+    """The events attack of one who knows how long the shaper may hold a device's
+    cells (``D``, the longest ``max_delay_ms`` of a device that is not interactive):
+    the worst balanced accuracy of the events labelled 0, ``D/2`` and ``D`` seconds
+    late (:func:`events_ba`), with that shift; a hold that only moves bytes later
+    buys nothing against it."""
+    held = [d["max_delay_ms"] for d in run_.traffic.devices
+            if d["max_delay_ms"] > DELAY_MS["interactive"]]
+    top = max(held, default=0) / 1000.0
+    best = None
+    for shift in sorted({0.0, top / 2, top}):
+        r = events_ba(run_, seed, shift)
+        if r["value"] is not None and (best is None or r["value"] > best["value"]):
+            best = dict(r, shift_s=shift)
+    return best or {"value": None, "ci95": None, "shift_s": None}
+
+
+def shaped_bound(traffic, goal, settings=None, seed=0):
+    """:func:`cost_bound` on the adaptive shaper's output without decoys (``settings``
+    with ``decoy_ratio`` 0): what decoys would still have to pay for once real bursts
+    are flattened (``ceiling_Bps``) and held (``max_delay_ms``)."""
+    return cost_bound(run(traffic, "adaptive", dict(settings or {}, decoy_ratio=0.0), seed),
+                      goal)
 
 
 def _span_s(run_):
@@ -463,6 +511,8 @@ def evaluate(traffic, kinds=("none", "constant", "stp", "adaptive"), settings=No
                "sim_seconds": round(r.seconds, 1), "decoys": len(r.decoys)}
         if kind in ("stp", "adaptive"):
             row["decoy"] = decoy_ba(r, seed)
+        if kind == "adaptive":
+            row["events_aware"] = events_aware(r, seed)
         row["counters"] = {k: v for k, v in r.status.items() if isinstance(v, (int, float))}
         out[kind] = row
     if bare is None:
@@ -499,6 +549,8 @@ def main(argv=None):
     p.add_argument("--kinds", default="none,constant,stp,adaptive")
     p.add_argument("--set", action="append", default=[],
                    help="KIND.KEY=VALUE, a shaper setting (repeatable)")
+    p.add_argument("--delay", action="append", default=[],
+                   help="DEVICE=MS or CLASS=MS: another max_delay_ms (repeatable)")
     a = p.parse_args(argv)
     settings = {}
     for k, v in parse_sets(a.set, "KIND.KEY=VALUE"):
@@ -507,6 +559,7 @@ def main(argv=None):
             raise UsageError("--set wants KIND.KEY=VALUE, got %r" % (k + "=" + str(v)))
         settings.setdefault(kind, {})[key] = v
     tr = real(a.recording, a.repeat) if a.recording else synthetic(a.days, a.day_s, a.seed)
+    set_delays(tr, dict(parse_sets(a.delay, "DEVICE=MS")))
     res = evaluate(tr, [k for k in a.kinds.split(",") if k], settings, a.seed)
     json.dump({"source": tr.source, "results": res}, sys.stdout, indent=1)
     print()
