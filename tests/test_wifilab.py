@@ -5,6 +5,7 @@ defense-aware pair-stripper, which gives back the uncovered view; chaff
 survives it. The stripper itself is checked on arbitrary frames."""
 
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -111,3 +112,63 @@ def test_the_level_tops_up_quiet_devices_and_leaves_busy_ones(home):
     _f, st0 = W.cover(blind, [], w, seed=2)
     per = [s["level_bytes"] for s in st0]
     assert max(per) - min(per) <= 0.01 * max(per)
+
+
+def _imbalance(t, b, d, n_win, window_s=1.0):
+    """Per window: device->AP bytes minus AP->device bytes."""
+    k = np.floor(np.asarray(t) / window_s).astype(np.int64)
+    ok = (k >= 0) & (k < n_win)
+    sign = np.where(np.asarray(d) > 0, 1.0, -1.0)
+    return np.bincount(k[ok], weights=(np.asarray(b) * sign)[ok], minlength=n_win)
+
+
+def test_echo_cover_leaves_each_windows_imbalance_unchanged(home):
+    # An echo request and its reply carry the same bytes and fall in the same
+    # 1-s window (a turn's frames leave within a few ms of it), so echo cover,
+    # level included, cannot move (device->AP - AP->device) bytes of any
+    # window: an upload shows there at any echo level. Chaff does move it.
+    h, plays = home
+    n_win = int(np.ceil(h.traffic.duration_s))
+    echo_only = W.wifi_config(chaff_pct=0, level_Bps=3000, budget_Bps=4000, burst_s=1)
+    frames, status = W.cover(h, plays, echo_only, seed=2)
+    assert sum(s["sent_bytes"] for s in status) > 0
+    for (t, b, d), (ct, cb, cd, _k) in zip(h.frames, frames):
+        assert len(ct) > 0
+        bare = _imbalance(t, b, d, n_win)
+        both = _imbalance(np.r_[t, ct], np.r_[b, cb], np.r_[d, cd], n_win)
+        assert np.array_equal(bare, both)
+    frames, _ = W.cover(h, plays, W.wifi_config(chaff_pct=100), seed=2)
+    moved = [not np.array_equal(_imbalance(t, b, d, n_win),
+                                _imbalance(np.r_[t, ct], np.r_[b, cb], np.r_[d, cd], n_win))
+             for (t, b, d), (ct, cb, cd, _k) in zip(h.frames, frames)]
+    assert any(moved)
+
+
+window_rows = st.lists(st.tuples(st.floats(0, 5.999, allow_nan=False), st.integers(40, 3000),
+                                 st.sampled_from([-1, 1])), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(window_rows, st.sampled_from([2000, 4000, 8000]), st.sampled_from([0, 3000]))
+def test_per_direction_model_fills_each_direction(rows, lv, extra):
+    # The model of the proposed rule: per 1-s window, device->AP bytes become
+    # max(L, up_own) and AP->device bytes max(Ld, down_own + e), e = max(0, L - up_own);
+    # an upload within L (down_own <= up_own <= L, Ld = L) leaves no imbalance.
+    rows.sort()
+    a = np.array(rows, float).reshape(-1, 3)
+    frames = [(a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int8))]
+    traffic = SimpleNamespace(duration_s=6.0, devices=[{"name": "x"}])
+    h = W.Home(traffic, frames)
+    (ct, cb, cd, kind), = W.per_direction_cover(h, lv, seed=1, down_Bps=lv + extra)
+    assert ((kind == 2) <= (cd < 0)).all()  # chaff only toward the device
+    t, b, d = (np.r_[frames[0][0], ct], np.r_[frames[0][1], cb], np.r_[frames[0][2], cd])
+    up_own = _imbalance(a[:, 0], a[:, 1] * (a[:, 2] > 0), a[:, 2], 6)
+    down_own = -_imbalance(a[:, 0], a[:, 1] * (a[:, 2] < 0), a[:, 2], 6)
+    up = _imbalance(t, b * (d > 0), d, 6)
+    down = -_imbalance(t, b * (d < 0), d, 6)
+    e = np.maximum(0, lv - up_own)
+    assert np.array_equal(up, np.maximum(lv, up_own))
+    assert np.array_equal(down, np.maximum(lv + extra, down_own + e))
+    hidden = (down_own <= up_own) & (up_own <= lv)
+    if not extra:
+        assert (up - down)[hidden].tolist() == [0] * int(hidden.sum())

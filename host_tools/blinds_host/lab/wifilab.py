@@ -42,7 +42,8 @@ from collections import deque
 import numpy as np
 
 from . import attacks, decoy, shaperlab, traces
-from .events import DEFAULT_BACKGROUND, matches
+from . import features as F
+from .events import DEFAULT_BACKGROUND, label_windows, matches
 
 MSS = 1448            # TCP payload per frame (MTU 1500, timestamps)
 TCP_FRAME = 66        # Ethernet + IPv4 + TCP with timestamps: a bare ACK
@@ -425,6 +426,147 @@ def evaluate(home, covers=None, seed=0, plays=None):
     return out
 
 
+# --- the imbalance and a per-direction level (a lab model, not the firmware) -------------------
+#
+# An echo byte is a request to the device and a reply of its length from it
+# within REPLY_MS, so echo cover adds the same bytes to both directions: per
+# window, (device->AP bytes) - (AP->device bytes) of a device is the same with
+# or without it, and an upload (the camera's clips) shows there at any echo
+# level. Chaff adds AP->device bytes only. The proposed rule this models fills
+# each direction of each window to the level L on its own: echo brings the
+# device's sends up to L (e = max(0, L - up_own)), chaff brings what it receives
+# up to L (c = max(0, L - down_own - e)). A device's sends above L, and what it
+# receives above its sends plus L (downloads: nothing makes a device send
+# without an equal request), stay visible.
+
+IMB_S = 1.0          # the imbalance attacker's samples, s
+DIR_WINDOW_S = 1.0   # the per-direction model's level window, s
+DIR_FRAME = 1514     # its largest cover frame
+
+
+def imbalance_features(recs, windows, s=IMB_S):
+    """Per window, from ``s``-second samples of (device->AP - AP->device) bytes: their
+    sum, mean absolute value, max, min and std, and the share of samples above zero."""
+    up = F.rate_samples(recs.select(recs.direction > 0), windows, s)
+    down = F.rate_samples(recs.select(recs.direction < 0), windows, s)
+    d = up - down
+    cols = {"imb_sum": d.sum(axis=1), "imb_abs": np.abs(d).mean(axis=1),
+            "imb_max": d.max(axis=1), "imb_min": d.min(axis=1), "imb_std": d.std(axis=1),
+            "imb_pos_frac": (d > 0).mean(axis=1)}
+    return np.column_stack(list(cols.values())), list(cols)
+
+
+def imbalance_events(recs, home, seed=0):
+    """The events attack per device on :func:`imbalance_features` alone (same windows,
+    labels and forest as :func:`events`); the figure is the mean over devices."""
+    tr = home.traffic
+    evs = [e for e in tr.events if e.end >= tr.warmup_s]
+    windows = F.Windows(recs, shaperlab.WINDOW_S)
+    x, _names = imbalance_features(recs, windows)
+    labels, _hits = label_windows(windows, recs, evs, tr.positive, DEFAULT_BACKGROUND)
+    per = []
+    for d, dev in enumerate(recs.devices):
+        mine = windows.device == d
+        lab = labels[mine]
+        n_pos, n_neg = int((lab == 1).sum()), int((lab == 0).sum())
+        n_folds = min(attacks.N_FOLDS, n_pos, n_neg)
+        if n_folds < 2:
+            continue
+        order = np.argsort(windows.start[mine][lab >= 0], kind="stable")
+        r = attacks.forest_cv(x[mine][lab >= 0][order], lab[lab >= 0][order], n_folds, seed,
+                              shaperlab.FOREST_TREES)
+        r.update(device=dev, positive_windows=n_pos, negative_windows=n_neg)
+        per.append(r)
+    return _pooled(per)
+
+
+def _pooled(per):
+    """The mean over devices with its interval, and each device's figure with its own."""
+    out = _pool_devices(per)
+    out["per_device"] = {r["device"]: {
+        "value": r.get("balanced_accuracy"),
+        "ci95": shaperlab.ci95(r, "positive_windows", "negative_windows")} for r in per}
+    return out
+
+
+def per_direction_cover(home, level_Bps, window_s=DIR_WINDOW_S, seed=0, frame=DIR_FRAME,
+                        turn_s=0.2, down_Bps=None):
+    """A MODEL of a proposed firmware rule (the firmware does not do this): per device
+    and ``window_s`` window, echo fills the device->AP bytes up to the level
+    (e = max(0, L - up_own)), chaff the AP->device bytes (c = max(0, L - down_own - e)),
+    with own bytes read from the device's frames (an ideal counter, per direction, of
+    the window itself). ``down_Bps`` (default: the level) fills AP->device bytes to a
+    higher level instead: a download up to the difference is hidden too, at its cost. Each of the window's turns of ``turn_s`` (the firmware's 200 ms)
+    sends an equal share of both, in frames of at most ``frame`` bytes. Arrays as
+    :func:`cover` returns them (t, bytes, direction, pair)."""
+    rng = random.Random(seed + 7919)
+    turns = max(1, int(round(window_s / turn_s)))
+    full = int(level_Bps * window_s)
+    full_down = int((level_Bps if down_Bps is None else down_Bps) * window_s)
+    end = home.traffic.duration_s
+    n_win = int(math.ceil(end / window_s))
+    out = []
+    for t, b, d in home.frames:
+        k = np.floor(t / window_s).astype(np.int64)
+        ok = (k >= 0) & (k < n_win)
+        up = np.bincount(k[ok & (d > 0)], weights=b[ok & (d > 0)], minlength=n_win)
+        down = np.bincount(k[ok & (d < 0)], weights=b[ok & (d < 0)], minlength=n_win)
+        echo = np.maximum(0, full - up).astype(np.int64)
+        chaff = np.maximum(0, full_down - down - echo).astype(np.int64)
+        fr = []
+        for w in np.flatnonzero((echo > 0) | (chaff > 0)):
+            for j in range(turns):  # each turn sends its share, echo then chaff
+                t0 = w * window_s + j * turn_s
+                k = 0
+                for kind, total in ((1, int(echo[w])), (2, int(chaff[w]))):
+                    for x in _split(total * (j + 1) // turns - total * j // turns, frame):
+                        tj = t0 + k * FRAME_GAP_MS / 1000
+                        fr.append((tj, x, -1, kind))
+                        if kind == 1:
+                            fr.append((tj + rng.uniform(*REPLY_MS) / 1000, x, 1, 1))
+                        k += 1
+        a = np.array(sorted(fr), float).reshape(-1, 4)
+        out.append((a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int8),
+                    a[:, 3].astype(np.int8)))
+    return out
+
+
+def _split(nbytes, frame):
+    """``nbytes`` as frames of at most ``frame`` bytes."""
+    n = -(-nbytes // frame)
+    return [frame] * (n - 1) + [nbytes - frame * (n - 1)] if n else []
+
+
+def _view_figures(recs, home, seed):
+    return {"events": _pooled(attacks.infer_events(
+                recs, [e for e in home.traffic.events if e.end >= home.traffic.warmup_s],
+                shaperlab.WINDOW_S, home.traffic.positive, None, seed,
+                shaperlab.FOREST_TREES)),
+            "imbalance": imbalance_events(recs, home, seed), "knn": knn(recs, seed)}
+
+
+def evaluate_directions(home, levels=(4000, 8000), seed=0, down_extra=0):
+    """The imbalance attacker next to events and knn: without cover, under the firmware's
+    level (echo plus chaff, :func:`cover`, no decoys) and under the per-direction model
+    (:func:`per_direction_cover`) at each level, and with ``down_extra`` B/s more
+    AP->device level; with the WLAN cost. A dict."""
+    from ..bench.wifilab import level_cover
+
+    out = {"none": _view_figures(records(home), home, seed)}
+    for lv in levels:
+        frames, _status = cover(home, [], wifi_config(**level_cover(lv)), seed)
+        out["level %d" % lv] = dict(_view_figures(records(home, frames), home, seed),
+                                    cost=cost(home, frames))
+        frames = per_direction_cover(home, lv, seed=seed)
+        out["per-direction %d" % lv] = dict(_view_figures(records(home, frames), home, seed),
+                                            cost=cost(home, frames))
+        if down_extra:
+            frames = per_direction_cover(home, lv, seed=seed, down_Bps=lv + down_extra)
+            out["per-direction %d down %d" % (lv, lv + down_extra)] = dict(
+                _view_figures(records(home, frames), home, seed), cost=cost(home, frames))
+    return out
+
+
 def main(argv=None):
     """``python -m blinds_host.lab.wifilab``: the figures as JSON on stdout."""
     p = argparse.ArgumentParser(prog="python -m blinds_host.lab.wifilab",
@@ -437,10 +579,19 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=8)
     p.add_argument("--set", action="append", default=[],
                    help="KEY=VALUE of cover.wifi (repeatable)")
+    p.add_argument("--per-direction", action="append", type=int, default=[], metavar="L",
+                   help="instead: the imbalance attack, the level and the per-direction "
+                        "level model at L B/s (repeatable)")
+    p.add_argument("--down-extra", type=int, default=0, metavar="B",
+                   help="with --per-direction: also the model with an AP->device level B "
+                        "B/s higher")
     a = p.parse_args(argv)
     kw = dict(shaperlab.parse_sets(a.set, "KEY=VALUE of cover.wifi"))
     home = real(a.recording, a.repeat) if a.recording else synthetic(a.days, a.day_s, a.seed)
-    res = evaluate(home, {"cover": kw}, a.seed)
+    if a.per_direction:
+        res = evaluate_directions(home, a.per_direction, a.seed, a.down_extra)
+    else:
+        res = evaluate(home, {"cover": kw}, a.seed)
     json.dump({"source": home.traffic.source, "results": res}, sys.stdout, indent=1)
     print()
     return 0
