@@ -255,6 +255,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+from selenium.common.exceptions import StaleElementReferenceException
 o = webdriver.ChromeOptions()
 o.binary_location = %(chromium)r
 for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -273,7 +274,10 @@ try:
     state = lambda: d.find_element(By.CSS_SELECTOR, '[data-topic="stat/plug/POWER"].state').text
     out["before"] = state()
     d.find_element(By.CSS_SELECTOR, 'button[data-cmd="cmnd/plug/POWER ON"]').click()
-    WebDriverWait(d, 20).until(lambda d: state() == "ON")
+    # The page redraws its values as they arrive: an element found just before
+    # a redraw is stale, so the wait looks again.
+    WebDriverWait(d, 20, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: state() == "ON")
     out["after"] = state()
     out["values"] = d.find_element(By.ID, "values").text
     d.save_screenshot(%(shot)r)

@@ -53,8 +53,9 @@ HUB_IDLE_TIMEOUT_S = 600     # > schedule.SESSION_GAP_S: a session's silences ne
 MAX_ALLOW = 128
 TUNNEL_UP_S = 20.0
 # The unix port's heap for the hub: the test home's 256 KB, but 512 KB with the
-# adaptive shaper or the WiFi cover (with both and 5 devices the hub ran out of
-# 256 KB here: status writes and DNS failed with MemoryError).
+# adaptive or stp shaper or the WiFi cover (with both and 5 devices the hub ran out of
+# 256 KB here: status writes and DNS failed with MemoryError; stp's kept burst
+# episodes, 4 KB, left a clean-clone run unable to allocate a TLS buffer).
 HUB_HEAP = "256k"
 HUB_HEAP_BIG = "512k"
 KEEP_WAIT_S = 75.0   # the adaptive shaper saves its state every >= 60 s
@@ -141,7 +142,7 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None, st
                 cfg["tunnel"] = _start_exit(home, sched, shaper)
             if defense.cover:
                 cfg["cover"] = {"wifi": D.wall_settings(defense.cover_wifi, speed)}
-            info["hub_heap"] = HUB_HEAP_BIG if (defense.cover or defense.kind == "adaptive") \
+            info["hub_heap"] = HUB_HEAP_BIG if (defense.cover or defense.kind in ("adaptive", "stp")) \
                 else HUB_HEAP
             if state_from:
                 shutil.rmtree(home.hub_state, ignore_errors=True)
