@@ -76,9 +76,8 @@ class ConstantShaper(NoShaper):
 
     def sent(self, now, real):
         # The slot served was due at next: made up when at most CATCH_UP_MS
-        # behind. Only the constant kind catches up; stp, built on this
-        # class, steps its own periods without it.
-        if self.KIND == KIND_CONSTANT and ticks_diff(now, self.next) <= CATCH_UP_MS:
+        # behind. (stp, built on this class, steps its periods with _step.)
+        if ticks_diff(now, self.next) <= CATCH_UP_MS:
             self.next = ticks_add(self.next, self.interval_ms)
         else:
             self._step(now)

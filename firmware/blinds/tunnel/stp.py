@@ -276,7 +276,7 @@ class StpShaper(ConstantShaper):
             else:
                 self.clipped += 1  # past the episode's 8 units, or 255 in a sixteenth
             return
-        ConstantShaper.sent(self, now, real)
+        self._step(now)  # no catch-up: a period's slots are not made up
         # A slot of a period with no cover running: this interval's coin.
         if self.q and not self.rec and ticks_diff(now, self.c_end) >= 0 and self._coin(self.q):
             self._cover(now, 1)
