@@ -60,7 +60,12 @@ def on_dev(home, i, code, timeout=60):
     """Run Python code (with tests/ on the path) on device i; -> its last line as JSON."""
     env_code = "import sys; sys.path.insert(0, %r)\n" % HERE + code
     r = home.dev(i, sys.executable, "-c", env_code, timeout=timeout)
-    assert r.returncode == 0, r.stderr[-3000:] + home.hub_log()[-2000:]
+    if r.returncode != 0:
+        try:  # the broker's counters say why a client was cut (oom, slow_cut, ...)
+            why = json.dumps({k: home.hub_status().get(k) for k in ("mqtt", "heap")})
+        except (OSError, ValueError):
+            why = "(no status)"
+        raise AssertionError(r.stderr[-3000:] + home.hub_log()[-2000:] + why)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 

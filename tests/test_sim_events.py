@@ -70,6 +70,9 @@ def test_defense_settings_and_their_wall_clock_values():
     sec = D.shaper_section(a, 2.0, day_s=600.0)
     assert sec["budget_Bps"] == 6000 and sec["day_s"] == 300 and sec["floor_interval_ms"] == 1000
     assert sec["noise"] == 1.0
+    # burst flattening: the ceiling is a rate, scaled like the budget
+    c, = D.parse("tunnel+adaptive:ceiling_Bps=8000")
+    assert D.shaper_section(c, 4.0)["ceiling_Bps"] == 32000
     assert D.parse("tunnel+constant")[0].shaper == {"interval_ms": 10}
     for bad, msg in [("tunnel+stp:budget_Bps=1", "no shaper setting"), ("dns:q=1", "no settings"),
                      ("q=1", "does not follow"), ("tunnel+fast", "unknown defense"),

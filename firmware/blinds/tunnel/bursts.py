@@ -47,21 +47,22 @@ def flatten(counts, width, ceil, cell, bucket_s):
     ceiling pay, the rest in the next ones. At most _FLAT_SEGS segments: the
     width doubles (pairs merged) until the burst fits. (counts, width)."""
     while True:
-        per = max(1, ceil * width // (1000 * cell))
-        tok = ceil * bucket_s // cell
-        out, b = [], 0
-        for c in counts:
-            b += c
-            s = min(b, per + tok)
-            tok -= max(0, s - per)
-            out.append(s)
-            b -= s
-        while b and len(out) <= _FLAT_SEGS:
-            s = min(b, per)
-            out.append(s)
-            b -= s
-        if not b and len(out) <= _FLAT_SEGS:
-            return out, width
+        per = ceil * width // (1000 * cell)  # 0: too short a segment for a cell
+        if per:
+            tok = ceil * bucket_s // cell
+            out, b = [], 0
+            for c in counts:
+                b += c
+                s = min(b, per + tok)
+                tok -= max(0, s - per)
+                out.append(s)
+                b -= s
+            while b and len(out) <= _FLAT_SEGS:
+                s = min(b, per)
+                out.append(s)
+                b -= s
+            if not b and len(out) <= _FLAT_SEGS:
+                return out, width
         counts = [counts[i] + (counts[i + 1] if i + 1 < len(counts) else 0)
                   for i in range(0, len(counts), 2)]
         width *= 2

@@ -30,7 +30,7 @@ SHAPER_KEYS = {
     "constant": ("interval_ms",),
     "stp": ("interval_ms", "active_ms", "q"),
     "adaptive": ("interval_ms", "floor_interval_ms", "budget_Bps", "noise", "decoy_ratio",
-                 "decoy_floor", "day_s", "state_file"),
+                 "decoy_floor", "day_s", "state_file", "ceiling_Bps"),
 }
 # The simulator's defaults, in recording time: the hub's own (blinds.config.shaping)
 # written out, so that the speed scales them too; constant at 10 ms carries the
@@ -45,8 +45,8 @@ SHAPER_DEFAULTS = {
 # Per device class: how long a shaper may hold a device's cells (devices[].max_delay_ms).
 MAX_DELAY_MS = {"interactive": 50, "delay_tolerant": 5000}
 TIME_KEYS = ("interval_ms", "active_ms", "floor_interval_ms", "max_delay_ms")
-RATE_KEYS = ("budget_Bps", "noise")   # noise: cells per second
-INT_KEYS = TIME_KEYS + ("budget_Bps", "day_s")
+RATE_KEYS = ("budget_Bps", "noise", "ceiling_Bps")   # noise: cells per second
+INT_KEYS = TIME_KEYS + ("budget_Bps", "day_s", "ceiling_Bps")
 PLANNED = ()
 _NAME = re.compile(r"^tunnel(\+(constant|stp|adaptive))?(\+cover)?$")
 
