@@ -571,6 +571,34 @@ def test_adaptive_decoy_and_real_share_the_ceiling(seed, ceil, bursts_):
         assert f - low <= (2 * seg * 512 + 2 * ceil) * 1000, (k, t)
 
 
+@pytest.mark.parametrize("ceil", [0, 4000])
+def test_adaptive_decoys_and_real_bursts(ceil):
+    # Without a ceiling a decoy drawn during a real burst is owed (it would
+    # hide nothing there). With one, decoys do not wait for real cells to
+    # drain (a decoy that always follows a quiet lane tells itself by that),
+    # but only one decoy plays at a time; the rest are owed.
+    from blinds.tunnel import bursts
+
+    sh = AdaptiveShaper(adaptive_cfg(ceiling_Bps=ceil, budget_Bps=100000), None,
+                        random.Random(5), 512)
+    sh.start(0)
+    sh.tokens = 10**9
+    for name in ("cam", "plug", "lock"):
+        sh.model._new(name).tpl.append(bursts.array("I", [1, 500, 4000] + [4] * 8 + [0] * 8))
+    for t in range(0, 400, 20):  # a real burst of the camera, in progress
+        sh.note(t, "cam", True)
+    sh.rtok = 0  # its cells still draining at the ceiling
+    assert sh.model.busy()
+    sh.model.rate = lambda *a: 1.0  # every device draws a decoy now
+    sh._scale = lambda hour: 10.0**6
+    sh._decoys(400, 1000)
+    playing = [p for p in sh.plays if p[5]]
+    if ceil:
+        assert len(playing) == 1 and len(sh.owed) == 2
+    else:
+        assert not playing and len(sh.owed) == 3
+
+
 def test_hello_round_trip_and_exit_twin_plays_the_ordered_half(tmp_path):
     rng = random.Random(9)
     stp = make({"kind": "stp", "interval_ms": 40, "active_ms": 900, "q": 0.123}, rng=rng)

@@ -223,9 +223,15 @@ class AdaptiveShaper(NoShaper):
         return 1 + ((self.cell - self.rtok) * 1000 - self.rrem) // self.ceil
 
     def _lane_busy(self):
-        # With a ceiling: real cells still draining at it (its bucket not full
-        # again) or a decoy playing; a decoy on top would be heavier than both.
-        return self.rtok < self.ceil * _CEIL_S or any(p[5] for p in self.plays)
+        # With a ceiling: a decoy playing (one at a time: two would be twice
+        # the ceiling). Real cells draining do not make it busy: a decoy
+        # started only when real ones are done would tell itself by that
+        # quiet (lab: detector 0.84 -> 0.69, docs/privacy-lab.md); held
+        # real cells ride its slots instead.
+        for p in self.plays:
+            if p[5]:
+                return True
+        return False
 
     def _jitter(self):
         fl = self.floor_ms
@@ -294,13 +300,13 @@ class AdaptiveShaper(NoShaper):
         m = self.model
         hour = self._hour()
         p = self._scale(hour) * dt / 1000 * 16777216
-        busy = m.busy() or (self.ceil and self._lane_busy())
+        # Without a ceiling a decoy over a real burst would hide nothing and
+        # is owed; with one, decoys are independent of real activity.
+        busy = self._lane_busy() if self.ceil else m.busy()
         for d in m.devs.values():
             r = m.rate(d, hour, self.day_s, self.floor_share)
             if r > 0 and self.rng.getrandbits(24) < r * p:
-                if busy:
-                    # A decoy over real activity hides nothing: it is owed,
-                    # and starts when the home is quiet again.
+                if busy:  # owed: it starts when the lane is free again
                     if len(self.owed) < _MAX_OWED:
                         self.owed.append(d.name)
                 else:
