@@ -178,3 +178,19 @@ def test_cli_holds_and_flattens(capsys):
     assert res["events_aware"]["value"] >= res["events"]["value"]
     with pytest.raises(UsageError):
         L.main(["--days", "3", "--kinds", "adaptive", "--delay", "camera=soon"])
+
+
+def test_bench_held_point(monkeypatch):
+    # The bench's flattening point: a held camera under the ceiling, pooled
+    # like the goals; no cell waits past its hold, PAD within the budget.
+    from blinds_host.bench import shaperlab as B
+
+    monkeypatch.setattr(B, "SYN_DAYS", 4)
+    h = B.held_case((1,))
+    assert h["settings"] == B.HELD
+    for k in ("events", "decoy"):
+        assert 0.0 <= h[k]["value"] <= 1.0 and h[k]["met"] in (True, False)
+    assert 0.0 <= h["events_aware"]["value"] <= 1.0
+    assert 0.0 < h["up_KBps"] <= 3.0 * 1.1  # the default budget, 3000 B/s
+    assert h["p95_ms"]["interactive"] <= 50
+    assert 1000 < h["p95_ms"]["delay_tolerant"] <= B.HELD["max_delay_ms"]
