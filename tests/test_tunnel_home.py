@@ -276,6 +276,40 @@ def test_fallback_direct_is_opt_in_and_loud(tun):
         assert tunnel_status(tun)["state"] == "up"
 
 
+def test_the_wifi_cover_level_counts_tunnelled_bytes(tun):
+    # The cover's level (cover.wifi.level_Bps) counts what a device carried
+    # itself: through the tunnel too (tunnel/streams.py -> Device.carried),
+    # not only the relay, so a device busy through the tunnel gets no echo
+    # it does not need.
+    cfg = tunnel_config(tun)
+    cfg["cover"] = {"wifi": {"floor_Bps": 0, "budget_Bps": 6000, "level_Bps": 6000,
+                             "level_ms": 1000, "interval_ms": 100, "burst_s": 1,
+                             "answer_ms": 1000, "backoff_s": 3, "max_backoff_s": 6,
+                             "chaff_pct": 100}}
+    tun.start_hub(cfg)
+    try:
+        assert tunnel_status(tun)["state"] == "up"
+        got = []
+        for _ in range(5):
+            rc, out, err = curl(tun, 1, "https://fw.vendor.test/bytes/100000", "-o", "/dev/null",
+                                "-w", "%{size_download}")
+            assert rc == 0, err
+            got.append(int(out))
+        deadline = time.time() + 8
+        while True:
+            time.sleep(0.5)
+            st = tun.hub_status()
+            devs = {d["name"]: d for d in st["cover"]["devices"]}
+            if (devs.get("plug") or {}).get("own_bytes", 0) >= sum(got) or \
+                    time.time() > deadline:
+                break
+        assert st["tunnel"]["opened"] >= 5, st["tunnel"]
+        assert got == [100000] * 5 and devs["plug"]["own_bytes"] >= sum(got), devs
+    finally:
+        tun.start_hub(tunnel_config(tun))
+        assert tunnel_status(tun)["state"] == "up"
+
+
 def test_verify_flags_a_packet_around_the_tunnel(tun):
     cap = tun.capture("lastmile", "tunnel-leak.pcap")
     try:
