@@ -780,3 +780,61 @@ def test_no_allocation_per_cell_unix_port():
     # housekeeping every 250 ms, a few floats, is all that shows).
     per_cell = run_mp(ALLOC, adaptive_cfg(state_file="x"))
     assert all(b < 4 for b in per_cell), per_cell
+
+
+# The learned state's size once full, on the unix port (the GC heap figures
+# carry over to the ESP32, FIELD_NOTES): stp's episodes are allocated when it
+# is made; the adaptive model grows to its caps (12 devices, 4 templates each).
+FOOTPRINT = r"""
+import gc, json, random
+from blinds.tunnel.adaptive import AdaptiveShaper
+from blinds.tunnel.stp import StpShaper
+cfg = json.loads(INPUT)
+out = {}
+gc.collect(); m0 = gc.mem_alloc()
+st = StpShaper(50, 2000, 503316, random)
+st.start(0)
+gc.collect(); out["stp_new"] = gc.mem_alloc() - m0
+now = 0
+for k in range(400):  # bursts of 5..120 cells, a few seconds apart
+    n = 5 + (k * 37) % 116
+    for i in range(n):
+        st.due(now, True, 50)
+        st.sent(now, True)
+        now += 1
+    t_end = now + 3000 + (k * 911) % 9000
+    while now < t_end:
+        d = st.due(now, False)
+        if d == 0:
+            st.sent(now, False)
+            now += 1
+        else:
+            now += max(1, min(d, t_end - now))
+gc.collect(); out["stp_full"] = gc.mem_alloc() - m0
+del st
+gc.collect(); m0 = gc.mem_alloc()
+ad = AdaptiveShaper(cfg, None, random, 512)
+ad.start(0)
+gc.collect(); out["adaptive_new"] = gc.mem_alloc() - m0
+now = 0
+for k in range(3000):
+    dev = "device-%02d" % (k % 14)
+    n = 3 + (k * 13) % 60
+    for i in range(n):
+        ad.note(now + 5 * i, dev, i % 3 != 0)
+    now += 5 * n + 2000
+    ad.model.sweep(now)
+    if k % 7 == 0:
+        ad.model.obs += 600
+gc.collect(); out["adaptive_full"] = gc.mem_alloc() - m0
+out["devices"] = len(ad.model.devs)
+out["templates"] = sum(len(d.tpl) for d in ad.model.devs.values())
+print(json.dumps(out))
+"""
+
+
+def test_learned_state_fits_its_budget_unix_port():
+    got = run_mp(FOOTPRINT, adaptive_cfg(state_file="x"))
+    assert got["devices"] == 12 and got["templates"] > 24, got  # 14 devices offered: capped
+    assert got["stp_full"] <= 6 * 1024 and got["stp_full"] - got["stp_new"] <= 512, got
+    assert got["adaptive_full"] <= 20 * 1024, got
