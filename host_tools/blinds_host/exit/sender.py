@@ -135,7 +135,11 @@ class Sender:
                     return
                 self._flush()  # one TCP send per cell: a catch-up is no super-segment
                 sh.sent(now, c is not self.pad)
-                self.pend_since = now if self.ctrl or self.ready else None
+                if not (self.ctrl or self.ready):
+                    self.pend_since = None
+                # else kept: the cells still waiting have waited since then, and
+                # MAX_DELAY_MS counts from there (not from this cell's send,
+                # which let stp drain a burst at one cell per slot)
             self._reshape()
         finally:
             self._flush()
