@@ -9,8 +9,10 @@ interval (a slot the event loop woke up late for is made up within
 ``CATCH_UP_MS``, by the shaper itself as on the hub), ``stp`` and ``adaptive``
 as docs/shaping.md says; a PAD when a cell is due and there is nothing else.
 The exit does not know the hub's devices: every cell may be held
-``MAX_DELAY_MS`` (the interactive default) at most. Control cells go before
-data; streams take turns.
+``MAX_DELAY_MS`` (the interactive default) at most, counted from when the oldest
+waiting bytes began to wait (``pend_since``; a stream's ``since`` survives a
+credit stall and a refill of its buffer), so a backlog past it leaves at once.
+Control cells go before data; streams take turns.
 """
 
 import ssl
