@@ -490,9 +490,7 @@ class Link:
         if self.ctl:
             t, sid, flags, payload = self.ctl.pop(0)
             cells.pack(self.wbuf, t, sid, payload, flags)
-            if self.ctl:
-                self.ctl_since = ticks_ms()
-            return True
+            return True  # ctl_since stays: the rest have waited since then at most
         while self.wants:
             ts = self.wants.pop(0)
             ts.queued = False

@@ -93,13 +93,14 @@ class FakeHub:
     """``await FakeHub(...).connect(ip, port)``; then open(), dns(), ping(), close()."""
 
     def __init__(self, cert, key, ca, server_name, cell_bytes=512,
-                 shaper=wire.SHAPER_NONE, interval_ms=0, window=8):
+                 shaper=wire.SHAPER_NONE, interval_ms=0, window=8, params=b""):
         self.ctx = ssl.create_default_context(cafile=ca)
         self.ctx.load_cert_chain(cert, key)
         self.server_name = server_name
         self.size = cell_bytes
         self.pmax = cells.payload_max(cell_bytes)
         self.shaper, self.interval_ms = shaper, interval_ms
+        self.params = params  # the kind's HELLO parameters (a firmware shaper's hello())
         self.recv_window = window  # the credit per stream this hub grants the exit
         self.reader = self.writer = None
         self.streams = {}
@@ -119,7 +120,7 @@ class FakeHub:
         self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(
             ip, port, ssl=self.ctx, server_hostname=self.server_name), timeout_s)
         self.writer.write(wire.hub_hello(self.size, self.shaper, self.interval_ms,
-                                         self.recv_window))
+                                         self.recv_window, self.params))
         rec = await asyncio.wait_for(self.reader.readexactly(self.size), timeout_s)
         _, self.max_streams, self.window = wire.parse_exit_hello(rec)
         self.task = asyncio.ensure_future(self._read())

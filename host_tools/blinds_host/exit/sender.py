@@ -9,8 +9,10 @@ interval (a slot the event loop woke up late for is made up within
 ``CATCH_UP_MS``, by the shaper itself as on the hub), ``stp`` and ``adaptive``
 as docs/shaping.md says; a PAD when a cell is due and there is nothing else.
 The exit does not know the hub's devices: every cell may be held
-``MAX_DELAY_MS`` (the interactive default) at most. Control cells go before
-data; streams take turns.
+``MAX_DELAY_MS`` (the interactive default) at most, counted from when the oldest
+waiting bytes began to wait (``pend_since``; a stream's ``since`` survives a
+credit stall and a refill of its buffer), so a backlog past it leaves at once.
+Control cells go before data; streams take turns.
 """
 
 import ssl
@@ -135,7 +137,11 @@ class Sender:
                     return
                 self._flush()  # one TCP send per cell: a catch-up is no super-segment
                 sh.sent(now, c is not self.pad)
-                self.pend_since = now if self.ctrl or self.ready else None
+                if not (self.ctrl or self.ready):
+                    self.pend_since = None
+                # else kept: the cells still waiting have waited since then, and
+                # MAX_DELAY_MS counts from there (not from this cell's send,
+                # which let stp drain a burst at one cell per slot)
             self._reshape()
         finally:
             self._flush()

@@ -335,6 +335,8 @@ class Session(Sender, asyncio.Protocol):
         if not s.queued and s.sendable():
             s.queued = True
             self.ready.append(s)
+            if s.since is not None and (self.pend_since is None or s.since < self.pend_since):
+                self.pend_since = s.since  # its bytes have waited since (credit, refill)
             self._kick()
 
     # -- DNS ------------------------------------------------------------------------------

@@ -43,6 +43,11 @@ class Stream(asyncio.BufferedProtocol):
         self.hub_closed = self.exit_closed = self.up_eof = self.lost = False
         self.reading_paused = False
         self.queued = False  # in the session's ready queue
+        # For the shaper: since when its bytes have waited (ms, or None), kept
+        # while it holds bytes, and across a refill when the buffer had filled
+        # (the rest waited in the kernel meanwhile: backlog).
+        self.since = None
+        self.backlog = False
         self.dead = False
         self.task = None
 
@@ -65,8 +70,11 @@ class Stream(asyncio.BufferedProtocol):
         return memoryview(self.buf)[self.tail:]
 
     def buffer_updated(self, nbytes):
+        if self.since is None:
+            self.since = self.sess._ms()
         self.tail += nbytes
-        if self.tail >= self.cap and not self.reading_paused:
+        self.backlog = self.tail >= self.cap
+        if self.backlog and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
         self.sess.stream_ready(self)
@@ -104,6 +112,8 @@ class Stream(asyncio.BufferedProtocol):
         self.head += n
         if self.head == self.tail:
             self.head = self.tail = 0
+            if not self.backlog:
+                self.since = None
         self.down_credit -= 1
         self.sess.stats.bytes_down += n
         if self.reading_paused and self.tail - self.head <= self.cap // _RESUME_FRACTION \
