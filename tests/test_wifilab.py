@@ -172,3 +172,69 @@ def test_per_direction_model_fills_each_direction(rows, lv, extra):
     hidden = (down_own <= up_own) & (up_own <= lv)
     if not extra:
         assert (up - down)[hidden].tolist() == [0] * int(hidden.sum())
+
+
+arrival_rows = st.lists(st.tuples(st.floats(0, 20, allow_nan=False), st.integers(1, 20000)),
+                        min_size=1, max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrival_rows, st.sampled_from([500, 2000, 8000]), st.sampled_from([1448, 5744]))
+def test_read_pacing_model_keeps_the_pace_and_the_window(rows, pace, window):
+    # The read-pacing model (lab.wifipace): every byte is read once, never
+    # before it is written; over any span the reads take at most the pace
+    # times the span plus one read; the device's bytes reach the air when
+    # written and within the window ahead of the reads, all of them in the end.
+    from blinds.relay.pace import read_size
+
+    from blinds_host.lab import wifipace as P
+
+    rows.sort()
+    q = read_size(pace, P.BUFSIZE)
+    reads, holds = P.pace_reads(rows, pace, q)
+    total = sum(b for _, b in rows)
+    assert sum(n for _, n in reads) == total == sum(b for _, b in holds)
+    assert all(h >= -1e-9 for h, _ in holds) and all(0 < n <= q for _, n in reads)
+    ts = [t for t, _ in reads]
+    assert ts == sorted(ts)
+    for i in range(len(reads)):
+        got = 0
+        for j in range(i, len(reads)):
+            got += reads[j][1]
+            assert got <= pace * (reads[j][0] - reads[i][0]) + q + 1e-6
+    air = P.on_air(rows, reads, window)
+    assert sum(b for _, b in air) == total
+    sent = 0
+    for t, b in air:
+        sent += b
+        assert sent <= sum(b_ for t_, b_ in rows if t_ <= t)
+        assert sent <= sum(n for t_, n in reads if t_ <= t) + window
+
+
+def test_paced_camera_is_flat_on_the_air_and_late_at_the_hub(home):
+    # The synthetic camera held and paced above its mean upload rate: its
+    # device->AP bytes per second stay near the pace (a window's burst at
+    # most above it), every byte still arrives, and the hold is reported.
+    h, _plays = home
+    from blinds_host.lab import shaperlab, wifipace as P
+
+    shaperlab.set_delays(h.traffic, {"camera": 600000})
+    try:
+        pace = 8000
+        hp = P.paced(h, pace)
+        i = h.names.index("camera")
+        assert P.held(h.traffic) == [h.names.index(n) for n in ("bridge", "thermostat", "camera")]
+        for k, (before, after) in enumerate(zip(h.frames, hp.frames)):
+            if k not in P.held(h.traffic):
+                assert after is before
+        t, b, d = hp.frames[i]
+        up = np.bincount(np.floor(t[d > 0]).astype(np.int64), weights=b[d > 0])
+        t0, b0, d0 = h.frames[i]
+        up0 = np.bincount(np.floor(t0[d0 > 0]).astype(np.int64), weights=b0[d0 > 0])
+        assert up.max() <= pace * 1.1 + P.WINDOW < up0.max()
+        assert abs(b[d > 0].sum() - b0[d0 > 0].sum()) <= 0.15 * b0[d0 > 0].sum()
+        hold = hp.hold["camera"]
+        assert hold["p95_s"] > 1 and hold["max_backlog_KB"] > P.WINDOW / 1000
+        assert hp.meters[i][1].sum() >= h.meters[i][1][h.meters[i][1] > 0].sum() * 0.9
+    finally:
+        shaperlab.set_delays(h.traffic, {"camera": 50})

@@ -76,6 +76,7 @@ def _root(cfg, out):
     if "uplink" in cfg:
         r["uplink"] = sections.uplink(cfg["uplink"], "$.uplink", out)
     r["relay"] = sections.relay(cfg.get("relay", {}), "$.relay", out, ap_net)
+    _paces(devices, out)
     r["hub"] = sections.hub(cfg.get("hub", {}), "$.hub", out)
     if "tunnel" in cfg:
         r["tunnel"] = sections.tunnel(cfg["tunnel"], "$.tunnel", out, ap_net)
@@ -121,6 +122,17 @@ def _delays(r, out):
             if md is not None and md < iv:
                 out.append(("$.devices[%d].max_delay_ms" % i, "%d ms is less than the constant"
                             " shaper's interval_ms (%d)" % (md, iv)))
+
+
+def _paces(devices, out):
+    # Pacing holds a device's uploads (blinds.relay.pace): only a device that
+    # allows more delay than an interactive one may be paced (docs/config.md).
+    for i in range(len(devices)):
+        d = devices[i] or {}
+        p, md = d.get("pace_Bps"), d.get("max_delay_ms")
+        if p and md is not None and md <= sections.MAX_DELAY_MS:
+            out.append(("$.devices[%d].pace_Bps" % i, "pacing holds its uploads: needs a"
+                        " max_delay_ms above %d (it has %d)" % (sections.MAX_DELAY_MS, md)))
 
 
 def _board(r, limits, out):

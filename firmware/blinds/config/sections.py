@@ -34,6 +34,10 @@ DNS_INTS = (
 # interactive by default, up to a day for delay-tolerant devices.
 MAX_DELAY_MS = const(50)
 _DEVICE_INTS = (("max_streams", 4, 1, 16), ("max_delay_ms", MAX_DELAY_MS, 0, 86400000))
+# pace_Bps: the relay reads the device's uploads at most this fast (absent or 0:
+# unpaced; blinds.relay.pace), only for a device held longer than an interactive
+# one (config._paces). Normalized only when given.
+_PACE_INTS = (("pace_Bps", 0, 0, 10000000),)
 RELAY_INTS = (
     ("idle_timeout_s", 300, 1, 86400),
     ("max_streams", 64, 1, 64),
@@ -224,7 +228,8 @@ def dns(v, path, out, ap_net):
 
 def device(v, path, out, answer):
     if not _obj(v, path, out, ("mac", "name", "policy"),
-                ("allow", "max_streams", "max_delay_ms", "blocked_answer", "cover_budget_Bps")):
+                ("allow", "max_streams", "max_delay_ms", "blocked_answer", "cover_budget_Bps",
+                 "pace_Bps")):
         return None
     r = {}
     if "cover_budget_Bps" in v:  # the WiFi cover's budget for this device (blinds.config.cover)
@@ -247,6 +252,8 @@ def device(v, path, out, answer):
     elif pol == "allowlist":
         out.append((path + ".allow", "required when policy is allowlist (may be empty)"))
     _ints(v, r, path, out, _DEVICE_INTS)
+    if "pace_Bps" in v:
+        _ints(v, r, path, out, _PACE_INTS)
     r["blocked_answer"] = answer
     if "blocked_answer" in v:
         r["blocked_answer"] = _choice(v["blocked_answer"], path + ".blocked_answer", out,

@@ -15,6 +15,7 @@ from blinds.compat import const, ticks_diff, ticks_ms
 from blinds.devices import CONFLICT
 from blinds.net import sockets
 from blinds.net.budget import direct_allowed, relay_ports, stream_sockets
+from blinds.relay.pace import Pacer, narrow, read_size
 from blinds.relay.sniff import Refused, sniff
 from blinds.storage import Seq
 
@@ -55,6 +56,7 @@ class Stream:
     bytes_up = 0
     bytes_down = 0
     socks = 0  # sockets of the budget it holds
+    pacer = None  # its device's uploads are read at a pace (blinds.relay.pace)
 
     @property
     def main(self):
@@ -170,6 +172,11 @@ class Relay:
             return self._refuse(s, "refused_budget", dev)
         s.setblocking(False)
         st = Stream(dev, port, s)
+        cfg = self.policy.device(dev.mac)
+        pace = cfg.get("pace_Bps") if cfg else 0
+        if pace:
+            st.pacer = Pacer(pace)
+            narrow(s, read_size(pace, self.bufsize))
         st.socks = self.stream_socks
         self.streams.append(st)
         dev.streams += 1
@@ -297,8 +304,20 @@ class Relay:
         wait_r = self.board.wait_readable
         buf = self.scratch
         burst = 0
+        pacer = st.pacer if upward else None
+        if pacer is not None:
+            size = read_size(pacer.pace, len(buf))
         while True:
-            n = src.readinto(buf)
+            if pacer is None:
+                n = src.readinto(buf)
+            else:  # a paced device's upload: a read of at most size when its time has come
+                d = pacer.wait()
+                if d:
+                    burst = 0
+                    await asyncio.sleep_ms(d)
+                n = src.readinto(buf, size)
+                if n:
+                    pacer.took(n)
             if n is None:
                 burst = 0
                 await wait_r(src)

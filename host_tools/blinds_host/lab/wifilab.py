@@ -120,8 +120,9 @@ class Home:
     """A Traffic for the shapers (:class:`.shaperlab.Traffic`), its devices' frames and
     what the hub counts of their bytes (:func:`carried`)."""
 
-    def __init__(self, traffic, frames, meters=None):
+    def __init__(self, traffic, frames, meters=None, sched=None, repeat=1):
         self.traffic, self.frames, self.meters = traffic, frames, meters
+        self.sched, self.repeat = sched, repeat  # what the frames were laid out from
         self.names = [d["name"] for d in traffic.devices]
 
 
@@ -131,7 +132,7 @@ def synthetic(days=12, day_s=600.0, seed=1):
 
     tr = shaperlab.synthetic(days, day_s, seed)
     sched = schedule.build(syn.home(days * day_s, models=syn.MODELS, seed=seed, day_s=day_s))
-    return Home(tr, real_frames(sched, 1, seed), carried(sched))
+    return Home(tr, real_frames(sched, 1, seed), carried(sched), sched)
 
 
 def real(path, repeat=8, seed=0):
@@ -140,7 +141,7 @@ def real(path, repeat=8, seed=0):
 
     tr = shaperlab.real(path, repeat)
     sched = schedule.build(recording.load(path))
-    return Home(tr, real_frames(sched, repeat, seed), carried(sched, repeat))
+    return Home(tr, real_frames(sched, repeat, seed), carried(sched, repeat), sched, repeat)
 
 
 # --- the decoys and the cover ---------------------------------------------------------------
@@ -585,10 +586,21 @@ def main(argv=None):
     p.add_argument("--down-extra", type=int, default=0, metavar="B",
                    help="with --per-direction: also the model with an AP->device level B "
                         "B/s higher")
+    p.add_argument("--delay", action="append", default=[],
+                   help="DEVICE=MS or CLASS=MS: another max_delay_ms (repeatable; as "
+                        "shaperlab's): a device held longer than 50 ms is paced by --pace")
+    p.add_argument("--pace", action="append", default=[], metavar="P:L",
+                   help="instead: the held devices' uploads read at P B/s (0: unpaced) "
+                        "under the level L B/s (0: no cover); repeatable (lab.wifipace)")
     a = p.parse_args(argv)
     kw = dict(shaperlab.parse_sets(a.set, "KEY=VALUE of cover.wifi"))
     home = real(a.recording, a.repeat) if a.recording else synthetic(a.days, a.day_s, a.seed)
-    if a.per_direction:
+    shaperlab.set_delays(home.traffic, dict(shaperlab.parse_sets(a.delay, "DEVICE=MS")))
+    if a.pace:
+        from . import wifipace
+
+        res = wifipace.evaluate(home, wifipace.parse_points(a.pace), a.seed)
+    elif a.per_direction:
         res = evaluate_directions(home, a.per_direction, a.seed, a.down_extra)
     else:
         res = evaluate(home, {"cover": kw}, a.seed)
