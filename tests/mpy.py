@@ -35,9 +35,9 @@ def run_mp(source, heap="96k", stdin=None, timeout=120, board="unix", args=(), m
     )
 
 
-def run_mp_json(source, heap="96k", stdin=None, timeout=120):
+def run_mp_json(source, heap="96k", stdin=None, timeout=120, mpy=False):
     """Run ``source``; it must print one JSON document last; return it parsed."""
-    res = run_mp(source, heap=heap, stdin=stdin, timeout=timeout)
+    res = run_mp(source, heap=heap, stdin=stdin, timeout=timeout, mpy=mpy)
     if res.returncode != 0:
         raise AssertionError(
             "micropython failed (%d):\n%s\n%s"

@@ -310,6 +310,39 @@ def test_the_wifi_cover_level_counts_tunnelled_bytes(tun):
         assert tunnel_status(tun)["state"] == "up"
 
 
+def test_a_paced_device_is_paced_through_the_tunnel(tun, tmp_path):
+    # devices[].pace_Bps holds a device's uploads through the tunnel as on a
+    # direct stream (tunnel/streams.py reads its socket at the pace): its
+    # frames on br0 span about SIZE / PACE, not the fraction of a second an
+    # unpaced upload takes (test_pace_home, where the rate is checked second
+    # by second).
+    from blinds_host.home import device_mac
+    from blinds_host.lab.pcapio import mac_to_int, packets
+    from test_pace_home import PACE, SIZE, _sent, _upload
+
+    cfg = tunnel_config(tun)
+    cfg["devices"][0].update({"max_delay_ms": 60000, "pace_Bps": PACE})
+    tun.start_hub(cfg)
+    data = os.urandom(SIZE)
+    path = tmp_path / "clip.bin"
+    path.write_bytes(data)
+    try:
+        assert tunnel_status(tun)["state"] == "up"
+        cap = tun.capture("wifi", "pace-tunnel.pcap")
+        try:
+            p0, p1 = _upload(tun, 1, path, data)
+        finally:
+            pcap = cap.stop()
+        opened = tun.hub_status()["tunnel"]["opened"]
+    finally:
+        tun.start_hub(tunnel_config(tun))
+        assert tunnel_status(tun)["state"] == "up"
+    paced = _sent(list(packets(pcap)), mac_to_int(device_mac(1)), p0, p1)
+    assert opened >= 1 and sum(b for _, b in paced) >= SIZE
+    span = paced[-1][0] - paced[0][0]
+    assert 0.8 * SIZE / PACE <= span <= 2.5 * SIZE / PACE, span
+
+
 def test_verify_flags_a_packet_around_the_tunnel(tun):
     cap = tun.capture("lastmile", "tunnel-leak.pcap")
     try:

@@ -15,6 +15,7 @@ import asyncio
 import gc
 
 from blinds.compat import const, ticks_ms
+from blinds.relay.pace import read_size
 from blinds.relay.sniff import Refused
 from blinds.tunnel import cells
 from blinds.tunnel.cells import HEADER
@@ -59,7 +60,7 @@ class TStream:
         self.ev = asyncio.Event()
         # What the device has not taken yet, at most the window of it: pool
         # buffers and their lengths, in one flat list [slot, n, slot, n, ...]
-        # made for the first. (20 attributes with the shaper's three.)
+        # made for the first. (21 attributes with the shaper's three and the pacer.)
         self.q = None
         self.dead = None  # why the link dropped us
         # For the shaper: since when it has had work waiting (ticks, or None),
@@ -69,6 +70,7 @@ class TStream:
         self.delay = link.delay_of(dev)
         self.dev = getattr(dev, "name", None)
         self.who = dev  # its Device, whose carried() the WiFi cover's level reads (or None)
+        self.pacer = getattr(st, "pacer", None)  # its uploads read at a pace (blinds.relay.pace)
         # The relay's counters this stream updates from the reader and the
         # writer (class defaults there until set): set now, for the same reason.
         st.bytes_up = st.bytes_down = 0
@@ -255,8 +257,16 @@ class TStream:
             buf[HEADER:HEADER + n] = pre[:n]
             self.pre = pre[n:] if n < len(pre) else None
         else:
+            p = self.pacer
+            if p is not None and p.wait():
+                self.ready = False  # _upward waits out the pace, then the socket
+                self.ev.set()
+                return False
             try:
-                n = self.down.readinto(link.wpay)
+                if p is None:
+                    n = self.down.readinto(link.wpay)
+                else:
+                    n = self.down.readinto(link.wpay, read_size(p.pace, len(link.wpay)))
             except OSError:
                 n = -1
             if n is None or n <= 0:
@@ -274,6 +284,8 @@ class TStream:
                 else:
                     self.st.half = True
                 return self.fill(link)
+        if self.pacer is not None:
+            self.pacer.took(n)
         self.credit -= 1
         self.st.bytes_up += n
         if self.who is not None:
@@ -407,6 +419,9 @@ async def _upward(link, ts):
             await ts.ev.wait()
             continue
         if ts.pre is None:
+            p = ts.pacer
+            if p is not None and p.wait():
+                await asyncio.sleep_ms(p.wait())
             await wait_r(ts.down)
         ts.ready = True
         link.want(ts)
