@@ -58,6 +58,14 @@ class Pacer:
         d = ticks_diff(self.due, ticks_ms())
         return d if d > 0 else 0
 
+    def read(self, sock, buf):
+        # One read of at most read_size bytes into buf, charged to the clock;
+        # what readinto gives (None: would block).
+        n = sock.readinto(buf, read_size(self.pace, len(buf)))
+        if n:
+            self.took(n)
+        return n
+
     def took(self, n):
         # A read of n bytes happened now: move the clock on by n / pace s.
         now = ticks_ms()

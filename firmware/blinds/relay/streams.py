@@ -305,19 +305,15 @@ class Relay:
         buf = self.scratch
         burst = 0
         pacer = st.pacer if upward else None
-        if pacer is not None:
-            size = read_size(pacer.pace, len(buf))
         while True:
             if pacer is None:
                 n = src.readinto(buf)
-            else:  # a paced device's upload: a read of at most size when its time has come
+            else:  # a paced device's upload: one read when its time has come
                 d = pacer.wait()
                 if d:
                     burst = 0
                     await asyncio.sleep_ms(d)
-                n = src.readinto(buf, size)
-                if n:
-                    pacer.took(n)
+                n = pacer.read(src, buf)
             if n is None:
                 burst = 0
                 await wait_r(src)

@@ -226,7 +226,7 @@ class AdaptiveShaper(NoShaper):
         # With a ceiling: a decoy playing (one at a time: two would be twice
         # the ceiling). Real cells draining do not make it busy: a decoy
         # started only when real ones are done would tell itself by that
-        # quiet (lab: detector 0.84 -> 0.69, docs/privacy-lab.md); held
+        # quiet (lab: detector 0.85 -> 0.72, docs/privacy-lab.md); held
         # real cells ride its slots instead.
         for p in self.plays:
             if p[5]:

@@ -15,7 +15,6 @@ import asyncio
 import gc
 
 from blinds.compat import const, ticks_ms
-from blinds.relay.pace import read_size
 from blinds.relay.sniff import Refused
 from blinds.tunnel import cells
 from blinds.tunnel.cells import HEADER
@@ -263,10 +262,7 @@ class TStream:
                 self.ev.set()
                 return False
             try:
-                if p is None:
-                    n = self.down.readinto(link.wpay)
-                else:
-                    n = self.down.readinto(link.wpay, read_size(p.pace, len(link.wpay)))
+                n = self.down.readinto(link.wpay) if p is None else p.read(self.down, link.wpay)
             except OSError:
                 n = -1
             if n is None or n <= 0:
@@ -284,8 +280,6 @@ class TStream:
                 else:
                     self.st.half = True
                 return self.fill(link)
-        if self.pacer is not None:
-            self.pacer.took(n)
         self.credit -= 1
         self.st.bytes_up += n
         if self.who is not None:
@@ -419,9 +413,9 @@ async def _upward(link, ts):
             await ts.ev.wait()
             continue
         if ts.pre is None:
-            p = ts.pacer
-            if p is not None and p.wait():
-                await asyncio.sleep_ms(p.wait())
+            d = ts.pacer.wait() if ts.pacer is not None else 0
+            if d:
+                await asyncio.sleep_ms(d)
             await wait_r(ts.down)
         ts.ready = True
         link.want(ts)
