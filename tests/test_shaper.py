@@ -571,16 +571,20 @@ def test_adaptive_decoy_and_real_share_the_ceiling(seed, ceil, bursts_):
         assert f - low <= (2 * seg * 512 + 2 * ceil) * 1000, (k, t)
 
 
-@pytest.mark.parametrize("ceil", [0, 4000])
-def test_adaptive_decoys_and_real_bursts(ceil):
+@pytest.mark.parametrize("ceil,held", [(0, None), (4000, None), (4000, {"cam", "plug"}),
+                                       (4000, {"cam"})])
+def test_adaptive_decoys_and_real_bursts(ceil, held):
     # Without a ceiling a decoy drawn during a real burst is owed (it would
     # hide nothing there). With one, decoys do not wait for real cells to
     # drain (a decoy that always follows a quiet lane tells itself by that),
-    # but only one decoy plays at a time; the rest are owed.
+    # but only one flattened decoy plays at a time; the rest are owed. Only
+    # held devices' decoys are flattened (as only their real bursts are); the
+    # others' play as learned, at once.
     from blinds.tunnel import bursts
 
     sh = AdaptiveShaper(adaptive_cfg(ceiling_Bps=ceil, budget_Bps=100000), None,
                         random.Random(5), 512)
+    sh.held = held
     sh.start(0)
     sh.tokens = 10**9
     for name in ("cam", "plug", "lock"):
@@ -592,11 +596,15 @@ def test_adaptive_decoys_and_real_bursts(ceil):
     sh.model.rate = lambda *a: 1.0  # every device draws a decoy now
     sh._scale = lambda hour: 10.0**6
     sh._decoys(400, 1000)
-    playing = [p for p in sh.plays if p[5]]
-    if ceil:
-        assert len(playing) == 1 and len(sh.owed) == 2
+    flat = [p for p in sh.plays if p[5] == 1]
+    learned = [list(p[2]) for p in sh.plays if p[5] == 2]
+    if not ceil:
+        assert not flat and not learned and len(sh.owed) == 3
+    elif held is None:
+        assert len(flat) == 1 and not learned and len(sh.owed) == 2
     else:
-        assert not playing and len(sh.owed) == 3
+        assert len(flat) == 1 and len(sh.owed) == len(held) - 1
+        assert learned == [[4] * 8] * (3 - len(held))  # as learned: not flattened
 
 
 def test_hello_round_trip_and_exit_twin_plays_the_ordered_half(tmp_path):
@@ -838,3 +846,114 @@ def test_learned_state_fits_its_budget_unix_port():
     assert got["devices"] == 12 and got["templates"] > 24, got  # 14 devices offered: capped
     assert got["stp_full"] <= 6 * 1024 and got["stp_full"] - got["stp_new"] <= 512, got
     assert got["adaptive_full"] <= 20 * 1024, got
+
+
+# ---- learning a held device; decoy orders; spending the budget ------------------------
+
+def _held_notes(gap, n, lag, downs):
+    # A held device: n cells up came every gap ms and are told lag ms later,
+    # as the ceiling lets them leave; cells down are told at once, between.
+    ev = [(i * gap + lag, i * gap, True) for i in range(n)]
+    ev += [(lag + x, lag + x, False) for x in downs]
+    return sorted(ev, key=lambda e: (e[0], not e[2]))
+
+
+@given(st.integers(0, 2**30), st.integers(1, 1400), st.integers(3, 120),
+       st.integers(1500, 400000), st.lists(st.integers(1, 200000), max_size=20))
+@settings(max_examples=60, deadline=None)
+def test_a_held_devices_burst_is_learned_by_when_its_cells_came(seed, gap, n, lag, downs):
+    # Cells told out of the order they came in (up late, down at once) once
+    # put a held camera's clip into one 20-ms segment: its decoys were then
+    # a fraction of a clip.
+    from blinds.tunnel import bursts
+
+    m = bursts.Model(20, random.Random(seed), 86400)
+    for told, came, up in _held_notes(gap, n, lag, downs):
+        m.note(came, "cam", up, told, lambda ms: 0)
+    m.sweep(10**9)
+    (t,) = m.devs["cam"].tpl
+    assert t[2] == (n - 1) * gap  # its duration: first cell to last, as they came
+    w = t[1]
+    want = [0] * 8
+    for i in range(n):
+        want[min(7, i * gap // w)] += 1
+    assert list(t[bursts.UP:bursts.DOWN]) == want and sum(t[bursts.DOWN:]) == 0
+
+
+def test_held_learning_unix_port():
+    src = r"""
+import json
+from blinds.tunnel import bursts
+class R:
+    def getrandbits(self, k):
+        return 0
+out = []
+for gap, n, lag, notes in json.loads(INPUT):
+    m = bursts.Model(20, R(), 86400)
+    for told, came, up in notes:
+        m.note(came, "cam", up, told, lambda ms: 0)
+    m.sweep(10**9)
+    out.append([list(t) for t in m.devs["cam"].tpl])
+print(json.dumps(out))
+"""
+    cases = [(66, 300, 120000, [5, 40000, 90000]), (700, 9, 1500, [1, 2, 3, 4])]
+    data = [[g, n, lag, _held_notes(g, n, lag, d)] for g, n, lag, d in cases]
+    got = run_mp(src, data, heap="96k")
+    from blinds.tunnel import bursts
+
+    for (g, n, lag, d), tpls in zip(cases, got):
+        m = bursts.Model(20, random.Random(0), 86400)
+        for told, came, up in _held_notes(g, n, lag, d):
+            m.note(came, "cam", up, told, lambda ms: 0)
+        m.sweep(10**9)
+        assert tpls == [list(t) for t in m.devs["cam"].tpl]  # CPython, the oracle
+        assert tpls[0][2] == (n - 1) * g
+
+
+def _learned(n_devs=3):
+    sh = AdaptiveShaper(adaptive_cfg(decoy_ratio=256.0), None, random.Random(3), 512)
+    sh.start(0)
+    for k in range(n_devs):
+        for t in range(0, 600, 100):
+            sh.note(t + 10000 * k, "d%d" % k, t % 200 == 0)
+    sh.model.sweep(10**6)
+    return sh
+
+
+def test_decoy_orders_wait_in_turn_and_the_oldest_is_dropped():
+    from blinds.tunnel.adaptive import _MAX_ORDERS
+
+    sh = _learned()
+    sh.tokens = 10**9
+    devs = list(sh.model.devs.values())
+    started = 0
+    for i in range(_MAX_ORDERS + 2):
+        sh.plays = []  # room to play each
+        assert sh._decoy(20000, devs[i % len(devs)], False)
+        started += 1
+    assert sh.ordering() and sh.c["orders_dropped"] == 2
+    got = []
+    while sh.ordering():
+        got.append(bytes(sh.order_taken()))
+    assert len(got) == _MAX_ORDERS and sh.order_taken() is None
+
+
+@pytest.mark.parametrize("spent", [False, True])
+def test_decoys_grow_while_the_budget_goes_unspent(spent):
+    # The scale's estimate counts every decoy cell as PAD; a bucket that
+    # stays full says decoys cost less (held cells ride their slots): the
+    # scale grows, up to its cap; a bucket spent brings it back.
+    sh = _learned()
+    sh.model.obs = 86400.0  # a day learned
+    sh.ratio = 1e9  # (no cap from decoy_ratio here)
+    base = sh._scale(0)
+    assert base > 0
+    scales = []
+    for h in range(1, 24):
+        sh.tokens = sh.cap // 16 if spent else sh.cap
+        scales.append(sh._scale(h))
+    if spent:
+        assert scales == [base] * 23
+    else:
+        assert scales[0] > base and scales == sorted(scales)
+        assert scales[-1] == pytest.approx(base * 16)

@@ -24,10 +24,12 @@ _START_S = const(10)  # ... and starts with this many
 _MAX_PLAYS = const(6)  # decoy halves and noise runs scheduled at once
 _MAX_FOLLOWUPS = const(8)
 _MAX_OWED = const(4)  # decoys drawn during real activity, started after it
+_MAX_ORDERS = const(4)  # decoy orders for the exit waiting to go out
 _ORDER = const(0x44)  # first payload byte of a PAD that orders a downlink decoy
 ORDER_LEN = const(22)  # 'D', u8 version, u32 width_ms, 8 x u16 cells
+_MAX_BOOST = const(16)  # the most decoys the spare budget may add to the estimate
 _CEIL_S = const(2)  # the ceiling's bucket holds this many seconds of it
-_PADS = ("pad_noise", "pad_decoy")  # by a play's tag
+_PADS = ("pad_noise", "pad_decoy", "pad_decoy")  # by a play's tag
 
 
 def parse_hello(interval_ms, p):
@@ -66,6 +68,7 @@ class AdaptiveShaper(NoShaper):
         self.rat = None
         self.scale = 0.0  # decoys per real burst (_scale), worked out for hour scale_h
         self.scale_h = -1
+        self.boost = 1.0  # on the estimate, from what the bucket shows spent (_scale)
         self.day_s = cfg["day_s"]
         self.state_file = cfg["state_file"]
         self.board = board
@@ -80,10 +83,16 @@ class AdaptiveShaper(NoShaper):
         self.cap = self.budget * max(_BUCKET_S, self.day_s // 8)
         self.tokens = min(self.budget * _START_S, self.cap)
         self.rem = 0
-        self.plays = []  # [t0, width, counts, seg, k, tag]: noise runs (0), decoy halves (1)
+        # [t0, width, counts, seg, k, tag]: noise runs (0), flattened decoy
+        # halves (1), decoy halves as learned (2)
+        self.plays = []
+        # The devices the link may hold past an interactive one's delay
+        # (tunnel/link.py tells): only their decoys are flattened, as only
+        # their real bursts are. None: every device's.
+        self.held = None
         self.follow = []  # [ticks, device name]
         self.owed = []  # device names: decoys waiting for a quiet home
-        self.order = None  # a decoy order waiting for the next PAD
+        self.orders = []  # decoy orders waiting for the next cell out (order_taken)
         self.floor_at = 0
         self.slot_t = 0  # the next scheduled cell (_next_slot)
         self.slot_src = -1
@@ -229,9 +238,12 @@ class AdaptiveShaper(NoShaper):
         # quiet (lab: detector 0.85 -> 0.72, docs/privacy-lab.md); held
         # real cells ride its slots instead.
         for p in self.plays:
-            if p[5]:
+            if p[5] == 1:
                 return True
         return False
+
+    def _flat(self, d):
+        return self.ceil > 0 and (self.held is None or d.name in self.held)
 
     def _jitter(self):
         fl = self.floor_ms
@@ -292,7 +304,15 @@ class AdaptiveShaper(NoShaper):
                 cost += m.rate(d, h, self.day_s, self.floor_share) * u
         cost /= 24
         spare = self.budget - self.cell * (1000 / self.floor_ms + self.noise)
-        self.scale = self.ratio if cost <= 0 else min(self.ratio, max(0.0, spare) / cost)
+        # The estimate counts every decoy cell as PAD; held real cells ride
+        # a decoy's slots for free, so under a ceiling decoys cost less than
+        # that and the bucket fills: then more of them, until it is spent.
+        if self.tokens > self.cap // 2:
+            self.boost = min(self.boost * 1.5, _MAX_BOOST)
+        elif self.tokens < self.cap // 8:
+            self.boost = max(1.0, self.boost / 1.5)
+        self.scale = self.ratio if cost <= 0 else \
+            min(self.ratio, max(0.0, spare) / cost * self.boost)
         self.scale_h = hour
         return self.scale
 
@@ -302,16 +322,17 @@ class AdaptiveShaper(NoShaper):
         p = self._scale(hour) * dt / 1000 * 16777216
         # Without a ceiling a decoy over a real burst would hide nothing and
         # is owed; with one, decoys are independent of real activity.
+        # A decoy of a device not held is played as learned, whenever.
         busy = self._lane_busy() if self.ceil else m.busy()
         for d in m.devs.values():
             r = m.rate(d, hour, self.day_s, self.floor_share)
             if r > 0 and self.rng.getrandbits(24) < r * p:
-                if busy:  # owed: it starts when the lane is free again
+                if busy and (not self.ceil or self._flat(d)):
+                    # owed: it starts when the lane is free again
                     if len(self.owed) < _MAX_OWED:
                         self.owed.append(d.name)
-                else:
-                    # (with a ceiling one decoy at a time: the lane is then busy)
-                    busy = self._decoy(now, d, False) and self.ceil > 0
+                elif self._decoy(now, d, False) and self._flat(d):
+                    busy = True  # flattened: one at a time
         while self.owed and not busy:
             # (dropped if its hour has passed into one it has no rate in)
             d = m.devs.get(self.owed.pop())
@@ -334,21 +355,23 @@ class AdaptiveShaper(NoShaper):
         downlink half ordered from the exit; False when the budget cannot pay."""
         t = self.model.pick(d)
         up, width = t[bursts.UP:bursts.DOWN], t[1]
-        if self.ceil:
+        flat = self._flat(d)
+        if flat:
             up, width = bursts.flatten(up, width, self.ceil, self.cell, 0)
-        if not self._play(now, width, up, 1):
+        if not self._play(now, width, up, 1 if flat else 2):
             self.c["decoys_skipped"] += 1
             return False
         self.c["decoys_followed" if followed else "decoys"] += 1
-        if self.order is not None:
+        if len(self.orders) >= _MAX_ORDERS:
             self.c["orders_dropped"] += 1
+            self.orders.pop(0)
         o = bytearray(ORDER_LEN)
         o[0], o[1] = _ORDER, 1
         o[2:6] = u32(t[1])
         for i in range(8):
             n = t[bursts.DOWN + i]
             o[6 + 2 * i], o[7 + 2 * i] = n >> 8, n & 255
-        self.order = o
+        self.orders.append(o)
         # Coherence: the devices that follow d in real life follow its decoy.
         for name, f in d.follow.items():
             if d.n and len(self.follow) < _MAX_FOLLOWUPS and \
@@ -362,10 +385,13 @@ class AdaptiveShaper(NoShaper):
 
     def order_taken(self):
         """The PAD payload ordering the exit's half of a decoy, or None; the
-        link puts it into the next PAD it sends."""
-        o = self.order
-        self.order = None
-        return o
+        link puts it into the next PAD it sends, or sends it as a cell of its
+        own ahead of the real ones waiting (tunnel/link.py)."""
+        return self.orders.pop(0) if self.orders else None
+
+    def ordering(self):
+        """True while a decoy order waits to go out."""
+        return bool(self.orders)
 
     def ordered(self, now, payload):
         """The exit's side: the hub ordered the downlink half of a decoy."""

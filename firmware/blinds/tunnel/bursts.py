@@ -68,6 +68,17 @@ def flatten(counts, width, ceil, cell, bucket_s):
         width *= 2
 
 
+def _widen(b):
+    # Burst b's segments twice as wide: pairs merged, the upper half empty.
+    c = b[2]
+    for o in (0, _SEGS):
+        for i in range(_SEGS // 2):
+            c[o + i] = min(65535, c[o + 2 * i] + c[o + 2 * i + 1])
+        for i in range(_SEGS // 2, _SEGS):
+            c[o + i] = 0
+    b[1] *= 2
+
+
 class Dev:
     # One device's learned state, and its burst in progress (cur).
     def __init__(self, name, born):
@@ -82,6 +93,7 @@ class Dev:
         self.noted = 0  # ticks its last cell was told
         self.seen = 0  # the model's clock (s) when last active: LRU
         self.bstart = None  # ticks its last learned burst started
+        self.lag = 0  # ms its last cell up was told after it came
 
 
 class Model:
@@ -104,27 +116,29 @@ class Model:
         if d is None:
             d = self._new(name)
         d.noted = at
+        if up:
+            d.lag = ticks_diff(at, now)
+        elif d.lag >= _GAP_MS:
+            # Its cells up are told late (held: told when they leave, with
+            # when they came), so its cells down, told at once, would be out
+            # of their order: a held device is learned by its cells up.
+            return
         b = d.cur
-        if b is not None and ticks_diff(now, d.last) >= _GAP_MS:
-            self.end(d)
+        if b is not None and (ticks_diff(now, d.last) >= _GAP_MS or ticks_diff(b[0], now) > 0):
+            self.end(d)  # (a cell from before the burst's start is not of it)
             b = None
         if b is None:
             back = ticks_diff(at, now)
             b = d.cur = [now, self.iv, array("H", bytes(4 * _SEGS)), hour(back if back > 0 else 0)]
+            d.last = now
         if ticks_diff(now, d.last) > 0:
             d.last = now
         d.seen = self.obs
-        off = max(0, ticks_diff(now, b[0]))
-        w = b[1]
+        off = ticks_diff(now, b[0])
         c = b[2]
-        while off >= w * _SEGS and w < _MAX_WIDTH:
-            for o in (0, _SEGS):
-                for i in range(_SEGS // 2):
-                    c[o + i] = min(65535, c[o + 2 * i] + c[o + 2 * i + 1])
-                for i in range(_SEGS // 2, _SEGS):
-                    c[o + i] = 0
-            w = b[1] = w * 2
-        seg = min(_SEGS - 1, off // w) + (0 if up else _SEGS)
+        while off >= b[1] * _SEGS and b[1] < _MAX_WIDTH:
+            _widen(b)
+        seg = min(_SEGS - 1, off // b[1]) + (0 if up else _SEGS)
         if c[seg] < 65535:
             c[seg] += 1
 

@@ -68,6 +68,8 @@ class Link:
         self.window = tcfg["window"]  # what the hub grants the exit per stream
         self.credit_at = max(1, self.window // 2)
         self.shaper = shaper.make(tcfg["shaper"], board, cell=self.cell)
+        if hasattr(self.shaper, "held"):  # adaptive: whose decoys its ceiling flattens
+            self.shaper.held = {n for n, ms in self.delays.items() if ms > self.max_delay}
         self.ctl_since = 0  # ticks the oldest control cell has waited since
         self.peer_window = 0  # what the exit grants the hub (its HELLO)
         self.max_streams = 0
@@ -430,6 +432,8 @@ class Link:
         while True:
             now = ticks_ms()
             pending = bool(self.ctl or self.wants)
+            if pending and take is not None:
+                self._order_ahead(take)
             d = sh.due(now, pending, self._slack(now) if slacked and pending else shaper.FOREVER)
             if d < 0:
                 k = 0
@@ -471,6 +475,13 @@ class Link:
             await asyncio.wait_for_ms(self.kick.wait(), d)
         except asyncio.TimeoutError:
             pass
+
+    def _order_ahead(self, take):
+        # A decoy order goes out with the next cell: with real cells waiting
+        # (a held device draining) no PAD may come for minutes, so it goes
+        # as a PAD of its own, ahead of them (docs/shaping.md).
+        if self.shaper.ordering():
+            self.send_ctl(cells.PAD, 0, bytes(take()))
 
     def _pad(self, cover, pending, take):
         # The PAD to send when _fill found nothing, or None: with nothing to

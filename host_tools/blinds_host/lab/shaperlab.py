@@ -316,6 +316,8 @@ def run(traffic, kind="none", settings=None, seed=0, shapers=None):
 
     up_sh.watch = watch  # the instance's: the class attribute stays None
     devs = traffic.devices
+    if hasattr(up_sh, "held"):  # as the link tells the hub's (tunnel/link.py)
+        up_sh.held = {d["name"] for d in devs if d["max_delay_ms"] > DELAY_MS["interactive"]}
     up = _Side(up_sh, devs, "up")
     down = _Side(down_sh, devs, "down", EXIT_DELAY_MS)
     names = [d["name"] for d in devs]
@@ -325,6 +327,8 @@ def run(traffic, kind="none", settings=None, seed=0, shapers=None):
 
     def up_real(t, dev):
         up_sh.note(t, names[dev], True)
+        if take is not None and up_sh.ordering():
+            up_pad(vnow[0])  # the link sends it ahead of the real cells (one cell more)
 
     def up_pad(now):
         if take is not None:
