@@ -124,8 +124,9 @@ class Model:
             # of their order: a held device is learned by its cells up.
             return
         b = d.cur
-        if b is not None and (ticks_diff(now, d.last) >= _GAP_MS or ticks_diff(b[0], now) > 0):
-            self.end(d)  # (a cell from before the burst's start is not of it)
+        if b is not None and (ticks_diff(now, d.last) >= _GAP_MS
+                              or ticks_diff(b[0], now) >= _GAP_MS):
+            self.end(d)  # (a cell from well before the burst's start is not of it)
             b = None
         if b is None:
             back = ticks_diff(at, now)
@@ -134,7 +135,7 @@ class Model:
         if ticks_diff(now, d.last) > 0:
             d.last = now
         d.seen = self.obs
-        off = ticks_diff(now, b[0])
+        off = max(0, ticks_diff(now, b[0]))  # (a cell held a little: in the first segment)
         c = b[2]
         while off >= b[1] * _SEGS and b[1] < _MAX_WIDTH:
             _widen(b)
