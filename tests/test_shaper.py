@@ -936,24 +936,3 @@ def test_decoy_orders_wait_in_turn_and_the_oldest_is_dropped():
     while sh.ordering():
         got.append(bytes(sh.order_taken()))
     assert len(got) == _MAX_ORDERS and sh.order_taken() is None
-
-
-@pytest.mark.parametrize("spent", [False, True])
-def test_decoys_grow_while_the_budget_goes_unspent(spent):
-    # The scale's estimate counts every decoy cell as PAD; a bucket that
-    # stays full says decoys cost less (held cells ride their slots): the
-    # scale grows, up to its cap; a bucket spent brings it back.
-    sh = _learned()
-    sh.model.obs = 86400.0  # a day learned
-    sh.ratio = 1e9  # (no cap from decoy_ratio here)
-    base = sh._scale(0)
-    assert base > 0
-    scales = []
-    for h in range(1, 24):
-        sh.tokens = sh.cap // 16 if spent else sh.cap
-        scales.append(sh._scale(h))
-    if spent:
-        assert scales == [base] * 23
-    else:
-        assert scales[0] > base and scales == sorted(scales)
-        assert scales[-1] == pytest.approx(base * 16)

@@ -27,7 +27,6 @@ _MAX_OWED = const(4)  # decoys drawn during real activity, started after it
 _MAX_ORDERS = const(4)  # decoy orders for the exit waiting to go out
 _ORDER = const(0x44)  # first payload byte of a PAD that orders a downlink decoy
 ORDER_LEN = const(22)  # 'D', u8 version, u32 width_ms, 8 x u16 cells
-_MAX_BOOST = const(16)  # the most decoys the spare budget may add to the estimate
 _CEIL_S = const(2)  # the ceiling's bucket holds this many seconds of it
 _PADS = ("pad_noise", "pad_decoy", "pad_decoy")  # by a play's tag
 
@@ -68,7 +67,6 @@ class AdaptiveShaper(NoShaper):
         self.rat = None
         self.scale = 0.0  # decoys per real burst (_scale), worked out for hour scale_h
         self.scale_h = -1
-        self.boost = 1.0  # on the estimate, from what the bucket shows spent (_scale)
         self.day_s = cfg["day_s"]
         self.state_file = cfg["state_file"]
         self.board = board
@@ -304,15 +302,7 @@ class AdaptiveShaper(NoShaper):
                 cost += m.rate(d, h, self.day_s, self.floor_share) * u
         cost /= 24
         spare = self.budget - self.cell * (1000 / self.floor_ms + self.noise)
-        # The estimate counts every decoy cell as PAD; held real cells ride
-        # a decoy's slots for free, so under a ceiling decoys cost less than
-        # that and the bucket fills: then more of them, until it is spent.
-        if self.tokens > self.cap // 2:
-            self.boost = min(self.boost * 1.5, _MAX_BOOST)
-        elif self.tokens < self.cap // 8:
-            self.boost = max(1.0, self.boost / 1.5)
-        self.scale = self.ratio if cost <= 0 else \
-            min(self.ratio, max(0.0, spare) / cost * self.boost)
+        self.scale = self.ratio if cost <= 0 else min(self.ratio, max(0.0, spare) / cost)
         self.scale_h = hour
         return self.scale
 
