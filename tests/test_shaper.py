@@ -921,7 +921,7 @@ def _learned(n_devs=3):
 
 
 def test_decoy_orders_wait_in_turn_and_the_oldest_is_dropped():
-    from blinds.tunnel.adaptive import _MAX_ORDERS
+    from blinds.tunnel.decoys import _MAX_ORDERS
 
     sh = _learned()
     sh.tokens = 10**9
