@@ -224,20 +224,37 @@ def _decoy_due(steps):
 @settings(max_examples=100, deadline=None)
 @given(steps_st, st.integers(0, 3000), st.integers(1, 400), st.integers(1, 1000))
 def test_chaff_is_its_share_of_the_echo_bytes(steps, floor, chaff, seed):
-    # A budget that never binds and no turn limit: nothing is cut, and the chaff
-    # sent or still owed is chaff_pct % of the echo bytes sent or still owed
-    # (rounded down once a step); chaff frames are sized as echo frames.
+    # A budget that never binds and no turn limit: the chaff sent, still owed or
+    # cut is chaff_pct % of the echo bytes sent, to the byte (the remainder is
+    # carried); chaff frames are sized as echo frames.
     sc = {"budgets": [100000], "wifi": wifi(floor_Bps=floor, burst_s=3600, chaff_pct=chaff),
           "steps": steps, "seed": seed, "per_turn": 100000}
     r = simulate(sc)
     d = r["status"][0]
     assert d["cut_bytes"] <= 2 * 1514  # at most the last frame's worth, either kind
-    echo_bytes = d["sent_bytes"] + d["owed"] + d["cut_bytes"]
     chaff_bytes = sum(f for _, _, f in r["chaff"]) + d["chaff_owed"]
     assert d["chaff_bytes"] == sum(f for _, _, f in r["chaff"])
-    want = echo_bytes * chaff // 100
-    assert want - 2 * len(steps) - 3 * 1514 <= chaff_bytes <= want + 1
+    want = d["sent_bytes"] * chaff // 100
+    assert want - d["cut_bytes"] <= chaff_bytes <= want
     assert all(MIN_FRAME <= f <= 1514 for _, _, f in r["chaff"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps_st, st.integers(0, 3000), st.integers(MIN_FRAME, 20000), st.integers(1, 400),
+       st.integers(1, 1000))
+def test_chaff_never_outbids_the_echo(steps, floor, budget, chaff, seed):
+    # Any budget, binding or not (decoys): at every turn the chaff sent so far
+    # is at most chaff_pct % of the echo sent so far. (Chaff owed for echo
+    # owed let a chaff frame smaller than a waiting echo frame take the bucket
+    # first: in a decoy over budget the device's replies could fall below its
+    # floor.)
+    floor = min(floor, budget)
+    sc = {"budgets": [budget], "wifi": wifi(floor_Bps=floor, chaff_pct=chaff),
+          "steps": steps, "seed": seed}
+    r = simulate(sc)
+    times = sorted({t for t, _, _ in r["chaff"]})
+    for t in times:
+        assert sent_in(r["chaff"], 0, 0, t + 1) <= sent_in(r["log"], 0, 0, t + 1) * chaff // 100
 
 
 def test_a_silent_device_gets_no_chaff():

@@ -16,11 +16,12 @@
 # answer_ms is left alone for backoff_s, then gets one small probe; each probe
 # that goes unanswered doubles the wait, up to max_backoff_s.
 #
-# Chaff: with chaff_pct > 0, each owed byte also owes chaff_pct/100 bytes of
-# AP->device frames the device drops (next_chaff(); the service sends
+# Chaff: with chaff_pct > 0, each echo byte sent also owes chaff_pct/100 bytes
+# of AP->device frames the device drops (next_chaff(); the service sends
 # unsolicited echo replies), of the same size distribution and from the same
-# bucket. An echo request is always followed by a reply of its length; chaff
-# is not, so a request alone no longer marks cover.
+# bucket; owed for the echo sent, not owed, so that chaff never outbids the
+# echo for a bucket that binds. An echo request is always followed by a reply
+# of its length; chaff is not, so a request alone no longer marks cover.
 #
 # Level: with level_Bps > 0, blinds.cover.level raises each device's WLAN
 # bytes per window to a common level, its own traffic counted (own()).
@@ -91,6 +92,7 @@ class Schedule:
         self.frame = _i32(n)  # the size of the next frame, drawn when needed
         self.chaff = _i32(n)  # chaff bytes owed, and the next chaff frame's size
         self.c_frame = _i32(n)
+        self.c_rem = _i32(n)  # chaff owed, its hundredths of a byte
         self.d_bytes = _i32(n)  # the decoy under way: bytes, duration, start, bytes due so far
         self.d_ms = _i32(n)
         self.d_start = _i32(n)
@@ -152,8 +154,6 @@ class Schedule:
                 add += self.lv.want(i, now, add, state[i] == ANSWERING)
             if state[i] == ANSWERING:
                 self.owed[i] += add
-                if self.chaff_pct:
-                    self.chaff[i] += add * self.chaff_pct // 100
 
     def _decoy_due(self, i, now):
         # The decoy's bytes that fell due since the last call: spread evenly
@@ -207,7 +207,15 @@ class Schedule:
             return MIN_FRAME
         if st != ANSWERING:
             return 0
-        return self._take(i, self.owed, self.frame)
+        f = self._take(i, self.owed, self.frame)
+        if f and self.chaff_pct:
+            # Chaff owed for echo owed let a small chaff frame take the bucket
+            # while a larger echo frame waited for it: in a decoy over budget
+            # a device's replies could fall below its floor (docs/cover.md).
+            v = f * self.chaff_pct + self.c_rem[i]
+            self.chaff[i] += v // 100
+            self.c_rem[i] = v % 100
+        return f
 
     def _take(self, i, owed, frame):
         # A frame from owed[i] and the bucket, its size drawn once and kept in
