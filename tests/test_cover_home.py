@@ -136,18 +136,29 @@ def test_a_decoy_raises_the_rate_within_the_budget(home):
     out = json.loads(res.stdout.decode().splitlines()[-1])
     t = out["t"]
     mac1 = mac_to_int(device_mac(1))
-    replies = [p for p in _icmp_frames(path) if p.src_mac == mac1]
+    frames = _icmp_frames(path)
+    replies = [p for p in frames if p.src_mac == mac1]
+    # What the bucket pays: each echo byte once (a request and its reply are
+    # of one size) and each chaff byte, i.e. every ICMP byte sent to dev1.
+    to1 = [p for p in frames if p.dst_mac == mac1]
 
-    def rate(a, b):
-        return sum(p.wire_len for p in replies if t + a <= p.ts < t + b) / (b - a)
+    def rate(a, b, ps=replies):
+        return sum(p.wire_len for p in ps if t + a <= p.ts < t + b) / (b - a)
 
     before, during, after = rate(-2, 0), rate(0, 2), rate(3, 6)
-    # The floor around it; during the decoy what the budget allows: the
-    # bucket (1 s of budget) plus the budget's rate, far above the floor.
+    paid = rate(0, 2, to1)
+    # The floor around it; during the decoy what the budget allows, echo and
+    # chaff together (chaff_pct 100, from the same bucket): the bucket (1 s of
+    # budget, nearly full at the floor) plus the budget's rate, less what the
+    # last turn and a frame waiting for the bucket leave for later; the budget
+    # alone, without the bucket, stays below 0.7 of it.
+    full = BUDGET * (1 + 2) / 2
     assert 0.7 * FLOOR <= before <= 1.3 * FLOOR, before
     assert 0.7 * FLOOR <= after <= 1.3 * FLOOR, after
-    assert during <= (BUDGET + BUDGET * 2 + 1514) / 2, during
-    assert during >= 0.7 * BUDGET, during
+    assert 0.7 * full <= paid <= full + 1514 / 2, paid
+    # The device's own replies are at least the echo's share of it: chaff never
+    # outbids the echo for the bucket (a frame of chaff owed from before aside).
+    assert during >= (paid - 1514 / 2) * 100 / (100 + WIFI["chaff_pct"]), (during, paid)
     devs = {x["name"]: x for x in out["status"]["devices"]}
     d = devs["dev1"]
     assert d["decoys"] == 1 and d["cut_bytes"] > 40000 - 3 * BUDGET - 2 * 1514

@@ -20,7 +20,11 @@
 # AP->device frames the device drops (next_chaff(); the service sends
 # unsolicited echo replies), of the same size distribution and from the same
 # bucket. An echo request is always followed by a reply of its length; chaff
-# is not, so a request alone no longer marks cover.
+# is not, so a request alone no longer marks cover. While an echo frame waits
+# for the bucket (a budget that binds: a decoy), chaff is paid only from its
+# credit, chaff_pct % of the echo sent (at most a frame's worth kept): a
+# chaff frame smaller than the waiting echo frame no longer takes the bucket
+# first, so the device's own replies get at least their share.
 #
 # Level: with level_Bps > 0, blinds.cover.level raises each device's WLAN
 # bytes per window to a common level, its own traffic counted (own()).
@@ -91,6 +95,7 @@ class Schedule:
         self.frame = _i32(n)  # the size of the next frame, drawn when needed
         self.chaff = _i32(n)  # chaff bytes owed, and the next chaff frame's size
         self.c_frame = _i32(n)
+        self.credit = _i32(n)  # chaff's credit, hundredths of a byte
         self.d_bytes = _i32(n)  # the decoy under way: bytes, duration, start, bytes due so far
         self.d_ms = _i32(n)
         self.d_start = _i32(n)
@@ -207,15 +212,19 @@ class Schedule:
             return MIN_FRAME
         if st != ANSWERING:
             return 0
-        return self._take(i, self.owed, self.frame)
+        f = self._take(i, self.owed, self.frame)
+        if f and self.chaff_pct:
+            self.credit[i] = min(self.credit[i] + f * self.chaff_pct, self.max_frame * 100)
+        return f
 
-    def _take(self, i, owed, frame):
-        # A frame from owed[i] and the bucket, its size drawn once and kept in
-        # frame[i] until both can pay for it.
+    def _take(self, i, owed, frame, credit=None):
+        # A frame from owed[i] and the bucket (and the credit, if given), its
+        # size drawn once and kept in frame[i] until they can pay for it.
         f = frame[i]
         if not f:
             f = frame[i] = self._size(self.cap[i])
-        if not f or owed[i] < f or self.tokens[i] < f:
+        if not f or owed[i] < f or self.tokens[i] < f or \
+                (credit is not None and credit < f * 100):
             return 0
         owed[i] -= f
         self.tokens[i] -= f
@@ -238,8 +247,11 @@ class Schedule:
         # now, taken from its bucket; 0 when none is due.
         if self.state[i] != ANSWERING:
             return 0
-        f = self._take(i, self.chaff, self.c_frame)
+        e = self.frame[i]  # an echo frame waiting for the bucket: chaff on credit only
+        f = self._take(i, self.chaff, self.c_frame,
+                       self.credit[i] if e and self.owed[i] >= e > self.tokens[i] else None)
         self.c_chaff_bytes[i] += f
+        self.credit[i] -= f * 100
         return f
 
     def settle(self, i):
@@ -319,13 +331,10 @@ class Schedule:
             self.state[i] = ANSWERING
 
     def status(self, i):
-        c = (self.c_sent, self.c_sent_bytes, self.c_answered, self.c_answered_bytes,
-             self.c_decoys, self.c_decoys_dropped, self.c_cut_bytes, self.c_silences,
-             self.c_chaff_bytes)
         d = {"state": STATES[self.state[i]], "budget_Bps": self.budget[i],
              "backoff_s": self.backoff_ms[i] // 1000}
-        for k in range(len(COUNTERS)):
-            d[COUNTERS[k]] = c[k][i]
+        for k in COUNTERS:
+            d[k] = getattr(self, "c_" + k)[i]
         if self.lv is not None:
             d["own_bytes"] = self.lv.c_own[i]
             d["level_bytes"] = self.lv.c_echo[i]

@@ -18,8 +18,9 @@ _READS_PER_S = const(10)
 _MIN_READ = const(64)
 # The receive buffer of a paced device's socket. On Linux (the unix port) the
 # kernel would otherwise take in a burst of up to its default buffer (over
-# 100 KB) before the reads' pace reaches the device; lwIP on the ESP32 has no
-# SO_RCVBUF by default, and its receive window (TCP_WND) is a few KB anyway.
+# 100 KB) before the reads' pace reaches the device. The ESP32 port's socket
+# has no SO_RCVBUF (its setsockopt would print a warning for it), and lwIP's
+# receive window is 5760 bytes on stock builds (docs/privacy-lab.md).
 _RCVBUF_MIN = const(4096)
 _SO_RCVBUF = getattr(socket, "SO_RCVBUF", 8 if sys.platform == "linux" else None)
 

@@ -4,8 +4,8 @@
 # the hub forwards no packets). For each TCP connection the relay asks Devices
 # who is talking, finds the destination name (relay.sniff), checks the policy,
 # asks Names for the address, checks it against the address guard, connects
-# upstream and copies both ways with fixed buffers. What is not allowed is
-# reset; every stream is logged and counted.
+# upstream and copies both ways with fixed buffers (relay.pump). What is not
+# allowed is reset; every stream is logged and counted.
 import asyncio
 import gc
 import socket
@@ -16,15 +16,14 @@ from blinds.devices import CONFLICT
 from blinds.net import sockets
 from blinds.net.budget import direct_allowed, relay_ports, stream_sockets
 from blinds.relay.pace import Pacer, narrow, read_size
+from blinds.relay.pump import pump, pump_up, send_all
 from blinds.relay.sniff import Refused, sniff
 from blinds.storage import Seq
 
 _SOL_SOCKET = socket.SOL_SOCKET
 _LINGER_RST = struct.pack("ii", 1, 0)
 _SWEEP_MS = const(1000)
-_BURST = const(8)  # chunks copied before a stream yields to the event loop
 _STREAM_OBJ_BYTES = const(3072)  # a stream's objects: tasks, frames, sockets
-_PIECE = const(1024)  # what a slow peer's pending bytes are held in
 
 ALLOWED = "ok"
 _ENDED_WELL = ("ok", "idle")
@@ -108,7 +107,7 @@ class Relay:
         self.log = [None] * self.log_size
         self.log_pos = 0
         self.streams = []
-        # The copy buffer, shared by every direct stream (see _pump); none
+        # The copy buffer, shared by every direct stream (relay.pump); none
         # when every stream goes through the tunnel.
         self.scratch = bytearray(self.bufsize) if self.direct_ok else None
         self.scratch_mv = memoryview(self.scratch) if self.direct_ok else None
@@ -206,7 +205,7 @@ class Relay:
             st.addr = await self._address(st, name)
             st.up = await self._connect(st.addr, st.port)
             if first:
-                await self._send_all(st.up, first, 0, len(first))
+                await send_all(self.board, st.up, first, 0, len(first))
                 st.bytes_up += len(first)
                 st.dev.carried(len(first))
             self.stats["relayed"] += 1
@@ -215,9 +214,9 @@ class Relay:
             # EOF ends only the upward copy: MicroPython sockets have no
             # shutdown(), so the upstream cannot be told; its data keeps
             # flowing down until it closes or the stream goes idle. A device
-            # reset ends the whole stream at once (see _upward).
-            st.tasks.append(asyncio.create_task(self._upward(st)))
-            await self._pump(st, st.up, st.down, False)
+            # reset ends the whole stream at once (relay.pump.pump_up).
+            st.tasks.append(asyncio.create_task(pump_up(self, st)))
+            await pump(self, st, st.up, st.down, False)
         except Refused as e:
             if st.result is None:
                 st.result = e.args[0] if e.args else "refused"
@@ -284,81 +283,6 @@ class Relay:
             if s is not None:
                 s.close()
             raise Refused("connect failed")
-
-    async def _send_all(self, dst, buf, off, n):
-        while n:
-            w = dst.write(buf, off, n)
-            if w:
-                off += w
-                n -= w
-            else:
-                await self.board.wait_writable(dst)
-
-    async def _pump(self, st, src, dst, upward):
-        # Copy src -> dst until EOF, through the relay's one scratch buffer:
-        # between readinto and write nothing else runs, so every stream can
-        # share it, and a stream costs no buffer of its own. Only when the
-        # peer takes less than a chunk is the rest copied (and held until it
-        # is taken). Sockets are tried before waiting on them: a wait is a
-        # pass through the event loop.
-        wait_r = self.board.wait_readable
-        buf = self.scratch
-        burst = 0
-        pacer = st.pacer if upward else None
-        while True:
-            if pacer is None:
-                n = src.readinto(buf)
-            else:  # a paced device's upload: one read when its time has come
-                d = pacer.wait()
-                if d:
-                    burst = 0
-                    await asyncio.sleep_ms(d)
-                n = pacer.read(src, buf)
-            if n is None:
-                burst = 0
-                await wait_r(src)
-                continue
-            if not n:
-                return
-            st.last = ticks_ms()
-            if upward:
-                st.bytes_up += n
-            else:
-                st.bytes_down += n
-            st.dev.carried(n)  # the WiFi cover's level counts it (blinds.devices)
-            w = dst.write(buf, 0, n) or 0
-            if w < n:
-                # Copied out in pieces: a fragmented heap that has no room
-                # for one 8 KB block still has room for 1 KB ones.
-                rest = [bytes(self.scratch_mv[i:min(i + _PIECE, n)]) for i in range(w, n, _PIECE)]
-                for piece in rest:
-                    await self._send_all(dst, piece, 0, len(piece))
-            burst += 1
-            if burst >= _BURST:
-                # A bulk stream must not starve DNS and the other streams.
-                burst = 0
-                await asyncio.sleep_ms(0)
-
-    async def _upward(self, st):
-        try:
-            await self._pump(st, st.down, st.up, True)
-        except asyncio.CancelledError:
-            return
-        except Exception as e:  # a device reset (ECONNRESET) or anything else
-            # ends the stream now: its sockets and budget go back at once.
-            if isinstance(e, OSError):
-                self.stats["device_reset"] += 1
-                st.result = "reset by device"
-            else:
-                self.stats["errors"] += 1
-                st.result = "internal error"
-                self.board.log("relay: upward copy of %s failed: %r" % (st.name, e))
-            st.main.cancel()
-            return
-        # Device EOF (a half-close, or a close): from now on the stream ends
-        # after half_close_ms without upstream data, not the full idle time.
-        st.half = True
-        st.last = ticks_ms()
 
     def _finish(self, st):
         me = asyncio.current_task()
