@@ -167,15 +167,17 @@ def test_goals_table_takes_the_worst_setting_per_goal(monkeypatch):
     assert not bsim.supported("tunnel+constant")
 
 
+@pytest.mark.long
 def test_stp_run_logs_its_cover_periods_as_decoys(tmp_path):
     """One short namespace run: the probe's decoy lines match the shaper's own count,
-    and the table rows carry the new figures."""
-    from conftest import need_home
+    and the table rows carry the new figures. 90 s of the synthetic home in
+    `make test` (17 cover periods when written), 150 s in `make long`."""
+    from conftest import by_profile, need_home
 
     need_home()
     label = "tunnel+stp:q=0.05"
     res, _, _ = runner.simulate(out=str(tmp_path), defenses=[label], synthetic=True,
-                                duration=150, speed=5, window=10)
+                                duration=by_profile(150, 90), speed=5, window=10)
     run = res["runs"][label]
     assert run["sessions"]["ok"] == run["sessions"]["expected"] > 0, run["sessions"]
     covers = run["hub"]["shaper"]["covers"]

@@ -206,6 +206,10 @@ def test_bad_cells_from_an_authenticated_exit(tun):
     # never opened, unknown types, oversized lengths, a credit violation on
     # every stream. The hub drops and counts them, resets only the streams
     # concerned, and keeps running; the real exit then serves again.
+    # A fresh hub: the link's reconnect backoff starts afresh (after the
+    # killed exit of the test before it had grown to 16-30 s).
+    tun.start_hub(tunnel_config(tun))
+    assert tunnel_status(tun)["state"] == "up"
     tun.stop_peer("exit")
     assert tunnel_status(tun, state="down")["state"] == "down"
     start_exit(tun, True, "--bad")

@@ -21,20 +21,27 @@ def home():
     return h, W.decoys(h, 2)
 
 
+@pytest.fixture(scope="module")
+def bare(home):
+    """The uncovered WiFi view and the events attack on it (two tests read both)."""
+    h, _ = home
+    recs = W.records(h)
+    return recs, W.events(recs, h, seed=2)
+
+
 def _frames(recs):
     return Counter(zip(np.round(recs.ts, 6).tolist(), recs.nbytes.tolist(),
                        recs.direction.tolist(), recs.device.tolist()))
 
 
-def test_without_cover_events_are_read(home):
-    h, _ = home
-    ev = W.events(W.records(h), h, seed=2)
+def test_without_cover_events_are_read(bare):
+    _, ev = bare
     assert ev["value"] is not None and ev["value"] >= 0.8, ev
 
 
-def test_pair_stripper_gives_back_the_uncovered_view_of_naive_cover(home):
+def test_pair_stripper_gives_back_the_uncovered_view_of_naive_cover(home, bare):
     h, plays = home
-    bare = W.records(h)
+    bare, bare_events = bare
     frames, status = W.cover(h, plays, W.wifi_config(chaff_pct=0), seed=2)
     covered = W.records(h, frames)
     assert sum(s["sent_bytes"] for s in status) > 0 and len(covered) > len(bare)
@@ -44,7 +51,7 @@ def test_pair_stripper_gives_back_the_uncovered_view_of_naive_cover(home):
     # little real traffic is lost (a real reply may follow a request of its length:
     # about 1 % of the frames, mostly 66-byte ACKs)
     assert sum((real - kept).values()) <= 0.03 * len(bare)
-    a = W.events(bare, h, seed=2)["value"]
+    a = bare_events["value"]
     b = W.events(stripped, h, seed=2)["value"]
     assert abs(a - b) <= 0.05, (a, b)
     c = W.events(covered, h, seed=2)["value"]

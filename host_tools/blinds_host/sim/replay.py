@@ -1,13 +1,16 @@
 """The replayers: one per device namespace, one for the cloud side.
 
     python -m blinds_host.sim.replay device --schedule S.json --index I --t0 T --speed X
-                                            --dns IP --end T_END --log LOG.jsonl
+                                            --dns IP --end T_END --log LOG.jsonl [--ready FILE]
     python -m blinds_host.sim.replay cloud  --schedule S.json --t0 T --speed X
                                             --end T_END --log LOG.jsonl [--ready FILE]
 
 Times in the schedule are seconds of the recording from the replay's start;
 event ``t`` happens at wall-clock ``t0 + t / speed`` (every namespace shares the
-host's clock).
+host's clock). Instead of ``--t0`` and ``--end``, ``--go FILE``: the replayer
+gets ready (the cloud's listeners open, the device's schedule read), writes
+``--ready``, then waits for FILE, ``{"t0": T, "end": {"device": T_END,
+"cloud": T_END}}`` (the runner writes it once every replayer is ready).
 
 Device side, per session: at its start time, under a per-device lock (so that
 the name this device resolved most recently is this session's: the hub names a
@@ -39,6 +42,7 @@ MAGIC = b"\x00BS1"           # first byte 0: neither TLS (22) nor an HTTP method
 HEADER = struct.Struct("!4sHHI4x")
 ACK = b"\x06"
 GRACE_S = 5.0
+GO_WAIT_S = 120.0  # --go: a runner that wrote no start time by then is gone
 ZEROS = memoryview(bytes(65536))
 
 
@@ -260,11 +264,32 @@ async def local_udp(dev, args, log):
                    "local_udp_errors": errors})
 
 
+async def ready_then_go(args):
+    """Write ``--ready``; with ``--go``, wait for the start file and take t0 and end from it."""
+    if args.ready:
+        with open(args.ready, "w") as f:
+            f.write("ready\n")
+    if not args.go:
+        return
+    deadline = time.time() + GO_WAIT_S
+    while True:
+        try:
+            with open(args.go) as f:
+                go = json.load(f)
+            break
+        except (OSError, ValueError):
+            if time.time() > deadline:
+                raise SystemExit("no start time in %s after %g s" % (args.go, GO_WAIT_S))
+            await asyncio.sleep(0.01)
+    args.t0, args.end = float(go["t0"]), float(go["end"][args.side])
+
+
 async def run_device(args):
     with open(args.schedule) as f:
         sched = json.load(f)
     dev = sched["devices"][args.index - 1]
     log = Log(args.log)
+    await ready_then_go(args)
     lock = asyncio.Lock()
     results = []
     tasks = [asyncio.create_task(device_session(dev, flow, i, s, args, lock, log, results))
@@ -343,9 +368,7 @@ async def run_cloud(args):
     for ip, port in addrs:
         servers.append(await asyncio.start_server(cloud.handle, ip, port, backlog=64,
                                                   reuse_address=True))
-    if args.ready:
-        with open(args.ready, "w") as f:
-            f.write("%d\n" % len(servers))
+    await ready_then_go(args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -366,13 +389,16 @@ def main(argv=None):
     p.add_argument("side", choices=("device", "cloud"))
     p.add_argument("--schedule", required=True)
     p.add_argument("--index", type=int, default=0)
-    p.add_argument("--t0", type=float, required=True)
+    p.add_argument("--t0", type=float)
     p.add_argument("--speed", type=float, default=1.0)
     p.add_argument("--dns", default="192.168.4.1")
-    p.add_argument("--end", type=float, required=True)
+    p.add_argument("--end", type=float)
     p.add_argument("--log", required=True)
     p.add_argument("--ready")
+    p.add_argument("--go")
     args = p.parse_args(argv)
+    if not args.go and (args.t0 is None or args.end is None):
+        p.error("give --t0 and --end, or --go")
     if args.side == "device":
         loop = asyncio.new_event_loop()
         main_task = loop.create_task(run_device(args))

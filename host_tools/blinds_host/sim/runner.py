@@ -47,7 +47,11 @@ from . import schedule as S
 from .simhome import SimHome, decoys_of  # noqa: F401 -- decoys_of: part of this API
 from .views import hub_name
 
-START_MARGIN_S = 3.0
+# The replay starts this long after every replayer said it is ready (they
+# poll for the start file every 10 ms), not after a fixed margin for their
+# start-up (it was 3 s; ~1 s of it was the replayers' start).
+GO_LEAD_S = 0.5
+READY_TIMEOUT_S = 30.0
 END_MARGIN_S = 3.0
 HUB_IDLE_TIMEOUT_S = 600     # > schedule.SESSION_GAP_S: a session's silences never end it
 MAX_ALLOW = 128
@@ -153,40 +157,38 @@ def run_defense(sched_path, sched, defense, outdir, speed=1.0, progress=None, st
                 _wait_tunnel(home)
         caps = {v: home.capture(v, "%s.pcap" % v) for v in ("wifi", "lastmile")}
         run_s = sched["duration"] / speed
-        t0 = time.time() + START_MARGIN_S
-        t_end = t0 + run_s + END_MARGIN_S + 5.0
         py = sys.executable
         logs = {"cloud": os.path.join(outdir, "cloud.jsonl")}
-        ready = os.path.join(outdir, "cloud.ready")
-        for p in [logs["cloud"], ready]:
+        go = os.path.join(outdir, "go.json")
+        ready = {"cloud": os.path.join(outdir, "cloud.ready")}
+        for d in sched["devices"]:
+            logs[d["index"]] = os.path.join(outdir, "device%d.jsonl" % d["index"])
+            ready[d["index"]] = os.path.join(outdir, "device%d.ready" % d["index"])
+        for p in list(logs.values()) + list(ready.values()) + [go]:
             if os.path.exists(p):
                 os.unlink(p)
-        common = ["--schedule", sched_path, "--t0", "%.6f" % t0, "--speed", repr(speed)]
+        common = ["--schedule", sched_path, "--go", go, "--speed", repr(speed)]
         home.procs["sim-cloud"] = home.popen(home.inet_ns, [
             py, "-m", "blinds_host.sim.replay", "cloud"] + common + [
-            "--end", "%.6f" % (t_end + 2.0), "--log", logs["cloud"], "--ready", ready],
-            "sim-cloud")
-        deadline = time.time() + 15
-        while not os.path.exists(ready):
-            if home.procs["sim-cloud"].poll() is not None or time.time() > deadline:
-                raise RuntimeError("the cloud replayer did not start; see %s"
-                                   % home.path("sim-cloud.log"))
-            time.sleep(0.05)
+            "--log", logs["cloud"], "--ready", ready["cloud"]], "sim-cloud")
         dns = RESOLVER_IP if routed else home_mod.AP_IP
         devs = {}
         for d in sched["devices"]:
             i = d["index"]
-            logs[i] = os.path.join(outdir, "device%d.jsonl" % i)
-            if os.path.exists(logs[i]):
-                os.unlink(logs[i])
             devs[i] = home.popen(home.dev_ns(i), [
                 py, "-m", "blinds_host.sim.replay", "device", "--index", str(i)] + common + [
-                "--dns", dns, "--end", "%.6f" % t_end, "--log", logs[i]], "sim-device%d" % i)
+                "--dns", dns, "--log", logs[i], "--ready", ready[i]], "sim-device%d" % i)
             home.procs["sim-device%d" % i] = devs[i]
+        _wait_ready(home, ready)
+        t0 = time.time() + GO_LEAD_S
+        t_end = t0 + run_s + END_MARGIN_S + 5.0
+        with open(go + ".tmp", "w") as f:
+            json.dump({"t0": t0, "end": {"device": t_end, "cloud": t_end + 2.0}}, f)
+        os.replace(go + ".tmp", go)
         total_sessions = sum(d["sessions"] for d in sched["devices"])
         last = 0.0
         while any(p.poll() is None for p in devs.values()) and time.time() < t_end + 10:
-            time.sleep(0.5)
+            time.sleep(0.1)
             now = time.time()
             if now - last >= 10.0:
                 last = now
@@ -237,6 +239,18 @@ def _start_exit(home, sched, shaper):
     testhome.start_exit(home, testhome.exit_argv(
         home, [home_mod.INTERNET_PREFIX] + private))
     return testhome.tunnel_section(home, shaper=shaper)
+
+
+def _wait_ready(home, ready):
+    """Until every replayer has written its ready file (``ready``: key -> path)."""
+    deadline = time.time() + READY_TIMEOUT_S
+    for key, path in ready.items():
+        name = "sim-cloud" if key == "cloud" else "sim-device%d" % key
+        while not os.path.exists(path):
+            if home.procs[name].poll() is not None or time.time() > deadline:
+                raise RuntimeError("the %s replayer did not start; see %s"
+                                   % (name[4:], home.path(name + ".log")))
+            time.sleep(0.02)
 
 
 def _wait_tunnel(home):
