@@ -174,10 +174,12 @@ def test_exit_killed_nothing_goes_direct_then_reconnects(tun):
         time.sleep(1.5)
         assert dl.poll() is None, dl.communicate()
         tun.stop_peer("exit")
-        # It fails cleanly: the hub resets the device at once (when curl
-        # notices depends on its rate-limited reads).
+        # It fails cleanly: the hub resets the device at once (checked from
+        # the hub's log below). When curl notices depends on its rate-limited
+        # reads: what its socket already holds is read first (once over 20 s
+        # in CI), and its own -m 60 ends it at the latest.
         t0 = time.time()
-        assert dl.wait(timeout=20) != 0
+        assert dl.wait(timeout=65) != 0
         time.sleep(1.2)
         log = tun.hub_status()["relay"]["log"]
         ended = [e[0] for e in log if e[2] == "fw.vendor.test" and e[7] == "tunnel down"]
