@@ -910,29 +910,26 @@ print(json.dumps(out))
         assert tpls[0][2] == (n - 1) * g
 
 
-def _learned(n_devs=3):
-    sh = AdaptiveShaper(adaptive_cfg(decoy_ratio=256.0), None, random.Random(3), 512)
-    sh.start(0)
-    for k in range(n_devs):
-        for t in range(0, 600, 100):
-            sh.note(t + 10000 * k, "d%d" % k, t % 200 == 0)
-    sh.model.sweep(10**6)
-    return sh
-
-
 def test_decoy_orders_wait_in_turn_and_the_oldest_is_dropped():
     from blinds.tunnel.decoys import _MAX_ORDERS
 
-    sh = _learned()
+    sh = AdaptiveShaper(adaptive_cfg(), None, random.Random(3), 512)
+    sh.start(0)
+    for k in range(3):
+        for t in range(0, 600, 100):
+            sh.note(t + 10000 * k, "d%d" % k, t % 200 == 0)
+    sh.model.sweep(10**6)
     sh.tokens = 10**9
     devs = list(sh.model.devs.values())
-    started = 0
+    made = []
     for i in range(_MAX_ORDERS + 2):
         sh.plays = []  # room to play each
         assert sh._decoy(20000, devs[i % len(devs)], False)
-        started += 1
+        made.append(sh.orders[-1])
     assert sh.ordering() and sh.c["orders_dropped"] == 2
     got = []
     while sh.ordering():
-        got.append(bytes(sh.order_taken()))
-    assert len(got) == _MAX_ORDERS and sh.order_taken() is None
+        got.append(sh.order_taken())
+    # the newest _MAX_ORDERS, in turn (the same objects, not equal copies)
+    assert len(got) == _MAX_ORDERS and all(a is b for a, b in zip(got, made[2:]))
+    assert sh.order_taken() is None

@@ -73,7 +73,8 @@ def test_control_cells_slack_counts_from_when_they_were_queued_unix_port():
 # real cells keep waiting (a held device draining): as a PAD of its own, ahead of
 # them, which the exit's twin plays.
 ORDER = LINK_SCENARIO.split("class FakeDeviceSocket")[0] + r"""
-from blinds.tunnel.adaptive import AdaptiveShaper, ORDER_LEN
+from blinds.tunnel.adaptive import AdaptiveShaper
+from blinds.tunnel.decoys import ORDER_LEN
 ADAPTIVE = {"kind": "adaptive", "interval_ms": 50, "floor_interval_ms": 2000,
             "budget_Bps": 3000, "noise": 0.5, "decoy_ratio": 4.0, "decoy_floor": 0.0,
             "state_file": None, "day_s": 86400}

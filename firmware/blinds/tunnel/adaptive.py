@@ -14,7 +14,7 @@ import time
 
 from blinds.compat import const, ticks_add, ticks_diff
 from blinds.tunnel import bursts
-from blinds.tunnel.decoys import ORDER_LEN, Decoys  # noqa: F401 - ORDER_LEN for callers
+from blinds.tunnel.decoys import Decoys
 from blinds.tunnel.shaper import FOREVER, KIND_ADAPTIVE
 from blinds.tunnel.shapes import get32, seed_rng, u32
 
